@@ -1,0 +1,67 @@
+//! Ports: where packets enter and leave the device.
+//!
+//! A port is opened once with one queue pair per worker; worker k owns queue pair k of
+//! every port outright (no sharing, no locks). Backends:
+//! - `ring`: in-process rings, the default device, for tests, benchmarks and the
+//!   traffic simulator; the outside end steers injected frames with the symmetric hash.
+//! - `pcap`: replays a capture as input and writes what the port sends to a capture.
+
+pub mod pcap;
+pub mod ring;
+pub mod spsc;
+
+use crate::packet::Burst;
+
+/// One rx/tx queue pair of a port, owned by one worker.
+pub trait PortQueue: Send {
+    /// Appends received packets to `burst` until it is full or the queue is empty;
+    /// returns how many were added.
+    fn rx_burst(&mut self, burst: &mut Burst) -> usize;
+
+    /// Sends packets from the front of `burst`; returns how many were sent. Packets
+    /// that could not be sent stay in `burst` (the caller counts and drops them).
+    fn tx_burst(&mut self, burst: &mut Burst) -> usize;
+
+    /// Sends whatever the backend batched (files, sockets). Called when a worker is
+    /// about to idle, so nothing waits in a half-full batch.
+    fn flush(&mut self) {}
+}
+
+/// A device port before it is split into queues.
+pub trait Port: Send {
+    /// The name used in configs and statistics.
+    fn name(&self) -> &str;
+
+    /// The port's own MAC address (source of rewritten frames).
+    fn mac(&self) -> [u8; 6];
+
+    /// Splits the port into `queues` queue pairs, one per worker. Called once.
+    fn open(&mut self, queues: usize) -> Result<Vec<Box<dyn PortQueue>>, PortError>;
+
+    /// Lets the backend wake a sleeping worker when traffic arrives on `queue`.
+    fn set_waker(&mut self, _queue: usize, _waker: std::thread::Thread) {}
+}
+
+/// Why a port could not be opened or used.
+#[derive(Debug)]
+pub struct PortError {
+    pub port: String,
+    pub reason: String,
+}
+
+impl PortError {
+    pub fn new(port: impl Into<String>, reason: impl Into<String>) -> PortError {
+        PortError {
+            port: port.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for PortError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "port {}: {}", self.port, self.reason)
+    }
+}
+
+impl std::error::Error for PortError {}

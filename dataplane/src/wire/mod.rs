@@ -1,0 +1,28 @@
+//! Wire formats: zero-copy views of Ethernet, 802.1Q, IPv4, IPv6, TCP and UDP with
+//! checked constructors, and `Repr`s that parse and emit them (smoltcp's shape).
+//!
+//! Nothing here knows about ports, sessions or workers. `frame::parse` is the one
+//! function the hot path calls: it turns a frame into the fields a flow lookup needs,
+//! or says why it cannot (not a flow, or malformed). It never panics on any input.
+
+pub mod ethernet;
+pub mod frame;
+pub mod ipv4;
+pub mod ipv6;
+pub mod tcp;
+pub mod udp;
+
+pub use frame::{build, parse, FrameInfo, FrameSpec, Malformed, NotFlow, Unparsed};
+
+/// IP protocol numbers the device keys sessions on.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// TCP flag bits as they sit in the header's flags byte.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+}
