@@ -9,5 +9,6 @@ pub mod mem;
 pub mod packet;
 pub mod port;
 pub mod prefetch;
+pub mod session;
 pub mod steer;
 pub mod wire;
