@@ -44,7 +44,10 @@ impl<T> Region<T> {
     pub fn zeroed(len: usize) -> Result<Region<T>, ReserveError> {
         let len = len.max(1);
         let size = std::mem::size_of::<T>().max(1);
-        assert!(std::mem::align_of::<T>() <= 4096, "Region alignment is the page");
+        assert!(
+            std::mem::align_of::<T>() <= 4096,
+            "Region alignment is the page"
+        );
         let want = len.checked_mul(size).ok_or(ReserveError {
             bytes: usize::MAX,
             errno: libc::ENOMEM,

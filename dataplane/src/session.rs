@@ -8,13 +8,13 @@ use std::net::IpAddr;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Action {
     /// Both directions are dropped.
-    Drop,
+    Drop = 0,
     /// Packets go on to the other side.
-    Forward,
+    Forward = 1,
     /// Forward, and a copy to the collector port.
-    Mirror,
+    Mirror = 2,
     /// Forward, and a copy to the firewall port.
-    Snoop,
+    Snoop = 3,
 }
 
 /// A session to install. Addresses are in network order; for IPv4 the address sits in
@@ -107,14 +107,52 @@ pub enum SessionState {
 /// Why a session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum CloseCause {
-    NotClosed,
+    NotClosed = 0,
     /// FIN from both sides.
-    FinAck,
-    Rst,
+    FinAck = 1,
+    Rst = 2,
     /// No packet for the session's idle timeout.
-    Timeout,
+    Timeout = 3,
     /// Removed by a delete command.
-    Deleted,
+    Deleted = 4,
+}
+
+impl CloseCause {
+    /// The cause stored as `code as u8`; unknown codes read as NotClosed.
+    pub fn from_code(code: u8) -> CloseCause {
+        match code {
+            1 => CloseCause::FinAck,
+            2 => CloseCause::Rst,
+            3 => CloseCause::Timeout,
+            4 => CloseCause::Deleted,
+            _ => CloseCause::NotClosed,
+        }
+    }
+}
+
+impl SessionState {
+    /// The state stored as `state as u8`; unknown codes read as Closed.
+    pub fn from_code(code: u8) -> SessionState {
+        match code {
+            0 => SessionState::Established,
+            1 => SessionState::Closing1,
+            2 => SessionState::Closing2,
+            _ => SessionState::Closed,
+        }
+    }
+}
+
+impl Action {
+    /// The action stored as `action as u8` (the OpenOffload numbers).
+    pub fn from_code(code: u8) -> Option<Action> {
+        match code {
+            0 => Some(Action::Drop),
+            1 => Some(Action::Forward),
+            2 => Some(Action::Mirror),
+            3 => Some(Action::Snoop),
+            _ => None,
+        }
+    }
 }
 
 /// A session's counters and state: the answer to a query, and the closed record.
@@ -147,6 +185,10 @@ pub enum AddError {
     UnknownLif,
     /// Mirror with no collector port configured.
     NoCollector,
+    /// A next hop that is not in the next-hop table.
+    UnknownNextHop,
+    /// The worker that owns the session is not running.
+    Unavailable,
 }
 
 impl std::fmt::Display for AddError {
@@ -157,6 +199,8 @@ impl std::fmt::Display for AddError {
             AddError::BadProtocol => "protocol is neither TCP nor UDP",
             AddError::UnknownLif => "lif names no configured port",
             AddError::NoCollector => "mirror needs a collector port",
+            AddError::UnknownNextHop => "next hop is not in the next-hop table",
+            AddError::Unavailable => "the owning worker is not running",
         })
     }
 }

@@ -151,11 +151,19 @@ impl Steering {
     }
 
     /// The worker that owns the flow (either direction).
-    pub fn worker(&self, v6: bool, src: &[u8; 16], dst: &[u8; 16], sport: u16, dport: u16) -> usize {
+    pub fn worker(
+        &self,
+        v6: bool,
+        src: &[u8; 16],
+        dst: &[u8; 16],
+        sport: u16,
+        dport: u16,
+    ) -> usize {
         if self.reta.entries.len() == 1 || self.reta.entries.iter().all(|&q| q == 0) {
             return 0;
         }
-        self.reta.queue(self.toeplitz.hash(v6, src, dst, sport, dport))
+        self.reta
+            .queue(self.toeplitz.hash(v6, src, dst, sport, dport))
     }
 }
 
@@ -165,9 +173,9 @@ mod tests {
 
     // Verification vectors from Microsoft's RSS specification (non-symmetric key).
     const MS_KEY: [u8; 40] = [
-        0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3,
-        0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3,
-        0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
+        0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f,
+        0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30,
+        0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
     ];
 
     #[test]
@@ -189,7 +197,10 @@ mod tests {
         input.extend_from_slice(&dst);
         input.extend_from_slice(&1234u16.to_be_bytes());
         input.extend_from_slice(&80u16.to_be_bytes());
-        assert_eq!(t.hash_v4(src, dst, 1234, 80), toeplitz_reference(&RSS_KEY, &input));
+        assert_eq!(
+            t.hash_v4(src, dst, 1234, 80),
+            toeplitz_reference(&RSS_KEY, &input)
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!   traffic simulator; the outside end steers injected frames with the symmetric hash.
 //! - `pcap`: replays a capture as input and writes what the port sends to a capture.
 
-// pub mod pcap; (unfinished: being completed)
+pub mod pcap;
 pub mod ring;
 pub mod spsc;
 

@@ -35,7 +35,12 @@ pub struct RingPeer {
 }
 
 /// A ring port with `queues` queue pairs of `ring_size` slots each, and its peer.
-pub fn ring_port(name: &str, mac: [u8; 6], queues: usize, ring_size: usize) -> (RingPort, RingPeer) {
+pub fn ring_port(
+    name: &str,
+    mac: [u8; 6],
+    queues: usize,
+    ring_size: usize,
+) -> (RingPort, RingPeer) {
     let queues = queues.max(1);
     let mut device = Vec::with_capacity(queues);
     let mut rx = Vec::with_capacity(queues);

@@ -127,7 +127,10 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         let data = self.buffer.as_ref();
         let tci = data.get(field::TAG_TCI).ok_or(Malformed::Truncated)?;
         let inner = data.get(field::TAG_ETHERTYPE).ok_or(Malformed::Truncated)?;
-        Ok(Some((VlanTag::from_tci(tpid, read_u16(tci)), read_u16(inner))))
+        Ok(Some((
+            VlanTag::from_tci(tpid, read_u16(tci)),
+            read_u16(inner),
+        )))
     }
 }
 
@@ -271,7 +274,10 @@ mod tests {
         bytes[12..14].copy_from_slice(&ETHERTYPE_QINQ.to_be_bytes());
         let frame = EthernetFrame::new_checked(&bytes[..]).unwrap();
         let (tag, inner) = frame.vlan_tag().unwrap().unwrap();
-        assert_eq!((tag.tpid, tag.vid, inner), (ETHERTYPE_QINQ, 100, ETHERTYPE_IPV6));
+        assert_eq!(
+            (tag.tpid, tag.vid, inner),
+            (ETHERTYPE_QINQ, 100, ETHERTYPE_IPV6)
+        );
     }
 
     #[test]
@@ -311,7 +317,13 @@ mod tests {
         assert_eq!(frame.src(), [7, 8, 9, 10, 11, 12]);
         assert_eq!(frame.ethertype(), ETHERTYPE_IPV4);
         frame.set_vlan_tag(VlanTag::new(4095), ETHERTYPE_IPV4);
-        assert_eq!(frame.vlan_tag(), Ok(Some((VlanTag::new(4095), ETHERTYPE_IPV4))));
-        assert_eq!(frame.into_inner()[12..18], [0x81, 0x00, 0x0f, 0xff, 0x08, 0x00]);
+        assert_eq!(
+            frame.vlan_tag(),
+            Ok(Some((VlanTag::new(4095), ETHERTYPE_IPV4)))
+        );
+        assert_eq!(
+            frame.into_inner()[12..18],
+            [0x81, 0x00, 0x0f, 0xff, 0x08, 0x00]
+        );
     }
 }

@@ -1,0 +1,438 @@
+//! The engine: starts the workers on their ports, carries commands to them, and
+//! stops them. It is the dataplane's whole interface to the control plane.
+//!
+//! The engine does not keep sessions: it knows which worker owns a 5-tuple (the same
+//! symmetric steering hash the ports use), not which worker holds an id. The control
+//! plane's session directory keeps ids unique across workers and remembers owners;
+//! the blocking helpers here that take only an id ask every worker.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::port::{Port, PortError};
+use crate::session::{AddError, SessionInfo, SessionSpec};
+use crate::stats::{EngineReport, WorkerReport};
+use crate::steer::Steering;
+use crate::worker::{Command, NextHopEntry, PollMode, Worker, WorkerExit, WorkerPlan, WorkerPort};
+
+/// A port and its role in the device.
+pub struct PortConfig {
+    pub port: Box<dyn Port>,
+    /// The logical interface this port carries (VLAN-tagged frames carry
+    /// `vlan << 16 | lif`). None: no session traffic arrives here (a firewall or
+    /// collector port only).
+    pub lif: Option<u16>,
+    /// Destination MAC for frames forwarded out of this port when the session names
+    /// no next hop; None forwards frames unchanged.
+    pub next_hop_mac: Option<[u8; 6]>,
+}
+
+/// An entry of the next-hop table: `action_next_hop` -> MAC (and port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NextHop {
+    pub addr: IpAddr,
+    pub mac: [u8; 6],
+    /// Port index the next hop is reached by; None: the session's out_lif port.
+    pub port: Option<usize>,
+}
+
+pub struct EngineConfig {
+    pub workers: usize,
+    /// Core of each worker; empty: not pinned.
+    pub cores: Vec<usize>,
+    /// Sessions the device holds at most, all workers together.
+    pub max_sessions: usize,
+    /// Idle timeout of sessions added with timeout 0.
+    pub default_timeout_s: u32,
+    /// Granularity of idle timeouts.
+    pub tick: Duration,
+    pub poll: PollMode,
+    pub ports: Vec<PortConfig>,
+    /// Index in `ports` of the port misses, TCP control packets and snoop copies go to.
+    pub firewall_port: usize,
+    /// Index in `ports` of the port mirror copies go to.
+    pub collector_port: Option<usize>,
+    pub next_hops: Vec<NextHop>,
+    /// Commands that may wait for each worker.
+    pub command_queue: usize,
+    /// Closed records that may wait in the feed (all workers).
+    pub closed_queue: usize,
+}
+
+impl EngineConfig {
+    /// One worker, no ports yet, defaults for the rest.
+    pub fn new(ports: Vec<PortConfig>, firewall_port: usize) -> EngineConfig {
+        EngineConfig {
+            workers: 1,
+            cores: Vec::new(),
+            max_sessions: 100_000,
+            default_timeout_s: 30,
+            tick: Duration::from_millis(100),
+            poll: PollMode::Adaptive,
+            ports,
+            firewall_port,
+            collector_port: None,
+            next_hops: Vec::new(),
+            command_queue: 1024,
+            closed_queue: 65_536,
+        }
+    }
+}
+
+/// Why the engine did not start.
+#[derive(Debug)]
+pub enum EngineError {
+    Config(String),
+    Port(PortError),
+    Memory(String),
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Config(s) => write!(f, "bad engine config: {s}"),
+            EngineError::Port(e) => write!(f, "{e}"),
+            EngineError::Memory(s) => write!(f, "cannot reserve memory: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// Sessions a worker is sized for: its share of the device, with room for the
+/// steering hash not being perfectly even.
+fn capacity_per_worker(max_sessions: usize, workers: usize) -> usize {
+    if workers <= 1 {
+        return max_sessions.max(1);
+    }
+    let share = max_sessions.div_ceil(workers);
+    (share + share / 4 + 1024).min(max_sessions).max(1)
+}
+
+/// What `Engine::stop` found.
+#[derive(Debug, Default)]
+pub struct StopReport {
+    /// Closed records never handed over: in the feed and still in the workers.
+    pub closed_undelivered: usize,
+    /// Sessions still live when the workers stopped.
+    pub sessions: usize,
+    /// Workers that ended by a panic.
+    pub crashed: usize,
+}
+
+struct WorkerHandle {
+    commands: Sender<Command>,
+    thread: Thread,
+    join: Option<JoinHandle<WorkerExit>>,
+}
+
+/// The running dataplane.
+pub struct Engine {
+    workers: Vec<WorkerHandle>,
+    steering: Steering,
+    closed: Receiver<SessionInfo>,
+    stop: Arc<AtomicBool>,
+    live: Arc<AtomicUsize>,
+    /// Kept open for the workers' lifetime (some backends stop when the port goes).
+    _ports: Vec<Box<dyn Port>>,
+    port_names: Vec<String>,
+}
+
+impl Engine {
+    /// Checks the config, opens every port into one queue pair per worker, reserves
+    /// the flow tables and starts the workers.
+    pub fn start(cfg: EngineConfig) -> Result<Engine, EngineError> {
+        let bad = |s: String| Err(EngineError::Config(s));
+        let n = cfg.workers;
+        if n == 0 || n > 64 {
+            return bad(format!("workers = {n}: must be 1 to 64"));
+        }
+        if !cfg.cores.is_empty() && cfg.cores.len() != n {
+            return bad(format!("{} cores given for {n} workers", cfg.cores.len()));
+        }
+        if cfg.ports.is_empty() || cfg.ports.len() > 255 {
+            return bad(format!("{} ports: must be 1 to 255", cfg.ports.len()));
+        }
+        if cfg.max_sessions == 0 {
+            return bad("max_sessions = 0".into());
+        }
+        let nports = cfg.ports.len();
+        if cfg.firewall_port >= nports {
+            return bad(format!(
+                "firewall port {} of {nports} ports",
+                cfg.firewall_port
+            ));
+        }
+        if let Some(c) = cfg.collector_port.filter(|&c| c >= nports) {
+            return bad(format!("collector port {c} of {nports} ports"));
+        }
+        let mut lif_ports = HashMap::new();
+        for (i, p) in cfg.ports.iter().enumerate() {
+            if let Some(lif) = p.lif {
+                if lif_ports.insert(lif, i as u8).is_some() {
+                    return bad(format!("lif {lif} is on two ports"));
+                }
+            }
+        }
+        let mut next_hops = Vec::with_capacity(cfg.next_hops.len());
+        for h in &cfg.next_hops {
+            if let Some(p) = h.port.filter(|&p| p >= nports) {
+                return bad(format!("next hop {} on port {p} of {nports} ports", h.addr));
+            }
+            if next_hops.iter().any(|e: &NextHopEntry| e.addr == h.addr) {
+                return bad(format!("next hop {} listed twice", h.addr));
+            }
+            next_hops.push(NextHopEntry {
+                addr: h.addr,
+                mac: h.mac,
+                port: h.port.map(|p| p as u8),
+            });
+        }
+        if next_hops.len() >= u16::MAX as usize {
+            return bad("more than 65534 next hops".into());
+        }
+        if cfg.tick.is_zero() {
+            return bad("tick is zero".into());
+        }
+
+        let mut ports = Vec::with_capacity(nports);
+        let mut per_worker: Vec<Vec<WorkerPort>> = (0..n).map(|_| Vec::new()).collect();
+        let mut port_names = Vec::new();
+        for pc in cfg.ports {
+            let mut port = pc.port;
+            let queues = port.open(n).map_err(EngineError::Port)?;
+            if queues.len() != n {
+                return Err(EngineError::Port(PortError::new(
+                    port.name(),
+                    format!("opened {} queues for {n} workers", queues.len()),
+                )));
+            }
+            for (w, q) in queues.into_iter().enumerate() {
+                per_worker[w].push(WorkerPort::new(
+                    port.name(),
+                    q,
+                    pc.lif,
+                    port.mac(),
+                    pc.next_hop_mac,
+                ));
+            }
+            port_names.push(port.name().to_string());
+            ports.push(port);
+        }
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let live = Arc::new(AtomicUsize::new(0));
+        let (closed_tx, closed_rx) = crossbeam_channel::bounded(cfg.closed_queue.max(1));
+        let mut workers = Vec::with_capacity(n);
+        for (w, wports) in per_worker.into_iter().enumerate() {
+            let plan = WorkerPlan {
+                lif_ports: lif_ports.clone(),
+                firewall_port: cfg.firewall_port as u8,
+                collector_port: cfg.collector_port.map(|c| c as u8),
+                next_hops: next_hops.clone(),
+                tick: cfg.tick,
+                default_timeout_s: cfg.default_timeout_s,
+                max_sessions: cfg.max_sessions,
+                capacity_per_worker: capacity_per_worker(cfg.max_sessions, n),
+                poll: cfg.poll,
+                core: cfg.cores.get(w).copied(),
+            };
+            let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(cfg.command_queue.max(1));
+            let worker = Worker::new(
+                w,
+                plan,
+                wports,
+                cmd_rx,
+                closed_tx.clone(),
+                live.clone(),
+                stop.clone(),
+            )
+            .map_err(|e| EngineError::Memory(format!("worker {w}: {e}")))?;
+            let join = std::thread::Builder::new()
+                .name(format!("worker-{w}"))
+                .spawn(move || worker.run())
+                .map_err(|e| EngineError::Config(format!("cannot start worker {w}: {e}")))?;
+            let thread = join.thread().clone();
+            for port in ports.iter_mut() {
+                port.set_waker(w, thread.clone());
+            }
+            workers.push(WorkerHandle {
+                commands: cmd_tx,
+                thread,
+                join: Some(join),
+            });
+        }
+        Ok(Engine {
+            workers,
+            steering: Steering::new(n),
+            closed: closed_rx,
+            stop,
+            live,
+            _ports: ports,
+            port_names,
+        })
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub fn port_names(&self) -> &[String] {
+        &self.port_names
+    }
+
+    /// Sessions held now (live, and closed ones whose record is not yet in the feed).
+    pub fn sessions(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// The worker that owns a session: where both directions of its packets arrive.
+    pub fn owner(&self, spec: &SessionSpec) -> usize {
+        self.steering
+            .worker(spec.v6, &spec.src, &spec.dst, spec.sport, spec.dport)
+    }
+
+    /// Queues a command for worker `w` and wakes it. Blocks while that worker's
+    /// command queue is full. A worker that is gone answers the command as refused.
+    pub fn send(&self, w: usize, cmd: Command) {
+        let h = &self.workers[w];
+        if let Err(e) = h.commands.send(cmd) {
+            e.into_inner().refuse();
+            return;
+        }
+        h.thread.unpark();
+    }
+
+    /// The closed-session feed: every session closed by FIN, RST or timeout, once.
+    pub fn closed(&self) -> &Receiver<SessionInfo> {
+        &self.closed
+    }
+
+    /// Adds sessions and waits for the answers (one per spec, in order). Ids must not
+    /// be held by another worker: the caller keeps ids unique across workers.
+    pub fn add(&self, specs: Vec<SessionSpec>) -> Vec<Result<(), AddError>> {
+        let total = specs.len();
+        let mut by_worker: Vec<(Vec<usize>, Vec<SessionSpec>)> = (0..self.workers())
+            .map(|_| (Vec::new(), Vec::new()))
+            .collect();
+        for (i, s) in specs.into_iter().enumerate() {
+            let w = self.owner(&s);
+            by_worker[w].0.push(i);
+            by_worker[w].1.push(s);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let queued = Instant::now();
+        let mut pending = 0;
+        for (w, (positions, specs)) in by_worker.into_iter().enumerate() {
+            if specs.is_empty() {
+                continue;
+            }
+            pending += 1;
+            let tx = tx.clone();
+            self.send(
+                w,
+                Command::Add {
+                    specs,
+                    queued,
+                    reply: Box::new(move |r| {
+                        let _ = tx.send((positions, r));
+                    }),
+                },
+            );
+        }
+        let mut out = vec![Err(AddError::Unavailable); total];
+        for _ in 0..pending {
+            match rx.recv() {
+                Ok((positions, results)) => {
+                    for (p, r) in positions.into_iter().zip(results) {
+                        out[p] = r;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Runs a command that expects one answer on worker `w` and waits for it; None if
+    /// the worker is gone.
+    pub fn call<T: Send + 'static>(
+        &self,
+        w: usize,
+        make: impl FnOnce(crate::worker::Reply<T>) -> Command,
+    ) -> Option<T> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(
+            w,
+            make(Box::new(move |v| {
+                let _ = tx.send(v);
+            })),
+        );
+        rx.recv().ok()
+    }
+
+    /// Deletes a session wherever it is; its final state, or None if no worker has it.
+    pub fn delete(&self, id: u64) -> Option<SessionInfo> {
+        (0..self.workers()).find_map(|w| {
+            self.call(w, |reply| Command::Delete { id, reply })
+                .flatten()
+        })
+    }
+
+    /// A session's state wherever it is.
+    pub fn query(&self, id: u64) -> Option<SessionInfo> {
+        (0..self.workers()).find_map(|w| {
+            self.call(w, |reply| Command::Query {
+                ids: vec![id],
+                reply,
+            })
+            .and_then(|mut v| v.pop().flatten())
+        })
+    }
+
+    /// Every worker's counters and histograms, and their sum.
+    pub fn report(&self) -> EngineReport {
+        let reports: Vec<WorkerReport> = (0..self.workers())
+            .filter_map(|w| self.call(w, |reply| Command::Report { reply }))
+            .collect();
+        EngineReport::merge(reports)
+    }
+
+    /// Stops the workers and waits for them; then closes the ports.
+    pub fn stop(mut self) -> StopReport {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> StopReport {
+        self.stop.store(true, Ordering::Release);
+        let mut report = StopReport::default();
+        for h in &mut self.workers {
+            h.thread.unpark();
+            if let Some(j) = h.join.take() {
+                match j.join() {
+                    Ok(exit) => {
+                        report.closed_undelivered += exit.closed_undelivered;
+                        report.sessions += exit.sessions;
+                    }
+                    Err(_) => report.crashed += 1,
+                }
+            }
+        }
+        report.closed_undelivered += self.closed.len();
+        report
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.workers.iter().any(|h| h.join.is_some()) {
+            self.shutdown();
+        }
+    }
+}

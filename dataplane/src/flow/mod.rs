@@ -1,0 +1,13 @@
+//! Per-worker session state: the flow table (a compact probe index over a slab of
+//! entries) and the timer wheel that finds idle sessions.
+//!
+//! Owned by exactly one worker; nothing here is shared or locked. Memory is reserved
+//! when the table is made: a full table refuses an insert, it never grows.
+
+pub mod key;
+pub mod table;
+pub mod wheel;
+
+pub use key::{Dir, FlowKey};
+pub use table::{Entry, FlowTable, InsertError};
+pub use wheel::TimerWheel;

@@ -1,0 +1,316 @@
+//! A worker: one pinned thread that owns a flow table and one queue pair of every
+//! port, and loops: commands, receive and process bursts, transmit, age sessions,
+//! hand over closed records. See DESIGN.md beside this file.
+//!
+//! - `pipeline.rs`: the hot path (a received burst -> lookups -> actions -> tx).
+//! - `sessions.rs`: session logic (add, delete, query, TCP close state).
+//! - `cleaner.rs`: idle expiry and the hand-over of closed records.
+//! - `command.rs`: what the control side sends and how answers come back.
+
+mod cleaner;
+pub mod command;
+mod pipeline;
+mod sessions;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::flow::{FlowTable, TimerWheel};
+use crate::mem::ReserveError;
+use crate::packet::Burst;
+use crate::port::PortQueue;
+use crate::session::SessionInfo;
+use crate::stats::{Latency, PortCounters, WorkerCounters, WorkerReport};
+pub use command::{Command, Reply};
+
+/// Commands taken per loop iteration, so a flood of commands cannot starve packets.
+const COMMANDS_PER_POLL: usize = 64;
+/// Entries the cleaner looks at per loop iteration.
+const AGING_BUDGET: usize = 256;
+/// Closed records handed to the feed per loop iteration.
+const CLOSED_BUDGET: usize = 256;
+/// Empty polls before an adaptive worker starts to sleep.
+const IDLE_SPINS: u32 = 2_000;
+/// Longest sleep of an idle adaptive worker (also bounds aging latency).
+const MAX_SLEEP: Duration = Duration::from_millis(1);
+
+/// How a worker waits when there is nothing to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollMode {
+    /// Never yields the core: for dedicated, isolated cores.
+    Busy,
+    /// Spins a while, then sleeps in growing steps (up to 1 ms) until traffic or a
+    /// command wakes it: for shared machines. The default.
+    Adaptive,
+}
+
+/// A next hop as a worker uses it: the MAC to write and the port to leave by.
+#[derive(Clone, Copy, Debug)]
+pub struct NextHopEntry {
+    pub addr: IpAddr,
+    pub mac: [u8; 6],
+    /// None: the session's out_lif port.
+    pub port: Option<u8>,
+}
+
+/// What every worker knows of the device (the same for all).
+#[derive(Clone, Debug)]
+pub struct WorkerPlan {
+    /// lif (low 16 bits) -> port index.
+    pub lif_ports: HashMap<u16, u8>,
+    pub firewall_port: u8,
+    pub collector_port: Option<u8>,
+    pub next_hops: Vec<NextHopEntry>,
+    pub tick: Duration,
+    pub default_timeout_s: u32,
+    /// Sessions held by all workers together may not exceed this.
+    pub max_sessions: usize,
+    pub capacity_per_worker: usize,
+    pub poll: PollMode,
+    pub core: Option<usize>,
+}
+
+/// One port as a worker holds it.
+pub struct WorkerPort {
+    pub queue: Box<dyn PortQueue>,
+    /// The port's lif (None: no session traffic arrives here).
+    pub lif: Option<u16>,
+    pub mac: [u8; 6],
+    /// Destination MAC written on frames forwarded out of this port without a
+    /// session next hop; None leaves frames as they are.
+    pub next_hop_mac: Option<[u8; 6]>,
+    tx: Burst,
+    counters: PortCounters,
+}
+
+impl WorkerPort {
+    pub fn new(
+        name: &str,
+        queue: Box<dyn PortQueue>,
+        lif: Option<u16>,
+        mac: [u8; 6],
+        next_hop_mac: Option<[u8; 6]>,
+    ) -> WorkerPort {
+        WorkerPort {
+            queue,
+            lif,
+            mac,
+            next_hop_mac,
+            tx: Burst::new(),
+            counters: PortCounters {
+                name: name.to_string(),
+                ..PortCounters::default()
+            },
+        }
+    }
+}
+
+/// The worker's notion of time, read once per loop iteration.
+struct Clock {
+    start: Instant,
+    start_wall_ns: u64,
+    tick_ns: u64,
+    /// Ticks since start (last-seen stamps and the timer wheel).
+    tick: u32,
+    /// Wall clock, ns since the Unix epoch (session start and end times).
+    wall_ns: u64,
+}
+
+impl Clock {
+    fn new(tick: Duration) -> Clock {
+        let start_wall_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Clock {
+            start: Instant::now(),
+            start_wall_ns,
+            tick_ns: tick.as_nanos().max(1) as u64,
+            tick: 0,
+            wall_ns: start_wall_ns,
+        }
+    }
+
+    #[inline]
+    fn update(&mut self) {
+        let ns = self.start.elapsed().as_nanos() as u64;
+        self.tick = (ns / self.tick_ns) as u32;
+        self.wall_ns = self.start_wall_ns + ns;
+    }
+
+    /// Whole ticks covering `seconds` (at least one).
+    fn ticks(&self, seconds: u32) -> u32 {
+        let t = (u64::from(seconds) * 1_000_000_000).div_ceil(self.tick_ns);
+        t.clamp(1, u64::from(u32::MAX / 2)) as u32
+    }
+}
+
+/// What a worker left behind when it stopped.
+#[derive(Debug, Default)]
+pub struct WorkerExit {
+    /// Closed records that could not be handed to the feed.
+    pub closed_undelivered: usize,
+    /// Sessions still live.
+    pub sessions: usize,
+}
+
+pub struct Worker {
+    id: usize,
+    plan: WorkerPlan,
+    table: FlowTable,
+    wheel: TimerWheel,
+    ports: Vec<WorkerPort>,
+    commands: Receiver<Command>,
+    closed_feed: Sender<SessionInfo>,
+    /// Slots of closed sessions waiting for room in the feed, oldest first.
+    closed_waiting: VecDeque<u32>,
+    /// Sessions held by all workers (capacity is device-wide).
+    live: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    clock: Clock,
+    default_timeout: u32,
+    counters: WorkerCounters,
+    latency: Latency,
+    pinned: Option<usize>,
+}
+
+impl Worker {
+    pub fn new(
+        id: usize,
+        plan: WorkerPlan,
+        ports: Vec<WorkerPort>,
+        commands: Receiver<Command>,
+        closed_feed: Sender<SessionInfo>,
+        live: Arc<AtomicUsize>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Worker, ReserveError> {
+        let table = FlowTable::with_capacity(plan.capacity_per_worker)?;
+        let clock = Clock::new(plan.tick);
+        Ok(Worker {
+            id,
+            wheel: TimerWheel::new(0),
+            closed_waiting: VecDeque::with_capacity(table.capacity()),
+            default_timeout: clock.ticks(plan.default_timeout_s),
+            table,
+            plan,
+            ports,
+            commands,
+            closed_feed,
+            live,
+            stop,
+            clock,
+            counters: WorkerCounters::default(),
+            latency: Latency::default(),
+            pinned: None,
+        })
+    }
+
+    /// Runs until the engine says stop. Pins the thread first if the plan names a core.
+    pub fn run(mut self) -> WorkerExit {
+        if let Some(core) = self.plan.core {
+            if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                self.pinned = Some(core);
+            }
+        }
+        let mut idle: u32 = 0;
+        let mut sleep = Duration::from_micros(10);
+        while !self.stop.load(Ordering::Relaxed) {
+            let work = self.poll_once();
+            if work > 0 {
+                idle = 0;
+                sleep = Duration::from_micros(10);
+                continue;
+            }
+            self.counters.idle_polls += 1;
+            if self.plan.poll == PollMode::Adaptive {
+                idle += 1;
+                if idle > IDLE_SPINS {
+                    // Wakers (rings, the engine's command send) unpark us early.
+                    std::thread::park_timeout(sleep);
+                    sleep = (sleep * 2).min(MAX_SLEEP);
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        self.finish()
+    }
+
+    /// One loop iteration; returns how much work it found (commands, packets, closes).
+    pub fn poll_once(&mut self) -> usize {
+        self.counters.polls += 1;
+        self.clock.update();
+        let mut work = self.take_commands();
+        for p in 0..self.ports.len() {
+            work += self.receive(p);
+        }
+        for p in 0..self.ports.len() {
+            self.flush_port(p);
+        }
+        work += self.age();
+        work += self.hand_over_closed();
+        work
+    }
+
+    fn take_commands(&mut self) -> usize {
+        let mut n = 0;
+        while n < COMMANDS_PER_POLL {
+            match self.commands.try_recv() {
+                Ok(cmd) => {
+                    self.run_command(cmd);
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        n
+    }
+
+    fn flush_port(&mut self, p: usize) {
+        let port = &mut self.ports[p];
+        if port.tx.is_empty() {
+            return;
+        }
+        let sent = port.queue.tx_burst(&mut port.tx);
+        port.counters.tx += sent as u64;
+        // What the queue did not take is counted and freed.
+        port.counters.tx_drops += port.tx.len() as u64;
+        port.tx.clear();
+    }
+
+    fn report(&self) -> WorkerReport {
+        WorkerReport {
+            worker: self.id,
+            core: self.pinned,
+            counters: self.counters.clone(),
+            ports: self.ports.iter().map(|p| p.counters.clone()).collect(),
+            sessions: self.table.len(),
+            capacity: self.table.capacity(),
+            closed_waiting: self.closed_waiting.len(),
+            table_bytes: self.table.bytes() + self.closed_waiting.capacity() * 4,
+            latency: self.latency.clone(),
+        }
+    }
+
+    /// Last flush and hand-over before the thread ends; commands still queued are
+    /// refused so that no caller waits forever.
+    fn finish(mut self) -> WorkerExit {
+        for p in 0..self.ports.len() {
+            self.flush_port(p);
+            self.ports[p].queue.flush();
+        }
+        while self.hand_over_closed() > 0 {}
+        while let Ok(cmd) = self.commands.try_recv() {
+            cmd.refuse();
+        }
+        WorkerExit {
+            closed_undelivered: self.closed_waiting.len(),
+            sessions: self.table.len() - self.closed_waiting.len(),
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Session logic of a worker: commands (add, delete, query, report) and the TCP close
+//! state machine. Nothing here runs per packet except `on_tcp_close_flags`, which the
+//! hot path calls only for FIN, RST, and packets of a session in CLOSING_2.
+
+use std::sync::atomic::Ordering;
+
+use super::{Command, Worker};
+use crate::flow::{Dir, Entry, InsertError};
+use crate::session::{AddError, CloseCause, SessionInfo, SessionSpec, SessionState};
+use crate::wire::{tcp_flags, PROTO_TCP, PROTO_UDP};
+
+/// Entry flag: deleted while its closed record waited for the feed; the record is
+/// not to be sent.
+pub(super) const FLAG_SUPPRESS: u8 = 1;
+
+impl Worker {
+    pub(super) fn run_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Add {
+                specs,
+                queued,
+                reply,
+            } => {
+                let results = specs
+                    .iter()
+                    .map(|spec| {
+                        let r = self.add(spec);
+                        if r.is_ok() {
+                            let ns = queued.elapsed().as_nanos() as u64;
+                            let _ = self.latency.add_ns.record(ns.max(1));
+                        }
+                        r
+                    })
+                    .collect();
+                reply(results);
+            }
+            Command::Delete { id, reply } => {
+                let info = self.delete(id);
+                reply(info);
+            }
+            Command::Query { ids, reply } => {
+                let infos = ids.iter().map(|&id| self.query(id)).collect();
+                reply(infos);
+            }
+            Command::Report { reply } => reply(self.report()),
+        }
+    }
+
+    fn add(&mut self, spec: &SessionSpec) -> Result<(), AddError> {
+        let r = self.try_add(spec);
+        match r {
+            Ok(()) => self.counters.adds += 1,
+            Err(AddError::AlreadyExists) => self.counters.add_exists += 1,
+            Err(AddError::TableFull) => self.counters.add_full += 1,
+            Err(_) => self.counters.add_invalid += 1,
+        }
+        r
+    }
+
+    fn try_add(&mut self, spec: &SessionSpec) -> Result<(), AddError> {
+        if spec.proto != PROTO_TCP && spec.proto != PROTO_UDP {
+            return Err(AddError::BadProtocol);
+        }
+        let port_of = |lif: u32| self.plan.lif_ports.get(&(lif as u16)).copied();
+        let in_port = port_of(spec.in_lif).ok_or(AddError::UnknownLif)?;
+        let mut out_port = port_of(spec.out_lif).ok_or(AddError::UnknownLif)?;
+        if spec.action == crate::session::Action::Mirror && self.plan.collector_port.is_none() {
+            return Err(AddError::NoCollector);
+        }
+        let mut next_hop = 0;
+        if let Some(addr) = spec.next_hop {
+            let i = self
+                .plan
+                .next_hops
+                .iter()
+                .position(|h| h.addr == addr)
+                .ok_or(AddError::UnknownNextHop)?;
+            next_hop = i as u16 + 1;
+            if let Some(p) = self.plan.next_hops[i].port {
+                out_port = p;
+            }
+        }
+        // Capacity is device-wide: take a place before taking a slot.
+        let max = self.plan.max_sessions;
+        if self
+            .live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(AddError::TableFull);
+        }
+        let timeout = if spec.timeout_s == 0 {
+            self.default_timeout
+        } else {
+            self.clock.ticks(spec.timeout_s)
+        };
+        let entry = Entry {
+            src: spec.src,
+            dst: spec.dst,
+            sport: spec.sport,
+            dport: spec.dport,
+            in_lif: spec.in_lif,
+            out_lif: spec.out_lif,
+            proto: spec.proto,
+            v6: spec.v6,
+            action: spec.action as u8,
+            state: SessionState::Established as u8,
+            in_port,
+            out_port,
+            last_seen: self.clock.tick,
+            next_hop,
+            id: spec.id,
+            start_ns: self.clock.wall_ns,
+            timeout_ticks: timeout,
+            ..Entry::default()
+        };
+        match self.table.insert(&entry) {
+            Ok(slot) => {
+                self.wheel.schedule(
+                    &mut self.table,
+                    slot,
+                    self.clock.tick.saturating_add(timeout),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.live.fetch_sub(1, Ordering::AcqRel);
+                Err(match e {
+                    InsertError::Exists => AddError::AlreadyExists,
+                    InsertError::Full => AddError::TableFull,
+                })
+            }
+        }
+    }
+
+    /// Removes a session at once and returns its final state. A session already
+    /// closed and waiting for the feed is answered as closed, and its record is not
+    /// sent any more.
+    fn delete(&mut self, id: u64) -> Option<SessionInfo> {
+        let slot = self.table.slot_of(id)?;
+        self.counters.deletes += 1;
+        let e = self.table.entry(slot);
+        if e.state == SessionState::Closed as u8 {
+            let info = self.info(slot);
+            self.table.entry_mut(slot).flags |= FLAG_SUPPRESS;
+            self.table.forget_id(slot);
+            return Some(info);
+        }
+        self.wheel.unlink(&mut self.table, slot);
+        self.table.unindex(slot);
+        let wall = self.clock.wall_ns;
+        let e = self.table.entry_mut(slot);
+        e.state = SessionState::Closed as u8;
+        e.cause = CloseCause::Deleted as u8;
+        e.set_end_ns(wall);
+        let info = self.info(slot);
+        self.release(slot);
+        Some(info)
+    }
+
+    fn query(&self, id: u64) -> Option<SessionInfo> {
+        self.table.slot_of(id).map(|slot| self.info(slot))
+    }
+
+    pub(super) fn info(&self, slot: u32) -> SessionInfo {
+        let e = self.table.entry(slot);
+        let state = SessionState::from_code(e.state);
+        SessionInfo {
+            id: e.id,
+            in_packets: e.in_packets,
+            in_bytes: e.in_bytes,
+            out_packets: e.out_packets,
+            out_bytes: e.out_bytes,
+            state,
+            cause: CloseCause::from_code(e.cause),
+            start_ns: e.start_ns,
+            end_ns: (state == SessionState::Closed).then(|| e.end_ns()),
+        }
+    }
+
+    /// FIN, RST, or any packet of a session in CLOSING_2 (after the packet was
+    /// counted and handled).
+    pub(super) fn on_tcp_close_flags(&mut self, slot: u32, dir: Dir, flags: u8) {
+        if flags & tcp_flags::RST != 0 {
+            return self.close(slot, CloseCause::Rst);
+        }
+        let e = self.table.entry_mut(slot);
+        if e.state == SessionState::Closing2 as u8 {
+            // Both FINs were seen: the ACK of the last one ends the session.
+            if flags & tcp_flags::ACK != 0 && flags & tcp_flags::FIN == 0 {
+                self.close(slot, CloseCause::FinAck);
+            }
+            return;
+        }
+        if flags & tcp_flags::FIN != 0 {
+            e.fin |= match dir {
+                Dir::In => 1,
+                Dir::Out => 2,
+            };
+            e.state = if e.fin == 3 {
+                SessionState::Closing2 as u8
+            } else {
+                SessionState::Closing1 as u8
+            };
+        }
+    }
+
+    /// Ends a live session: out of the index and the wheel, its record queued for
+    /// the closed-session feed.
+    pub(super) fn close(&mut self, slot: u32, cause: CloseCause) {
+        self.wheel.unlink(&mut self.table, slot);
+        self.close_unlinked(slot, cause);
+    }
+
+    /// As `close`, for an entry the wheel has already let go of.
+    pub(super) fn close_unlinked(&mut self, slot: u32, cause: CloseCause) {
+        self.table.unindex(slot);
+        let wall = self.clock.wall_ns;
+        let e = self.table.entry_mut(slot);
+        e.state = SessionState::Closed as u8;
+        e.cause = cause as u8;
+        e.set_end_ns(wall);
+        match cause {
+            CloseCause::FinAck => self.counters.closed_finack += 1,
+            CloseCause::Rst => self.counters.closed_rst += 1,
+            CloseCause::Timeout => self.counters.closed_timeout += 1,
+            CloseCause::NotClosed | CloseCause::Deleted => {}
+        }
+        self.closed_waiting.push_back(slot);
+    }
+
+    /// Gives a slot back, and its place in the device-wide capacity.
+    pub(super) fn release(&mut self, slot: u32) {
+        self.table.release(slot);
+        self.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
