@@ -951,9 +951,7 @@ mod tests {
         f
     }
 
-    // Needs `wire::parse`, which is being written in parallel: un-ignore once merged.
     #[test]
-    #[ignore = "needs wire::parse"]
     fn spreads_flows_like_rss() {
         let queues = 2;
         let steering = Steering::new(queues);

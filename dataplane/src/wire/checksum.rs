@@ -45,7 +45,10 @@ impl PseudoHeader {
                 sum(src) + sum(dst) + u64::from(protocol) + u64::from(len & 0xffff)
             }
             PseudoHeader::V6 { src, dst } => {
-                sum(src) + sum(dst) + u64::from(len >> 16) + u64::from(len & 0xffff)
+                sum(src)
+                    + sum(dst)
+                    + u64::from(len >> 16)
+                    + u64::from(len & 0xffff)
                     + u64::from(protocol)
             }
         }

@@ -5,6 +5,7 @@
 //! function the hot path calls: it turns a frame into the fields a flow lookup needs,
 //! or says why it cannot (not a flow, or malformed). It never panics on any input.
 
+pub mod checksum;
 pub mod ethernet;
 pub mod frame;
 pub mod ipv4;

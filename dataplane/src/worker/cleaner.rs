@@ -9,7 +9,17 @@ use crossbeam_channel::TrySendError;
 
 use super::sessions::FLAG_SUPPRESS;
 use super::{Worker, AGING_BUDGET, CLOSED_BUDGET};
+use crate::flow::Entry;
 use crate::session::{CloseCause, SessionState};
+
+/// The tick at which a session has been idle for its whole timeout: `last_seen` is
+/// the tick its last packet arrived in, so one more tick makes sure the idle time is
+/// never short of the timeout.
+pub(super) fn due_tick(e: &Entry) -> u32 {
+    e.last_seen
+        .saturating_add(e.timeout_ticks)
+        .saturating_add(1)
+}
 
 impl Worker {
     /// Expires sessions idle past their timeout; returns entries looked at.
@@ -23,10 +33,7 @@ impl Worker {
             &mut self.table,
             now,
             AGING_BUDGET,
-            |t, slot| {
-                let e = t.entry(slot);
-                e.last_seen.saturating_add(e.timeout_ticks)
-            },
+            |t, slot| due_tick(t.entry(slot)),
             |_, slot| expired.push(slot),
         );
         for slot in expired {

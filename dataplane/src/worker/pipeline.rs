@@ -89,16 +89,16 @@ impl Worker {
                     }
                     None => {
                         self.counters.misses += 1;
-                        self.to_firewall(pkt);
+                        self.send_to_firewall(pkt);
                     }
                 },
                 Kind::NotFlow => {
                     self.counters.not_flow += 1;
-                    self.to_firewall(pkt);
+                    self.send_to_firewall(pkt);
                 }
                 Kind::Malformed => {
                     self.counters.malformed += 1;
-                    self.to_firewall(pkt);
+                    self.send_to_firewall(pkt);
                 }
             }
         }
@@ -166,7 +166,7 @@ impl Worker {
         }
     }
 
-    fn to_firewall(&mut self, pkt: PacketBuf) {
+    fn send_to_firewall(&mut self, pkt: PacketBuf) {
         self.counters.to_firewall += 1;
         self.send(self.plan.firewall_port as usize, pkt);
     }
@@ -234,6 +234,12 @@ fn retag(pkt: &mut PacketBuf, from: u16, to: u16) -> bool {
         let data = pkt.data_mut();
         data.copy_within(0..12, VLAN_TAG_LEN);
         pkt.pull_front(VLAN_TAG_LEN);
+        // A minimum-size frame is now 4 bytes short: pad it as a NIC would.
+        let len = pkt.len();
+        if len < ethernet::MIN_FRAME_LEN && pkt.tailroom() >= ethernet::MIN_FRAME_LEN {
+            pkt.set_len(ethernet::MIN_FRAME_LEN);
+            pkt.data_mut()[len..].fill(0);
+        }
     }
     true
 }
@@ -269,6 +275,7 @@ mod tests {
         assert!(retag(&mut q, 5, 9));
         assert_eq!(q.data(), &frame(Some(9))[..], "priority bits kept");
         assert!(retag(&mut q, 9, 0));
-        assert_eq!(q.data(), &frame(None)[..]);
+        assert_eq!(&q.data()[..16], &frame(None)[..]);
+        assert_eq!(q.len(), ethernet::MIN_FRAME_LEN, "padded to the minimum");
     }
 }
