@@ -80,15 +80,30 @@ impl FlowKey {
             | (u64::from(self.proto) << 32)
             | (u64::from(self.v6) << 40)
             | (u64::from(self.sport) << 48);
+        // IPv4 reads the four address bytes as one word each: they were written as
+        // such by the parser, so the loads are forwarded from its stores.
+        let addrs = (u64::from(word4(&self.src)) << 32) | u64::from(word4(&self.dst));
         let mut h = mix(head, u64::from(self.dport));
-        h = mix(h, word(&self.src, 0));
-        h = mix(h, word(&self.dst, 0));
+        h = mix(h, addrs);
         if self.v6 {
-            h = mix(h, word(&self.src, 8));
-            h = mix(h, word(&self.dst, 8));
+            h = mix(h, word(&self.src, 4) ^ word(&self.dst, 4).rotate_left(17));
+            h = mix(
+                h,
+                u64::from(word4_at(&self.src, 12)) | (u64::from(word4_at(&self.dst, 12)) << 32),
+            );
         }
         h ^ (h >> 29)
     }
+}
+
+#[inline(always)]
+fn word4(b: &[u8; 16]) -> u32 {
+    word4_at(b, 0)
+}
+
+#[inline(always)]
+fn word4_at(b: &[u8; 16], i: usize) -> u32 {
+    u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
 }
 
 #[cfg(test)]

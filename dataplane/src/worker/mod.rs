@@ -84,6 +84,8 @@ pub struct WorkerPort {
     /// Destination MAC written on frames forwarded out of this port without a
     /// session next hop; None leaves frames as they are.
     pub next_hop_mac: Option<[u8; 6]>,
+    /// Received last time, headers prefetched, processed next time.
+    staged: Burst,
     tx: Burst,
     counters: PortCounters,
 }
@@ -101,6 +103,7 @@ impl WorkerPort {
             lif,
             mac,
             next_hop_mac,
+            staged: Burst::new(),
             tx: Burst::new(),
             counters: PortCounters {
                 name: name.to_string(),
@@ -300,6 +303,9 @@ impl Worker {
     /// Last flush and hand-over before the thread ends; commands still queued are
     /// refused so that no caller waits forever.
     fn finish(mut self) -> WorkerExit {
+        for p in 0..self.ports.len() {
+            self.process_staged(p);
+        }
         for p in 0..self.ports.len() {
             self.flush_port(p);
             self.ports[p].queue.flush();

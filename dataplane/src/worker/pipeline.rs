@@ -31,34 +31,50 @@ const CLOSING_2: u8 = SessionState::Closing2 as u8;
 const CONTROL_FLAGS: u8 = tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST;
 
 impl Worker {
-    /// Receives one burst from port `p` and processes it; returns packets received.
+    /// Receives a burst from port `p` and processes the one received the time before:
+    /// the new burst's headers are prefetched now and are in cache by the next call.
+    /// Returns the packets received and processed.
     pub(super) fn receive(&mut self, p: usize) -> usize {
-        let mut burst = Burst::new();
-        let n = self.ports[p].queue.rx_burst(&mut burst);
-        if n == 0 {
-            return 0;
+        let mut next = Burst::new();
+        let n = self.ports[p].queue.rx_burst(&mut next);
+        for pkt in next.iter() {
+            pkt.prefetch();
         }
-        let t0 = Instant::now();
         self.ports[p].counters.rx += n as u64;
         self.counters.rx += n as u64;
+        let current = std::mem::replace(&mut self.ports[p].staged, next);
+        let m = current.len();
+        if m > 0 {
+            self.process_burst(p, current);
+        }
+        n + m
+    }
+
+    /// Processes what `receive` holds back (the worker is stopping).
+    pub(super) fn process_staged(&mut self, p: usize) {
+        let current = std::mem::take(&mut self.ports[p].staged);
+        if !current.is_empty() {
+            self.process_burst(p, current);
+        }
+    }
+
+    fn process_burst(&mut self, p: usize, burst: Burst) {
+        let n = burst.len() as u64;
+        let t0 = Instant::now();
         match self.ports[p].lif {
             Some(lif) => self.process(lif, burst),
             None => {
                 // Not session traffic: counted, and the buffers go back to the pool.
-                self.counters.rx_no_lif += n as u64;
+                self.counters.rx_no_lif += n;
                 drop(burst);
             }
         }
-        let per_packet = t0.elapsed().as_nanos() as u64 / n as u64;
-        let _ = self.latency.packet_ns.record_n(per_packet.max(1), n as u64);
-        n
+        let per_packet = t0.elapsed().as_nanos() as u64 / n;
+        let _ = self.latency.packet_ns.record_n(per_packet.max(1), n);
     }
 
     fn process(&mut self, lif: u16, mut burst: Burst) {
         let n = burst.len();
-        for pkt in burst.iter() {
-            pkt.prefetch();
-        }
         let mut keys = [FlowKey::default(); BURST];
         let mut hashes = [0u64; BURST];
         let mut flags = [0u8; BURST];
