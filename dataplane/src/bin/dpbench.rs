@@ -175,7 +175,7 @@ fn drive(
                 stall_start = Instant::now();
             }
             stalled += 1;
-            if stalled % 4096 == 0 && stall_start.elapsed() > Duration::from_secs(2) {
+            if stalled & 4095 == 0 && stall_start.elapsed() > Duration::from_secs(2) {
                 break;
             }
         }
