@@ -27,7 +27,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -83,6 +83,8 @@ impl Capture {
 /// and every `PcapStatus`.
 #[derive(Default)]
 struct StatusInner {
+    /// Replay waits while set (`PcapPort::hold`), so sessions can be installed first.
+    held: AtomicBool,
     loaded: AtomicU64,
     delivered: AtomicU64,
     sent: AtomicU64,
@@ -122,6 +124,11 @@ pub struct PcapStatus {
 }
 
 impl PcapStatus {
+    /// Lets a held replay start.
+    pub fn release(&self) {
+        self.inner.held.store(false, Ordering::Relaxed);
+    }
+
     /// Frames read from the input capture (0 without input).
     pub fn frames_loaded(&self) -> u64 {
         self.inner.loaded.load(Ordering::Relaxed)
@@ -280,6 +287,12 @@ impl PcapPort {
         })
     }
 
+    /// Holds the replay back until `PcapStatus::release` (for example until the
+    /// sessions the capture belongs to are installed).
+    pub fn hold(&self) {
+        self.status.inner.held.store(true, Ordering::Relaxed);
+    }
+
     /// A handle on the port's counters and writer state; it outlives the port.
     pub fn status(&self) -> PcapStatus {
         self.status.clone()
@@ -364,6 +377,9 @@ impl PortQueue for PcapQueue {
         let Some(cap) = &self.input else {
             return 0;
         };
+        if self.status.held.load(Ordering::Relaxed) {
+            return 0;
+        }
         let mut n = 0;
         while !burst.is_full() && self.next < self.frames.len() {
             let frame = cap.frame(self.frames[self.next]);
