@@ -427,13 +427,9 @@ fn two_workers_own_both_directions() {
     assert_eq!(r.total.misses, 0);
 }
 
-#[test]
-fn a_slow_feed_loses_nothing() {
-    let mut dev = Device::start(Setup {
-        closed_queue: 2,
-        ..Setup::default()
-    });
-    let specs: Vec<_> = (0..20)
+/// Offloads `n` TCP sessions and ends each with an RST from its source.
+fn reset_sessions(dev: &mut Device, n: u64) -> Vec<SessionSpec> {
+    let specs: Vec<_> = (0..n)
         .map(|i| {
             tcp(
                 i,
@@ -445,10 +441,20 @@ fn a_slow_feed_loses_nothing() {
             )
         })
         .collect();
-    add_ok(&dev, specs.clone());
+    add_ok(dev, specs.clone());
     for s in &specs {
         dev.inject(OUTSIDE, &frame_of(s, false, tcp_flags::RST, 0));
     }
+    specs
+}
+
+#[test]
+fn a_slow_feed_loses_nothing() {
+    let mut dev = Device::start(Setup {
+        closed_queue: 2,
+        ..Setup::default()
+    });
+    let specs = reset_sessions(&mut dev, 20);
     dev.settle();
     std::thread::sleep(Duration::from_millis(50));
     let r = dev.engine.report();
@@ -483,22 +489,7 @@ fn latency_is_recorded_and_stop_reports_what_is_left() {
         closed_queue: 1,
         ..Setup::default()
     });
-    let specs: Vec<_> = (0..3)
-        .map(|i| {
-            tcp(
-                i,
-                "10.0.0.1",
-                3000 + i as u16,
-                "10.0.1.1",
-                80,
-                Action::Forward,
-            )
-        })
-        .collect();
-    add_ok(&dev, specs.clone());
-    for s in &specs {
-        dev.inject(OUTSIDE, &frame_of(s, false, tcp_flags::RST, 0));
-    }
+    reset_sessions(&mut dev, 3);
     dev.settle();
     let r = dev.engine.report();
     assert_eq!(r.latency.add_ns.len(), 3);
