@@ -25,9 +25,6 @@ impl Worker {
     /// Expires sessions idle past their timeout; returns entries looked at.
     pub(super) fn age(&mut self) -> usize {
         let now = self.clock.tick;
-        if self.wheel.cursor() > now {
-            return 0;
-        }
         let mut expired = arrayvec::ArrayVec::<u32, AGING_BUDGET>::new();
         let seen = self.wheel.advance(
             &mut self.table,

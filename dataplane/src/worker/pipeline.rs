@@ -146,8 +146,8 @@ impl Worker {
 
         // The firewall owns TCP state: it sees every SYN, FIN and RST.
         let control = tcp & CONTROL_FLAGS != 0;
-        if control || action == ACTION_SNOOP {
-            self.copy_to(self.plan.firewall_port, &pkt);
+        if (control || action == ACTION_SNOOP) && self.send_copy(self.plan.firewall_port, &pkt) {
+            self.counters.to_firewall += 1;
         }
         match action {
             ACTION_DROP => {
@@ -157,7 +157,9 @@ impl Worker {
             _ => {
                 if action == ACTION_MIRROR {
                     if let Some(c) = self.plan.collector_port {
-                        self.copy_to(c, &pkt);
+                        if self.send_copy(c, &pkt) {
+                            self.counters.to_collector += 1;
+                        }
                     }
                 }
                 self.forward(pkt, port, vlan, to_vlan, next_hop);
@@ -168,17 +170,19 @@ impl Worker {
         }
     }
 
-    fn copy_to(&mut self, port: u8, pkt: &PacketBuf) {
+    /// Sends a copy of `pkt` out of `port`; false (counted) when the pool is empty.
+    /// The caller counts the copy by its purpose: the firewall and collector may be
+    /// one port.
+    fn send_copy(&mut self, port: u8, pkt: &PacketBuf) -> bool {
         match pkt.copy() {
             Some(c) => {
-                if port == self.plan.firewall_port {
-                    self.counters.to_firewall += 1;
-                } else {
-                    self.counters.to_collector += 1;
-                }
                 self.send(port as usize, c);
+                true
             }
-            None => self.counters.copy_failures += 1,
+            None => {
+                self.counters.copy_failures += 1;
+                false
+            }
         }
     }
 
