@@ -38,10 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(PROTOS, ["."])?;
     let mut builder = tonic_prost_build::configure();
     for (v1, v2) in V1_TO_V2 {
-        builder = builder.extern_path(
-            format!(".openoffload.v1.{v1}"),
-            format!("crate::v2::{v2}"),
-        );
+        builder = builder.extern_path(format!(".openoffload.v1.{v1}"), format!("crate::v2::{v2}"));
     }
     builder.compile_fds(fds)?;
     Ok(())

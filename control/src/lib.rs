@@ -1,0 +1,10 @@
+//! offloadd's control plane: the OpenOffload `SessionTable` service (v1 and v2) and
+//! the admin service over the dataplane engine, and what offloadctl shares with it.
+//!
+//! Owns: the config, TLS, the session directory (id -> worker, ordered), the
+//! closed-session feed and its delivery, the traffic simulator. Must not: touch a
+//! packet on the hot path, or keep counters of sessions (they live in the workers).
+
+pub mod certs;
+pub mod client;
+pub mod wire;
