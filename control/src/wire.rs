@@ -282,7 +282,8 @@ mod tests {
 
     #[test]
     fn invalid_requests_are_named() {
-        let bad: Vec<(&str, Box<dyn Fn(&mut SessionRequest)>)> = vec![
+        type Breaks = Box<dyn Fn(&mut SessionRequest)>;
+        let bad: Vec<(&str, Breaks)> = vec![
             ("ip_version", Box::new(|r| r.ip_version = 2)),
             ("protocol", Box::new(|r| r.protocol_id = 1)),
             ("protocol", Box::new(|r| r.protocol_id = 0)),
