@@ -61,7 +61,7 @@ async fn simulated_sessions_carry_traffic_and_end_every_way() {
         SessionCloseCode::Timeout,
     ] {
         assert!(
-            causes.get(&(code as i32)).is_some(),
+            causes.contains_key(&(code as i32)),
             "some {code:?}: {causes:?}"
         );
     }
