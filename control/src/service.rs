@@ -182,7 +182,11 @@ impl SessionTable {
             return Err(status);
         }
 
-        tracing::debug!(sessions = n, rejected = rejected.len(), "AddSession answered");
+        tracing::debug!(
+            sessions = n,
+            rejected = rejected.len(),
+            "AddSession answered"
+        );
         rejected.sort_unstable_by_key(|r| r.0);
         let mut error_status = 0u64;
         for &(pos, _, _) in &rejected {
