@@ -5,6 +5,16 @@
 //! closed-session feed and its delivery, the traffic simulator. Must not: touch a
 //! packet on the hot path, or keep counters of sessions (they live in the workers).
 
+pub mod admin;
 pub mod certs;
 pub mod client;
+pub mod closed_feed;
+pub mod config;
+pub mod delivery;
+pub mod device;
+pub mod directory;
+pub mod server;
+pub mod service;
+pub mod simulator;
+pub mod testing;
 pub mod wire;

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
@@ -129,7 +129,8 @@ pub struct StopReport {
 struct WorkerHandle {
     commands: Sender<Command>,
     thread: Thread,
-    join: Option<JoinHandle<WorkerExit>>,
+    /// Taken by the first stop.
+    join: Mutex<Option<JoinHandle<WorkerExit>>>,
 }
 
 /// The running dataplane.
@@ -140,7 +141,7 @@ pub struct Engine {
     stop: Arc<AtomicBool>,
     live: Arc<AtomicUsize>,
     /// Kept open for the workers' lifetime (some backends stop when the port goes).
-    _ports: Vec<Box<dyn Port>>,
+    _ports: Mutex<Vec<Box<dyn Port>>>,
     port_names: Vec<String>,
 }
 
@@ -265,7 +266,7 @@ impl Engine {
             workers.push(WorkerHandle {
                 commands: cmd_tx,
                 thread,
-                join: Some(join),
+                join: Mutex::new(Some(join)),
             });
         }
         Ok(Engine {
@@ -274,7 +275,7 @@ impl Engine {
             closed: closed_rx,
             stop,
             live,
-            _ports: ports,
+            _ports: Mutex::new(ports),
             port_names,
         })
     }
@@ -404,17 +405,16 @@ impl Engine {
         EngineReport::merge(reports)
     }
 
-    /// Stops the workers and waits for them; then closes the ports.
-    pub fn stop(mut self) -> StopReport {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> StopReport {
+    /// Stops the workers and waits for them. Callable through a shared engine (the
+    /// control plane's); a second call finds nothing left to stop. Commands sent
+    /// afterwards are answered as refused.
+    pub fn stop(&self) -> StopReport {
         self.stop.store(true, Ordering::Release);
         let mut report = StopReport::default();
-        for h in &mut self.workers {
+        for h in &self.workers {
             h.thread.unpark();
-            if let Some(j) = h.join.take() {
+            let join = h.join.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(j) = join {
                 match j.join() {
                     Ok(exit) => {
                         report.closed_undelivered += exit.closed_undelivered;
@@ -431,8 +431,6 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        if self.workers.iter().any(|h| h.join.is_some()) {
-            self.shutdown();
-        }
+        self.stop();
     }
 }

@@ -1,0 +1,178 @@
+//! `offloadd.admin.v1.Admin`: the device's counters and latency histograms, read from
+//! the workers on demand (a report command each), never kept here.
+
+use std::sync::Arc;
+
+use dataplane::stats::EngineReport;
+use hdrhistogram::serialization::{Serializer, V2Serializer};
+use hdrhistogram::Histogram;
+use proto::admin::{
+    Counter, Histogram as WireHistogram, Latency, LatencyRequest, Metrics, MetricsRequest,
+    PortStats, Stats, StatsRequest, WorkerStats,
+};
+use tonic::{Request, Response, Status};
+
+use crate::device::Device;
+
+#[derive(Clone)]
+pub struct Admin {
+    pub device: Arc<Device>,
+}
+
+/// The named counters of a serializable struct, in field order.
+fn counters_of<T: serde::Serialize>(v: &T) -> Vec<Counter> {
+    let mut out = Vec::new();
+    if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(v) {
+        for (name, value) in map {
+            if let Some(value) = value.as_u64() {
+                out.push(Counter { name, value });
+            }
+        }
+    }
+    out
+}
+
+fn hdr_v2(h: &Histogram<u64>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    // Writing into a Vec cannot fail for a valid histogram.
+    let _ = V2Serializer::new().serialize(h, &mut buf);
+    buf
+}
+
+impl Admin {
+    async fn report(&self) -> Result<EngineReport, Status> {
+        let d = self.device.clone();
+        tokio::task::spawn_blocking(move || d.engine.report())
+            .await
+            .map_err(|e| Status::internal(format!("report failed: {e}")))
+    }
+
+    pub fn stats_of(&self, r: &EngineReport) -> Stats {
+        let d = &self.device;
+        let mut counters = counters_of(&r.total);
+        counters.extend(d.counters.list().into_iter().map(|(n, v)| Counter {
+            name: n.to_string(),
+            value: v,
+        }));
+        Stats {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_seconds: d.started.elapsed().as_secs(),
+            workers: d.engine.workers() as u32,
+            max_sessions: d.config.dataplane.max_sessions as u64,
+            sessions: r.sessions as u64,
+            closed_pending: d.feed.len() as u64,
+            counters,
+            worker_stats: r
+                .workers
+                .iter()
+                .map(|w| WorkerStats {
+                    worker: w.worker as u32,
+                    core: w.core.map_or(-1, |c| c as i32),
+                    sessions: w.sessions as u64,
+                    capacity: w.capacity as u64,
+                    closed_waiting: w.closed_waiting as u64,
+                    table_bytes: w.table_bytes as u64,
+                    counters: counters_of(&w.counters),
+                })
+                .collect(),
+            port_stats: r
+                .ports
+                .iter()
+                .enumerate()
+                .map(|(i, p)| PortStats {
+                    name: p.name.clone(),
+                    rx: p.rx,
+                    tx: p.tx,
+                    tx_drops: p.tx_drops,
+                    role: d.port_roles.get(i).cloned().unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Prometheus text exposition of the same numbers.
+    pub fn metrics_text(&self, r: &EngineReport) -> String {
+        use std::fmt::Write;
+        let s = self.stats_of(r);
+        let mut t = String::new();
+        let mut gauge = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                t,
+                "# HELP offloadd_{name} {help}\n# TYPE offloadd_{name} gauge\noffloadd_{name} {v}"
+            );
+        };
+        gauge("sessions", "Sessions in the flow tables.", s.sessions);
+        gauge("max_sessions", "Configured capacity.", s.max_sessions);
+        gauge(
+            "closed_pending",
+            "Closed sessions not yet delivered.",
+            s.closed_pending,
+        );
+        gauge("uptime_seconds", "Seconds since start.", s.uptime_seconds);
+        for c in &s.counters {
+            let _ = writeln!(
+                t,
+                "# TYPE offloadd_{}_total counter\noffloadd_{}_total {}",
+                c.name, c.name, c.value
+            );
+        }
+        for w in &s.worker_stats {
+            for c in &w.counters {
+                let _ = writeln!(
+                    t,
+                    "offloadd_worker_{}_total{{worker=\"{}\"}} {}",
+                    c.name, w.worker, c.value
+                );
+            }
+        }
+        for p in &s.port_stats {
+            for (n, v) in [("rx", p.rx), ("tx", p.tx), ("tx_drops", p.tx_drops)] {
+                let _ = writeln!(t, "offloadd_port_{n}_total{{port=\"{}\"}} {v}", p.name);
+            }
+        }
+        for (name, h) in [("packet", &r.latency.packet_ns), ("add", &r.latency.add_ns)] {
+            for q in [0.5, 0.9, 0.99, 0.999] {
+                let _ = writeln!(
+                    t,
+                    "offloadd_latency_ns{{histogram=\"{name}\",quantile=\"{q}\"}} {}",
+                    h.value_at_quantile(q)
+                );
+            }
+            let _ = writeln!(
+                t,
+                "offloadd_latency_ns_count{{histogram=\"{name}\"}} {}",
+                h.len()
+            );
+        }
+        t
+    }
+}
+
+#[tonic::async_trait]
+impl proto::admin::admin_server::Admin for Admin {
+    async fn get_stats(&self, _: Request<StatsRequest>) -> Result<Response<Stats>, Status> {
+        let r = self.report().await?;
+        Ok(Response::new(self.stats_of(&r)))
+    }
+
+    async fn get_latency(&self, _: Request<LatencyRequest>) -> Result<Response<Latency>, Status> {
+        let r = self.report().await?;
+        let histograms = [("packet", &r.latency.packet_ns), ("add", &r.latency.add_ns)]
+            .into_iter()
+            .map(|(name, h)| WireHistogram {
+                name: name.to_string(),
+                unit: "ns".to_string(),
+                count: h.len(),
+                hdr_v2: hdr_v2(h),
+            })
+            .collect();
+        Ok(Response::new(Latency { histograms }))
+    }
+
+    async fn get_metrics(&self, _: Request<MetricsRequest>) -> Result<Response<Metrics>, Status> {
+        let r = self.report().await?;
+        Ok(Response::new(Metrics {
+            text: self.metrics_text(&r),
+        }))
+    }
+}

@@ -1,0 +1,133 @@
+//! offloadd: the OpenOffload device. Reads its config (config/offloadd.toml unless
+//! told otherwise), starts the dataplane workers and serves the gRPC API until
+//! SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use control::config::{Config, Overrides};
+
+#[derive(Parser, Debug)]
+#[command(name = "offloadd", version, about = "The offloadd OpenOffload device")]
+struct Args {
+    /// Config file (TOML). Default: config/offloadd.toml, looked up from the current
+    /// directory, then from the source tree offloadd was built from.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address, host:port (overrides api.listen).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Serve without TLS (overrides api.plaintext).
+    #[arg(long)]
+    plaintext: bool,
+    /// Session capacity of the device (overrides dataplane.max_sessions).
+    #[arg(long)]
+    max_sessions: Option<usize>,
+    /// Worker threads (overrides dataplane.workers; cores are then not pinned unless
+    /// the config lists as many).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Run the traffic simulator on the ring device (overrides simulate.enabled).
+    #[arg(long)]
+    simulate: bool,
+}
+
+fn default_config() -> PathBuf {
+    let here = PathBuf::from("config/offloadd.toml");
+    if here.is_file() {
+        return here;
+    }
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/offloadd.toml"
+    ))
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("offloadd: {msg}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            return fail(format!(
+                "{} (see offloadd --help)",
+                first.trim_start_matches("error: ")
+            ));
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let path = args.config.clone().unwrap_or_else(default_config);
+    let overrides = Overrides {
+        listen: args.listen,
+        plaintext: args.plaintext,
+        max_sessions: args.max_sessions,
+        workers: args.workers,
+        simulate: args.simulate,
+    };
+    let config = match Config::load(&path, &overrides) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("control")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    rt.block_on(async move {
+        tracing::info!(config = %path.display(), "starting");
+        let running = match control::server::start(config).await {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        wait_for_signal().await;
+        tracing::info!("stopping");
+        let s = running.shutdown().await;
+        tracing::info!(
+            closed_undelivered = s.closed_held + s.engine.closed_undelivered,
+            sessions_live = s.engine.sessions,
+            workers_crashed = s.engine.crashed,
+            "stopped; closed sessions not delivered to any client: {}",
+            s.closed_held + s.engine.closed_undelivered
+        );
+        if s.engine.crashed > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The closed-session feed: closed records (FIN, RST, timeout) that the workers
+//! handed over and GetClosedSessions has not delivered yet.
+//!
+//! A record goes through three steps: *held* (readable by GetSession and
+//! GetAllSessions, waiting), *taken* (a stream is sending it; still readable), and
+//! *delivered* (the transport of a live stream accepted it: forgotten). A stream
+//! that ends before its records were accepted gives them back, first in line, so a
+//! client that disconnects loses nothing.
+//!
+//! Records move from the engine's channel into the feed on a pump thread, and on
+//! demand before any lookup, under one lock, so a session the worker no longer has
+//! is always found here. The feed holds at most `cap` records: beyond that the pump
+//! stops and the back-pressure reaches the workers (their closed sessions wait in
+//! the table, and a full table refuses adds), so nothing is ever dropped.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use dataplane::session::SessionInfo;
+use tokio::sync::Notify;
+
+struct Held {
+    info: SessionInfo,
+    taken: bool,
+}
+
+#[derive(Default)]
+struct Records {
+    by_id: HashMap<u64, Held>,
+    /// Ids waiting to be taken, in close order (may name removed ids: skipped).
+    queue: VecDeque<u64>,
+}
+
+pub struct ClosedFeed {
+    records: Mutex<Records>,
+    source: Receiver<SessionInfo>,
+    cap: usize,
+    /// Woken when records arrive or come back.
+    pub arrived: Notify,
+}
+
+impl ClosedFeed {
+    pub fn new(source: Receiver<SessionInfo>, cap: usize) -> ClosedFeed {
+        ClosedFeed {
+            records: Mutex::new(Records::default()),
+            source,
+            cap: cap.max(1),
+            arrived: Notify::new(),
+        }
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, Records> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves records from the workers into the feed (up to the cap unless `all`);
+    /// how many moved.
+    pub fn pull(&self, all: bool) -> usize {
+        let mut r = self.records();
+        let mut moved = 0;
+        while all || r.by_id.len() < self.cap {
+            let Ok(info) = self.source.try_recv() else {
+                break;
+            };
+            r.queue.push_back(info.id);
+            r.by_id.insert(info.id, Held { info, taken: false });
+            moved += 1;
+        }
+        drop(r);
+        if moved > 0 {
+            self.arrived.notify_waiters();
+        }
+        moved
+    }
+
+    /// The pump: waits for records from the workers and pulls them in, until `stop`.
+    pub fn pump(&self, stop: &std::sync::atomic::AtomicBool) {
+        use std::sync::atomic::Ordering;
+        while !stop.load(Ordering::Acquire) {
+            if self.len() >= self.cap {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            let mut sel = crossbeam_channel::Select::new();
+            sel.recv(&self.source);
+            if sel.ready_timeout(Duration::from_millis(50)).is_ok() {
+                self.pull(false);
+            }
+        }
+    }
+
+    /// A closed session not yet delivered (taken by a stream or not).
+    pub fn find(&self, id: u64) -> Option<SessionInfo> {
+        self.pull(true);
+        self.records().by_id.get(&id).map(|h| h.info.clone())
+    }
+
+    /// Forgets a closed session (DeleteSession): it will not be delivered.
+    pub fn remove(&self, id: u64) -> Option<SessionInfo> {
+        self.pull(true);
+        self.records().by_id.remove(&id).map(|h| h.info)
+    }
+
+    /// The next record for a stream; it stays readable until delivered or given back.
+    pub fn take(&self) -> Option<SessionInfo> {
+        self.pull(false);
+        let mut r = self.records();
+        while let Some(id) = r.queue.pop_front() {
+            if let Some(h) = r.by_id.get_mut(&id).filter(|h| !h.taken) {
+                h.taken = true;
+                return Some(h.info.clone());
+            }
+        }
+        None
+    }
+
+    /// The transport accepted these records: forget them.
+    pub fn delivered(&self, ids: impl IntoIterator<Item = u64>) {
+        let mut r = self.records();
+        for id in ids {
+            if r.by_id.get(&id).is_some_and(|h| h.taken) {
+                r.by_id.remove(&id);
+            }
+        }
+    }
+
+    /// A stream ended before these were delivered: they are first in line again.
+    pub fn give_back(&self, ids: &[u64]) {
+        let mut r = self.records();
+        for &id in ids.iter().rev() {
+            if let Some(h) = r.by_id.get_mut(&id).filter(|h| h.taken) {
+                h.taken = false;
+                r.queue.push_front(id);
+            }
+        }
+        drop(r);
+        if !ids.is_empty() {
+            self.arrived.notify_waiters();
+        }
+    }
+
+    /// Records held (taken or not).
+    pub fn len(&self) -> usize {
+        self.records().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataplane::session::{CloseCause, SessionState};
+
+    fn info(id: u64) -> SessionInfo {
+        SessionInfo {
+            id,
+            in_packets: 1,
+            in_bytes: 60,
+            out_packets: 0,
+            out_bytes: 0,
+            state: SessionState::Closed,
+            cause: CloseCause::Rst,
+            start_ns: 1,
+            end_ns: Some(2),
+        }
+    }
+
+    #[test]
+    fn take_deliver_give_back() {
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let feed = ClosedFeed::new(rx, 100);
+        for id in [3, 1, 2] {
+            tx.send(info(id)).unwrap();
+        }
+        assert_eq!(feed.take().unwrap().id, 3);
+        assert_eq!(feed.take().unwrap().id, 1);
+        assert!(feed.find(1).is_some(), "taken is still readable");
+        feed.delivered([3]);
+        assert!(feed.find(3).is_none());
+        feed.give_back(&[1]);
+        assert_eq!(feed.take().unwrap().id, 1, "given back goes first");
+        assert_eq!(feed.take().unwrap().id, 2);
+        assert!(feed.take().is_none());
+        assert_eq!(feed.remove(2).unwrap().id, 2);
+        feed.delivered([1, 2]);
+        assert!(feed.is_empty());
+    }
+
+    #[test]
+    fn cap_leaves_records_with_the_workers_but_lookups_find_them() {
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let feed = ClosedFeed::new(rx, 2);
+        for id in 0..5 {
+            tx.send(info(id)).unwrap();
+        }
+        assert_eq!(feed.pull(false), 2);
+        assert_eq!(tx.len(), 3);
+        assert!(feed.find(4).is_some());
+        assert_eq!(feed.len(), 5);
+    }
+}

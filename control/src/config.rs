@@ -1,0 +1,608 @@
+//! The device's configuration: a TOML file (`config/offloadd.toml` is the default),
+//! with a few command-line flags that override it. Every key is checked here; a bad
+//! one is a one-line error that names it.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything offloadd needs to start. Paths are already resolved against the
+/// config file's directory.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub dataplane: DataplaneConfig,
+    #[serde(default = "default_ports", rename = "port")]
+    pub ports: Vec<PortConfig>,
+    #[serde(default, rename = "next_hop")]
+    pub next_hops: Vec<NextHopConfig>,
+    #[serde(default)]
+    pub simulate: SimulateConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// `host:port` to listen on; a host name listens on every address it resolves to
+    /// (`localhost`: 127.0.0.1 and ::1).
+    pub listen: String,
+    /// Serve without TLS.
+    pub plaintext: bool,
+    /// Answer to GetSession/DeleteSession for an unknown id.
+    pub unknown_session: UnknownSession,
+    /// Most sessions in one GetAllSessions answer.
+    pub list_cap: u32,
+    /// GetClosedSessions keeps streaming closures as they happen, for every call
+    /// (otherwise only for calls with the `offloadd-follow` metadata).
+    pub closed_follow: bool,
+    /// Largest gRPC message received or sent.
+    pub max_message_bytes: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Most sessions in one AddSession stream; a longer stream is refused with
+    /// RESOURCE_EXHAUSTED.
+    pub max_add_stream: usize,
+    /// Time allowed for a TLS handshake.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "localhost:3443".into(),
+            plaintext: false,
+            unknown_session: UnknownSession::InBand,
+            list_cap: 10_000,
+            closed_follow: false,
+            max_message_bytes: 4 << 20,
+            max_concurrent_streams: 256,
+            max_add_stream: 100_000,
+            handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownSession {
+    /// Status OK with `request_status = _REJECTED_SESSION_NONEXISTENT` (Python clients).
+    InBand,
+    /// gRPC NOT_FOUND (the C++ reference server).
+    NotFound,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA that client certificates must chain to; set: mutual TLS, a client without a
+    /// valid certificate is refused.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: "../certs/server.crt".into(),
+            key: "../certs/server.key".into(),
+            client_ca: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Poll {
+    Busy,
+    Adaptive,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataplaneConfig {
+    pub workers: usize,
+    /// Core of each worker; empty: not pinned.
+    pub cores: Vec<usize>,
+    pub max_sessions: usize,
+    /// Idle timeout (seconds) of sessions added with `cache_timeout` 0.
+    pub default_timeout: u32,
+    /// Granularity of idle timeouts.
+    pub tick_ms: u64,
+    pub poll: Poll,
+    pub command_queue: usize,
+    /// Closed records that may wait between the workers and the control plane.
+    pub closed_queue: usize,
+    /// Closed records the control plane holds for GetClosedSessions; when full, the
+    /// workers keep closed sessions in their tables (new adds see a full table).
+    pub closed_held: usize,
+    /// Port (by name) that receives misses, TCP control packets and snoop copies.
+    pub firewall_port: String,
+    /// Port (by name) that receives mirror copies; unset: the port named "collector",
+    /// if there is one (otherwise mirror sessions are refused).
+    pub collector_port: Option<String>,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            workers: 1,
+            cores: Vec::new(),
+            max_sessions: 1_000_000,
+            default_timeout: 30,
+            tick_ms: 100,
+            poll: Poll::Adaptive,
+            command_queue: 1024,
+            closed_queue: 65_536,
+            closed_held: 2_000_000,
+            firewall_port: "firewall".into(),
+            collector_port: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// In-process rings (the default device; the simulator drives it).
+    Ring,
+    /// Replay `input` as what the port receives; write what it sends to `output`.
+    Pcap,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    pub name: String,
+    pub backend: Backend,
+    /// Logical interface carried by this port (1..=65535); none for a firewall or
+    /// collector port.
+    pub lif: Option<u16>,
+    /// The port's own MAC address.
+    #[serde(default = "default_mac")]
+    pub mac: String,
+    /// Destination MAC of frames forwarded out of this port when the session names no
+    /// next hop; unset: frames leave unchanged.
+    pub next_hop_mac: Option<String>,
+    /// ring: slots per queue.
+    #[serde(default = "default_ring_size")]
+    pub ring_size: usize,
+    /// pcap: capture to replay, and capture to write.
+    pub input: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NextHopConfig {
+    /// The router as clients name it in `action_next_hop` / `action_next_hop_v6`.
+    pub addr: IpAddr,
+    pub mac: String,
+    /// Port it is reached by; unset: the session's out_lif port.
+    pub port: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulateConfig {
+    pub enabled: bool,
+    /// Frames per second the simulator sends, all sessions together.
+    pub packets_per_second: u32,
+    /// How a simulated session ends, in percent (the rest go idle until their timeout).
+    pub fin_percent: u8,
+    pub rst_percent: u8,
+    /// Lifetime of a simulated session before it ends, seconds (uniform in range).
+    pub min_lifetime_s: f64,
+    pub max_lifetime_s: f64,
+    /// Payload bytes of simulated data frames.
+    pub payload_bytes: u16,
+    pub seed: u64,
+}
+
+impl Default for SimulateConfig {
+    fn default() -> Self {
+        SimulateConfig {
+            enabled: false,
+            packets_per_second: 2000,
+            fin_percent: 40,
+            rst_percent: 20,
+            min_lifetime_s: 2.0,
+            max_lifetime_s: 20.0,
+            payload_bytes: 200,
+            seed: 1,
+        }
+    }
+}
+
+fn default_mac() -> String {
+    "02:00:00:00:00:00".into()
+}
+
+fn default_ring_size() -> usize {
+    4096
+}
+
+/// The ring device of the default config: lif 1 and 2, a firewall and a collector.
+fn default_ports() -> Vec<PortConfig> {
+    let ring = |name: &str, lif: Option<u16>, mac: &str| PortConfig {
+        name: name.into(),
+        backend: Backend::Ring,
+        lif,
+        mac: mac.into(),
+        next_hop_mac: None,
+        ring_size: default_ring_size(),
+        input: None,
+        output: None,
+    };
+    vec![
+        ring("outside", Some(1), "02:00:00:00:01:01"),
+        ring("inside", Some(2), "02:00:00:00:01:02"),
+        ring("firewall", None, "02:00:00:00:01:fe"),
+        ring("collector", None, "02:00:00:00:01:fc"),
+    ]
+}
+
+/// Flags that override the config file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub plaintext: bool,
+    pub max_sessions: Option<usize>,
+    pub workers: Option<usize>,
+    pub simulate: bool,
+}
+
+/// A config that cannot be used: one line naming the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in mac.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+impl Config {
+    /// Reads and checks a config file; relative paths in it are relative to its
+    /// directory.
+    pub fn load(path: &Path, o: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base, o).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses and checks config text; `base` is where relative paths start.
+    pub fn parse(text: &str, base: &Path, o: &Overrides) -> Result<Config, ConfigError> {
+        let mut c: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let msg = e.message().replace('\n', " ");
+            ConfigError(match line {
+                Some(l) => format!("line {l}: {msg}"),
+                None => msg,
+            })
+        })?;
+        if let Some(l) = &o.listen {
+            c.api.listen = l.clone();
+        }
+        c.api.plaintext |= o.plaintext;
+        if let Some(m) = o.max_sessions {
+            c.dataplane.max_sessions = m;
+        }
+        if let Some(w) = o.workers {
+            c.dataplane.workers = w;
+            if c.dataplane.cores.len() != w {
+                c.dataplane.cores.clear();
+            }
+        }
+        c.simulate.enabled |= o.simulate;
+        if c.dataplane.collector_port.is_none() && c.port_index("collector").is_some() {
+            c.dataplane.collector_port = Some("collector".into());
+        }
+        c.resolve_paths(base);
+        c.check()?;
+        Ok(c)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.tls.cert);
+        fix(&mut self.tls.key);
+        if let Some(p) = self.tls.client_ca.as_mut() {
+            fix(p);
+        }
+        for port in &mut self.ports {
+            if let Some(p) = port.input.as_mut() {
+                fix(p);
+            }
+            if let Some(p) = port.output.as_mut() {
+                fix(p);
+            }
+        }
+    }
+
+    pub fn port_index(&self, name: &str) -> Option<usize> {
+        self.ports.iter().position(|p| p.name == name)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |s: String| Err(ConfigError(s));
+        let a = &self.api;
+        if a.listen
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            return bad(format!("api.listen = {:?}: expected host:port", a.listen));
+        }
+        if a.list_cap == 0 {
+            return bad("api.list_cap = 0: must be at least 1".into());
+        }
+        if a.max_message_bytes < 4096 {
+            return bad(format!(
+                "api.max_message_bytes = {}: must be at least 4096",
+                a.max_message_bytes
+            ));
+        }
+        if a.max_concurrent_streams == 0 {
+            return bad("api.max_concurrent_streams = 0: must be at least 1".into());
+        }
+        if a.max_add_stream == 0 {
+            return bad("api.max_add_stream = 0: must be at least 1".into());
+        }
+        let d = &self.dataplane;
+        if d.workers == 0 || d.workers > 64 {
+            return bad(format!(
+                "dataplane.workers = {}: must be 1 to 64",
+                d.workers
+            ));
+        }
+        if !d.cores.is_empty() && d.cores.len() != d.workers {
+            return bad(format!(
+                "dataplane.cores lists {} cores for {} workers",
+                d.cores.len(),
+                d.workers
+            ));
+        }
+        let ncores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        if let Some(c) = d.cores.iter().find(|&&c| c >= ncores) {
+            return bad(format!(
+                "dataplane.cores: core {c} does not exist (this machine has {ncores})"
+            ));
+        }
+        if d.max_sessions == 0 || d.max_sessions > 100_000_000 {
+            return bad(format!(
+                "dataplane.max_sessions = {}: must be 1 to 100000000",
+                d.max_sessions
+            ));
+        }
+        if d.default_timeout == 0 {
+            return bad("dataplane.default_timeout = 0: must be at least 1 second".into());
+        }
+        if d.tick_ms == 0 || d.tick_ms > 10_000 {
+            return bad(format!(
+                "dataplane.tick_ms = {}: must be 1 to 10000",
+                d.tick_ms
+            ));
+        }
+        if d.command_queue == 0 || d.closed_queue == 0 || d.closed_held == 0 {
+            return bad(
+                "dataplane.command_queue, closed_queue and closed_held must be at least 1".into(),
+            );
+        }
+        if self.ports.is_empty() {
+            return bad("no [[port]]: the device needs at least a firewall port".into());
+        }
+        for (i, p) in self.ports.iter().enumerate() {
+            let key = format!("port[{i}] ({:?})", p.name);
+            if p.name.is_empty() {
+                return bad(format!("port[{i}].name is empty"));
+            }
+            if self.ports[..i].iter().any(|q| q.name == p.name) {
+                return bad(format!("{key}: name used twice"));
+            }
+            if p.lif == Some(0) {
+                return bad(format!("{key}.lif = 0: lifs are 1 to 65535"));
+            }
+            if let Some(l) = p.lif {
+                if self.ports[..i].iter().any(|q| q.lif == Some(l)) {
+                    return bad(format!("{key}.lif = {l}: another port carries it"));
+                }
+            }
+            if parse_mac(&p.mac).is_none() {
+                return bad(format!(
+                    "{key}.mac = {:?}: expected aa:bb:cc:dd:ee:ff",
+                    p.mac
+                ));
+            }
+            if let Some(m) = p.next_hop_mac.as_deref().filter(|m| parse_mac(m).is_none()) {
+                return bad(format!(
+                    "{key}.next_hop_mac = {m:?}: expected aa:bb:cc:dd:ee:ff"
+                ));
+            }
+            match p.backend {
+                Backend::Ring => {
+                    if !(2..=1 << 20).contains(&p.ring_size) {
+                        return bad(format!(
+                            "{key}.ring_size = {}: must be 2 to 1048576",
+                            p.ring_size
+                        ));
+                    }
+                    if p.input.is_some() || p.output.is_some() {
+                        return bad(format!("{key}: input/output belong to backend \"pcap\""));
+                    }
+                }
+                Backend::Pcap => {
+                    if let Some(f) = p.input.as_ref().filter(|f| !f.is_file()) {
+                        return bad(format!("{key}.input = {}: no such file", f.display()));
+                    }
+                }
+            }
+        }
+        if self.port_index(&d.firewall_port).is_none() {
+            return bad(format!(
+                "dataplane.firewall_port = {:?}: no such port",
+                d.firewall_port
+            ));
+        }
+        if let Some(c) = d
+            .collector_port
+            .as_ref()
+            .filter(|c| self.port_index(c).is_none())
+        {
+            return bad(format!("dataplane.collector_port = {c:?}: no such port"));
+        }
+        for (i, h) in self.next_hops.iter().enumerate() {
+            if parse_mac(&h.mac).is_none() {
+                return bad(format!(
+                    "next_hop[{i}].mac = {:?}: expected aa:bb:cc:dd:ee:ff",
+                    h.mac
+                ));
+            }
+            if let Some(p) = h.port.as_ref().filter(|p| self.port_index(p).is_none()) {
+                return bad(format!("next_hop[{i}].port = {p:?}: no such port"));
+            }
+            if self.next_hops[..i].iter().any(|o| o.addr == h.addr) {
+                return bad(format!("next_hop[{i}].addr = {}: listed twice", h.addr));
+            }
+        }
+        let s = &self.simulate;
+        if s.enabled {
+            if s.packets_per_second == 0 || s.packets_per_second > 10_000_000 {
+                return bad(format!(
+                    "simulate.packets_per_second = {}: must be 1 to 10000000",
+                    s.packets_per_second
+                ));
+            }
+            if s.fin_percent as u32 + s.rst_percent as u32 > 100 {
+                return bad("simulate.fin_percent + rst_percent is above 100".into());
+            }
+            if !(s.min_lifetime_s > 0.0
+                && s.max_lifetime_s >= s.min_lifetime_s
+                && s.max_lifetime_s < 1e6)
+            {
+                return bad(
+                    "simulate.min_lifetime_s / max_lifetime_s: need 0 < min <= max < 1000000"
+                        .into(),
+                );
+            }
+            if s.payload_bytes > 1400 {
+                return bad(format!(
+                    "simulate.payload_bytes = {}: at most 1400",
+                    s.payload_bytes
+                ));
+            }
+            if !self
+                .ports
+                .iter()
+                .any(|p| p.lif.is_some() && p.backend == Backend::Ring)
+            {
+                return bad("simulate.enabled: the simulator needs ring ports with lifs".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/offloadd"), &Overrides::default())
+    }
+
+    #[test]
+    fn empty_config_is_the_default_ring_device() {
+        let c = parse("").unwrap();
+        assert_eq!(c.ports.len(), 4);
+        assert_eq!(c.api.listen, "localhost:3443");
+        assert_eq!(c.tls.cert, Path::new("/etc/offloadd/../certs/server.crt"));
+        assert_eq!(c.api.unknown_session, UnknownSession::InBand);
+    }
+
+    #[test]
+    fn overrides_win() {
+        let o = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            plaintext: true,
+            max_sessions: Some(19),
+            workers: Some(2),
+            simulate: true,
+        };
+        let c = Config::parse(
+            "[dataplane]\nworkers = 1\ncores = [0]\n",
+            Path::new("."),
+            &o,
+        )
+        .unwrap();
+        assert_eq!(c.dataplane.workers, 2);
+        assert!(c.dataplane.cores.is_empty());
+        assert_eq!(c.dataplane.max_sessions, 19);
+        assert!(c.api.plaintext && c.simulate.enabled);
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        let cases = [
+            ("[api]\nlisten = \"nowhere\"\n", "api.listen"),
+            ("[api]\nunknown_session = \"maybe\"\n", "line 2"),
+            ("[dataplane]\nworkers = 0\n", "dataplane.workers"),
+            ("[dataplane]\nworkers = 2\ncores = [0]\n", "dataplane.cores"),
+            ("[dataplane]\nmax_sessions = 0\n", "dataplane.max_sessions"),
+            ("[dataplane]\nfirewall_port = \"x\"\n", "dataplane.firewall_port"),
+            ("[dataplane]\nbogus = 1\n", "bogus"),
+            ("[[port]]\nname = \"a\"\nbackend = \"ring\"\nmac = \"zz\"\n", "mac"),
+            ("[[port]]\nname = \"a\"\nbackend = \"tape\"\n", "tape"),
+            ("[[port]]\nname = \"firewall\"\nbackend = \"ring\"\nlif = 0\n", "lif = 0"),
+            (
+                "[[port]]\nname = \"firewall\"\nbackend = \"ring\"\n[[next_hop]]\naddr = \"10.0.0.1\"\nmac = \"02:00:00:00:00:01\"\nport = \"nope\"\n",
+                "next_hop[0].port",
+            ),
+            ("[simulate]\nenabled = true\nfin_percent = 90\nrst_percent = 20\n", "simulate.fin_percent"),
+            ("[dataplane]\nworkers = \"two\"\n", "line 2"),
+        ];
+        for (text, key) in cases {
+            let e = parse(text).unwrap_err().0;
+            assert!(e.contains(key), "{text:?}: {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(parse_mac("02:00:0a:ff:10:01"), Some([2, 0, 10, 255, 16, 1]));
+        assert_eq!(parse_mac("02:00:0a:ff:10"), None);
+        assert_eq!(parse_mac("02:00:0a:ff:10:01:02"), None);
+        assert_eq!(parse_mac("2:00:0a:ff:10:01"), None);
+    }
+}

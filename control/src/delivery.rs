@@ -1,0 +1,241 @@
+//! When a closed record counts as delivered: once the HTTP/2 transport of a live
+//! stream has taken the gRPC message that carries it.
+//!
+//! GetClosedSessions takes records from the feed into a `Ledger`, in the order it
+//! sends them. `DeliveryLayer` wraps the response body of such a call and counts
+//! the gRPC messages (5-byte length-prefixed frames) in each chunk it passes on; a
+//! chunk is in the transport once the server asks for the next chunk (or the
+//! trailers), and its messages' records are then forgotten. If the body is dropped
+//! first (the client went away, the connection broke), the ledger gives every
+//! record not yet confirmed back to the feed.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http_body::{Body, Frame, SizeHint};
+
+use crate::device::{ControlCounters, Device};
+
+/// Records one stream has taken and not yet seen delivered, in sending order.
+pub struct Ledger {
+    device: Arc<Device>,
+    taken: Mutex<VecDeque<u64>>,
+}
+
+impl Ledger {
+    pub fn new(device: Arc<Device>) -> Ledger {
+        Ledger {
+            device,
+            taken: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn taken(&self) -> std::sync::MutexGuard<'_, VecDeque<u64>> {
+        self.taken.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stream is about to send the record of `id`.
+    pub fn taken_id(&self, id: u64) {
+        self.taken().push_back(id);
+    }
+
+    /// The first `n` records sent are in the transport.
+    fn delivered(&self, n: usize) {
+        let ids: Vec<u64> = {
+            let mut t = self.taken();
+            let n = n.min(t.len());
+            t.drain(..n).collect()
+        };
+        if ids.is_empty() {
+            return;
+        }
+        let d = &self.device;
+        d.feed.delivered(ids.iter().copied());
+        for &id in &ids {
+            d.directory.remove(id);
+        }
+        ControlCounters::bump(&d.counters.closed_delivered, ids.len() as u64);
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.taken().drain(..).collect();
+        if !ids.is_empty() {
+            let d = &self.device;
+            ControlCounters::bump(&d.counters.closed_given_back, ids.len() as u64);
+            d.feed.give_back(&ids);
+        }
+    }
+}
+
+/// Put in the extensions of a GetClosedSessions response for `DeliveryLayer`.
+#[derive(Clone)]
+pub struct LedgerHandle(pub Arc<Ledger>);
+
+/// Counts complete gRPC messages in a byte stream.
+#[derive(Default)]
+pub struct MessageCounter {
+    header: [u8; 5],
+    have: usize,
+    body_left: u64,
+}
+
+impl MessageCounter {
+    /// Messages that end inside `data`.
+    pub fn feed(&mut self, mut data: &[u8]) -> usize {
+        let mut done = 0;
+        while !data.is_empty() {
+            if self.have < 5 {
+                let n = (5 - self.have).min(data.len());
+                self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+                self.have += n;
+                data = &data[n..];
+                if self.have == 5 {
+                    let len = u32::from_be_bytes([
+                        self.header[1],
+                        self.header[2],
+                        self.header[3],
+                        self.header[4],
+                    ]);
+                    self.body_left = len as u64;
+                    if len == 0 {
+                        done += 1;
+                        self.have = 0;
+                    }
+                }
+            } else {
+                let n = (self.body_left as usize).min(data.len());
+                self.body_left -= n as u64;
+                data = &data[n..];
+                if self.body_left == 0 {
+                    done += 1;
+                    self.have = 0;
+                }
+            }
+        }
+        done
+    }
+}
+
+/// A response body that confirms delivery to its ledger as the server takes it.
+pub struct DeliveryBody<B> {
+    inner: B,
+    ledger: Arc<Ledger>,
+    counter: MessageCounter,
+    /// Messages in chunks handed out but not yet confirmed.
+    unconfirmed: usize,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for DeliveryBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        // Asked again: the chunks handed out before went to the transport.
+        if this.unconfirmed > 0 {
+            this.ledger.delivered(this.unconfirmed);
+            this.unconfirmed = 0;
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.unconfirmed = this.counter.feed(data.chunk());
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Wraps the bodies of responses that carry a `LedgerHandle`.
+#[derive(Clone, Copy, Default)]
+pub struct DeliveryLayer;
+
+impl<S> tower::Layer<S> for DeliveryLayer {
+    type Service = DeliveryService<S>;
+
+    fn layer(&self, inner: S) -> DeliveryService<S> {
+        DeliveryService { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct DeliveryService<S> {
+    inner: S,
+}
+
+impl<S, Req> tower::Service<Req> for DeliveryService<S>
+where
+    S: tower::Service<Req, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut res = fut.await?;
+            if let Some(LedgerHandle(ledger)) = res.extensions_mut().remove::<LedgerHandle>() {
+                res = res.map(|inner| {
+                    tonic::body::Body::new(DeliveryBody {
+                        inner,
+                        ledger,
+                        counter: MessageCounter::default(),
+                        unconfirmed: 0,
+                    })
+                });
+            }
+            Ok(res)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(len: u32) -> Vec<u8> {
+        let mut m = vec![0u8];
+        m.extend_from_slice(&len.to_be_bytes());
+        m.extend(std::iter::repeat_n(7u8, len as usize));
+        m
+    }
+
+    #[test]
+    fn counts_messages_across_any_chunking() {
+        let mut all = Vec::new();
+        for len in [10, 0, 300, 1, 5] {
+            all.extend(message(len));
+        }
+        for chunk in [1, 2, 3, 5, 7, 64, 1000] {
+            let mut c = MessageCounter::default();
+            let total: usize = all.chunks(chunk).map(|p| c.feed(p)).sum();
+            assert_eq!(total, 5, "chunks of {chunk}");
+        }
+        let mut c = MessageCounter::default();
+        assert_eq!(c.feed(&all[..14]), 1);
+        assert_eq!(c.feed(&all[14..20]), 1, "the empty message");
+    }
+}

@@ -1,0 +1,311 @@
+//! The device: the dataplane engine built from the config, the session directory and
+//! the closed-session feed, and the session operations the gRPC services call.
+//!
+//! Every operation goes to one worker (the owner by the symmetric hash for an add,
+//! the directory's entry for the rest) and waits for its answer without blocking the
+//! async runtime: the worker completes a oneshot channel from its own thread.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataplane::engine::{Engine, EngineConfig, NextHop, PortConfig as EnginePort, StopReport};
+use dataplane::packet::PacketPool;
+use dataplane::port::pcap::PcapPort;
+use dataplane::port::ring::{ring_port, RingPeer};
+use dataplane::port::Port;
+use dataplane::session::{AddError, SessionInfo, SessionSpec};
+use dataplane::worker::{Command, PollMode};
+
+use crate::closed_feed::ClosedFeed;
+use crate::config::{parse_mac, Backend, Config, Poll};
+use crate::directory::Directory;
+
+/// The outside end of a ring port: what the traffic simulator sends into and drains.
+pub struct RingEnd {
+    pub name: String,
+    pub lif: Option<u16>,
+    pub mac: [u8; 6],
+    pub peer: RingPeer,
+}
+
+/// Counters of the control plane itself (the dataplane counts the rest).
+#[derive(Default)]
+pub struct ControlCounters {
+    pub add_calls: AtomicU64,
+    pub add_requests: AtomicU64,
+    pub add_invalid: AtomicU64,
+    pub add_duplicate_id: AtomicU64,
+    pub get_calls: AtomicU64,
+    pub delete_calls: AtomicU64,
+    pub list_calls: AtomicU64,
+    pub closed_calls: AtomicU64,
+    pub closed_delivered: AtomicU64,
+    pub closed_given_back: AtomicU64,
+}
+
+impl ControlCounters {
+    pub fn bump(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn list(&self) -> Vec<(&'static str, u64)> {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("api_add_calls", g(&self.add_calls)),
+            ("api_add_requests", g(&self.add_requests)),
+            ("api_add_invalid", g(&self.add_invalid)),
+            ("api_add_duplicate_id", g(&self.add_duplicate_id)),
+            ("api_get_calls", g(&self.get_calls)),
+            ("api_delete_calls", g(&self.delete_calls)),
+            ("api_list_calls", g(&self.list_calls)),
+            ("api_closed_calls", g(&self.closed_calls)),
+            ("api_closed_delivered", g(&self.closed_delivered)),
+            ("api_closed_given_back", g(&self.closed_given_back)),
+        ]
+    }
+}
+
+pub struct Device {
+    pub engine: Engine,
+    pub directory: Directory,
+    pub feed: ClosedFeed,
+    pub config: Config,
+    pub counters: ControlCounters,
+    pub started: Instant,
+    /// Port roles for the admin service, in engine port order.
+    pub port_roles: Vec<String>,
+    /// Accepted sessions are told to the traffic simulator, when it runs.
+    pub simulator: Option<crossbeam_channel::Sender<SessionSpec>>,
+    pump_stop: AtomicBool,
+}
+
+fn poll_mode(p: Poll) -> PollMode {
+    match p {
+        Poll::Busy => PollMode::Busy,
+        Poll::Adaptive => PollMode::Adaptive,
+    }
+}
+
+/// Opens the configured ports and starts the workers.
+pub fn start_engine(c: &Config) -> Result<(Engine, Vec<RingEnd>), String> {
+    let d = &c.dataplane;
+    let mut ports = Vec::new();
+    let mut ends = Vec::new();
+    let mac = |s: &str| parse_mac(s).expect("checked by Config");
+    for p in &c.ports {
+        let port: Box<dyn Port> = match p.backend {
+            Backend::Ring => {
+                let (port, peer) = ring_port(&p.name, mac(&p.mac), d.workers, p.ring_size);
+                ends.push(RingEnd {
+                    name: p.name.clone(),
+                    lif: p.lif,
+                    mac: mac(&p.mac),
+                    peer,
+                });
+                Box::new(port)
+            }
+            Backend::Pcap => {
+                let pool = PacketPool::new(8192, 2048)
+                    .map_err(|e| format!("port {}: cannot reserve buffers: {e}", p.name))?;
+                Box::new(
+                    PcapPort::new(
+                        &p.name,
+                        mac(&p.mac),
+                        p.input.as_deref(),
+                        p.output.as_deref(),
+                        pool,
+                    )
+                    .map_err(|e| e.to_string())?,
+                )
+            }
+        };
+        ports.push(EnginePort {
+            port,
+            lif: p.lif,
+            next_hop_mac: p.next_hop_mac.as_deref().map(mac),
+        });
+    }
+    let firewall = c.port_index(&d.firewall_port).expect("checked by Config");
+    let mut ec = EngineConfig::new(ports, firewall);
+    ec.workers = d.workers;
+    ec.cores = d.cores.clone();
+    ec.max_sessions = d.max_sessions;
+    ec.default_timeout_s = d.default_timeout;
+    ec.tick = Duration::from_millis(d.tick_ms);
+    ec.poll = poll_mode(d.poll);
+    ec.collector_port = d.collector_port.as_deref().and_then(|n| c.port_index(n));
+    ec.command_queue = d.command_queue;
+    ec.closed_queue = d.closed_queue;
+    ec.next_hops = c
+        .next_hops
+        .iter()
+        .map(|h| NextHop {
+            addr: h.addr,
+            mac: mac(&h.mac),
+            port: h.port.as_deref().and_then(|n| c.port_index(n)),
+        })
+        .collect();
+    let engine = Engine::start(ec).map_err(|e| e.to_string())?;
+    Ok((engine, ends))
+}
+
+/// What an unknown id, or an add that was never answered, looks like.
+pub enum Lookup {
+    Found(SessionInfo),
+    Unknown,
+}
+
+impl Device {
+    pub fn new(engine: Engine, config: Config) -> Device {
+        let feed = ClosedFeed::new(engine.closed().clone(), config.dataplane.closed_held);
+        let port_roles = config
+            .ports
+            .iter()
+            .map(|p| {
+                let mut roles = Vec::new();
+                if let Some(l) = p.lif {
+                    roles.push(format!("lif {l}"));
+                }
+                if p.name == config.dataplane.firewall_port {
+                    roles.push("firewall".into());
+                }
+                if config.dataplane.collector_port.as_deref() == Some(p.name.as_str()) {
+                    roles.push("collector".into());
+                }
+                roles.join(", ")
+            })
+            .collect();
+        Device {
+            engine,
+            directory: Directory::default(),
+            feed,
+            config,
+            counters: ControlCounters::default(),
+            started: Instant::now(),
+            port_roles,
+            simulator: None,
+            pump_stop: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs the closed-feed pump on its own thread until `stop`.
+    pub fn start_pump(self: &Arc<Self>) -> std::thread::JoinHandle<()> {
+        let d = self.clone();
+        std::thread::Builder::new()
+            .name("closed-pump".into())
+            .spawn(move || d.feed.pump(&d.pump_stop))
+            .expect("spawn closed-pump thread")
+    }
+
+    /// Runs one command on worker `w` and waits for its answer; None if the worker is
+    /// gone.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        w: usize,
+        make: impl FnOnce(dataplane::worker::Reply<T>) -> Command,
+    ) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.engine.send(
+            w,
+            make(Box::new(move |v| {
+                let _ = tx.send(v);
+            })),
+        );
+        rx.await.ok()
+    }
+
+    /// A session wherever it is: live in its worker, or closed and undelivered.
+    pub async fn lookup(&self, id: u64) -> Lookup {
+        let Some(w) = self.directory.get(id) else {
+            return Lookup::Unknown;
+        };
+        let live = self
+            .call(w, |reply| Command::Query {
+                ids: vec![id],
+                reply,
+            })
+            .await
+            .and_then(|mut v| v.pop().flatten());
+        match live.or_else(|| self.feed.find(id)) {
+            Some(info) => Lookup::Found(info),
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// Removes a session now: from its worker, or from the closed feed.
+    pub async fn delete(&self, id: u64) -> Lookup {
+        let Some(w) = self.directory.get(id) else {
+            return Lookup::Unknown;
+        };
+        let live = self
+            .call(w, |reply| Command::Delete { id, reply })
+            .await
+            .flatten();
+        match live.or_else(|| self.feed.remove(id)) {
+            Some(info) => {
+                self.directory.remove(id);
+                Lookup::Found(info)
+            }
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// States of sessions (id, worker) in the given order; ids gone meanwhile are left
+    /// out.
+    pub async fn states(&self, ids: &[(u64, usize)]) -> Vec<SessionInfo> {
+        let mut by_worker: Vec<Vec<u64>> = vec![Vec::new(); self.engine.workers()];
+        for &(id, w) in ids {
+            by_worker[w].push(id);
+        }
+        let calls = by_worker
+            .into_iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(w, ids)| async move {
+                let answers = self
+                    .call(w, |reply| Command::Query {
+                        ids: ids.clone(),
+                        reply,
+                    })
+                    .await
+                    .unwrap_or_default();
+                ids.into_iter()
+                    .zip(answers.into_iter().chain(std::iter::repeat(None)))
+                    .collect::<Vec<_>>()
+            });
+        let mut found: std::collections::HashMap<u64, Option<SessionInfo>> =
+            futures::future::join_all(calls)
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+        ids.iter()
+            .filter_map(|&(id, _)| found.remove(&id).flatten().or_else(|| self.feed.find(id)))
+            .collect()
+    }
+
+    /// Sends a batch of adds to worker `w`; `done` gets one result per spec.
+    pub fn send_adds(
+        &self,
+        w: usize,
+        specs: Vec<SessionSpec>,
+        queued: Instant,
+        done: impl FnOnce(Vec<Result<(), AddError>>) + Send + 'static,
+    ) {
+        self.engine.send(
+            w,
+            Command::Add {
+                specs,
+                queued,
+                reply: Box::new(done),
+            },
+        );
+    }
+
+    /// Stops the pump and the workers.
+    pub fn stop(&self) -> StopReport {
+        self.pump_stop.store(true, Ordering::Release);
+        self.engine.stop()
+    }
+}

@@ -1,0 +1,224 @@
+//! Starting and stopping the whole device: the engine, the closed-feed pump, the
+//! traffic simulator, and the gRPC server (SessionTable v1 and v2, Admin) on one port,
+//! over TLS unless plaintext was asked for.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dataplane::engine::StopReport;
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::delivery::DeliveryLayer;
+use crate::device::{start_engine, Device, RingEnd};
+use crate::service::SessionTable;
+use crate::simulator::Simulator;
+
+/// A device that is serving.
+pub struct RunningDevice {
+    pub device: Arc<Device>,
+    addrs: Vec<SocketAddr>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    pump: Option<std::thread::JoinHandle<()>>,
+    simulator: Option<Simulator>,
+    /// The outside ends of the ring ports, when the caller asked to drive them.
+    pub ring_ends: Vec<RingEnd>,
+}
+
+/// What stopping found.
+#[derive(Debug)]
+pub struct StopSummary {
+    pub engine: StopReport,
+    /// Closed records the control plane held that no client collected.
+    pub closed_held: usize,
+}
+
+fn read(path: &std::path::Path, key: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{key} = {}: {e}", path.display()))
+}
+
+fn tls(c: &Config) -> Result<ServerTlsConfig, String> {
+    let cert = read(&c.tls.cert, "tls.cert")?;
+    let key = read(&c.tls.key, "tls.key")?;
+    let mut t = ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert, key))
+        .timeout(Duration::from_millis(c.api.handshake_timeout_ms));
+    if let Some(ca) = &c.tls.client_ca {
+        t = t.client_ca_root(Certificate::from_pem(read(ca, "tls.client_ca")?));
+    }
+    Ok(t)
+}
+
+/// Starts everything and begins serving; errors are one line for the operator.
+pub async fn start(config: Config) -> Result<RunningDevice, String> {
+    start_with(config, false).await
+}
+
+/// `start`, and with `keep_rings` the outside ends of the ring ports are handed to
+/// the caller (a test sends and collects frames itself) instead of being drained or
+/// simulated.
+pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevice, String> {
+    let tls = if config.api.plaintext {
+        None
+    } else {
+        Some(tls(&config)?)
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&config.api.listen)
+        .await
+        .map_err(|e| format!("api.listen = {:?}: {e}", config.api.listen))?
+        .collect();
+    let mut listeners = Vec::new();
+    for a in &addrs {
+        if listeners
+            .iter()
+            .any(|l: &TcpListener| l.local_addr().ok() == Some(*a))
+        {
+            continue;
+        }
+        match TcpListener::bind(a).await {
+            Ok(l) => listeners.push(l),
+            // localhost may name ::1 on a host without IPv6; one address is enough.
+            Err(e) if addrs.len() > 1 => tracing::warn!("cannot listen on {a}: {e}"),
+            Err(e) => {
+                return Err(format!(
+                    "api.listen = {:?}: cannot listen on {a}: {e}",
+                    config.api.listen
+                ))
+            }
+        }
+    }
+    if listeners.is_empty() {
+        return Err(format!(
+            "api.listen = {:?}: no address to listen on",
+            config.api.listen
+        ));
+    }
+    let bound: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+
+    let (engine, mut ring_ends) = start_engine(&config)?;
+    let mut device = Device::new(engine, config);
+    let kept = if keep_rings {
+        std::mem::take(&mut ring_ends)
+    } else {
+        Vec::new()
+    };
+    let simulator = if keep_rings {
+        None
+    } else if device.config.simulate.enabled {
+        let (sim, offers) = Simulator::start(
+            device.config.simulate.clone(),
+            ring_ends,
+            device.engine.workers(),
+        );
+        device.simulator = Some(offers);
+        Some(sim)
+    } else {
+        Some(Simulator::drain_only(ring_ends))
+    };
+    let device = Arc::new(device);
+    let pump = device.start_pump();
+
+    let api = &device.config.api;
+    let table = SessionTable {
+        device: device.clone(),
+    };
+    let max = api.max_message_bytes;
+    let v2 = proto::v2::session_table_server::SessionTableServer::new(table.clone())
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let v1 = proto::v1::session_table_server::SessionTableServer::new(table)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let admin = proto::admin::admin_server::AdminServer::new(Admin {
+        device: device.clone(),
+    })
+    .max_encoding_message_size(64 << 20);
+
+    let mut builder = Server::builder()
+        .max_concurrent_streams(api.max_concurrent_streams)
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    if let Some(t) = tls {
+        builder = builder
+            .tls_config(t)
+            .map_err(|e| format!("TLS setup failed: {}", crate::client::error_chain(&e)))?;
+    }
+    let incoming = futures::stream::select_all(listeners.into_iter().map(TcpListenerStream::new))
+        .map(|conn| {
+            if let Ok(s) = &conn {
+                let _ = s.set_nodelay(true);
+            }
+            conn
+        });
+    let (tx, rx) = oneshot::channel::<()>();
+    let router = builder
+        .layer(DeliveryLayer)
+        .add_service(v2)
+        .add_service(v1)
+        .add_service(admin);
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = rx.await;
+    }));
+    tracing::info!(
+        addrs = ?bound,
+        tls = !device.config.api.plaintext,
+        workers = device.engine.workers(),
+        max_sessions = device.config.dataplane.max_sessions,
+        "offloadd serving openoffload.v1/v2.SessionTable and offloadd.admin.v1.Admin"
+    );
+    Ok(RunningDevice {
+        device,
+        addrs: bound,
+        shutdown: Some(tx),
+        server,
+        pump: Some(pump),
+        simulator,
+        ring_ends: kept,
+    })
+}
+
+impl RunningDevice {
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops serving (open follow streams are cut after a grace period), then stops
+    /// the simulator and the workers.
+    pub async fn shutdown(mut self) -> StopSummary {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let server = &mut self.server;
+        if tokio::time::timeout(Duration::from_secs(2), &mut *server)
+            .await
+            .is_err()
+        {
+            server.abort();
+        }
+        if let Some(sim) = self.simulator.take() {
+            sim.stop();
+        }
+        let device = self.device.clone();
+        let engine = tokio::task::spawn_blocking(move || device.stop())
+            .await
+            .unwrap_or_default();
+        if let Some(p) = self.pump.take() {
+            let _ = tokio::task::spawn_blocking(move || p.join()).await;
+        }
+        StopSummary {
+            engine,
+            closed_held: self.device.feed.len(),
+        }
+    }
+}

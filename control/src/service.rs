@@ -1,0 +1,395 @@
+//! `SessionTable`, once: the OpenOffload behaviour over the device. The v1 and v2
+//! services (same messages, different names) both call `SessionTable` here.
+//!
+//! Where a session command goes: a request is checked (`wire::spec_from_request`),
+//! its id is claimed in the directory, and it joins the batch of its owning worker;
+//! batches go out when they are full or when the client has nothing more ready, so a
+//! stream of adds costs no round trip per session.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use dataplane::session::{AddError, SessionSpec};
+use futures::{FutureExt, Stream, StreamExt};
+use proto::v2::{
+    AddSessionResponse, AddSessionStatus, RequestStatus, SessionCloseCode, SessionId,
+    SessionRequest, SessionRequestArgs, SessionResponse, SessionResponseError, SessionResponses,
+    SessionState,
+};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::config::UnknownSession;
+use crate::delivery::{Ledger, LedgerHandle};
+use crate::device::{ControlCounters, Device, Lookup};
+use crate::wire;
+
+/// Adds sent to a worker at once at most.
+const ADD_BATCH: usize = 64;
+
+/// A cursor of 0 or 4294967295 means "from the beginning" (the C++ client starts
+/// from 4294967295).
+const CURSOR_FROM_START: u64 = 4_294_967_295;
+
+pub type ClosedStream = Pin<Box<dyn Stream<Item = Result<SessionResponse, Status>> + Send>>;
+
+#[derive(Clone)]
+pub struct SessionTable {
+    pub device: Arc<Device>,
+}
+
+/// Adds waiting to go to one worker.
+struct Batch {
+    /// (position in the stream, id) of each spec.
+    items: Vec<(u32, u64)>,
+    specs: Vec<SessionSpec>,
+    first: Instant,
+}
+
+type AddAnswer = (Vec<(u32, u64)>, Vec<SessionSpec>, Vec<Result<(), AddError>>);
+
+impl SessionTable {
+    fn unknown(&self, id: u64) -> Result<Response<SessionResponse>, Status> {
+        match self.device.config.api.unknown_session {
+            UnknownSession::NotFound => Err(Status::not_found(format!("no session {id}"))),
+            UnknownSession::InBand => Ok(Response::new(SessionResponse {
+                session_id: id,
+                session_state: SessionState::UnknownState as i32,
+                session_close_code: SessionCloseCode::UnknownCloseCode as i32,
+                request_status: RequestStatus::RejectedSessionNonexistent as i32,
+                ..Default::default()
+            })),
+        }
+    }
+
+    pub async fn add(
+        &self,
+        mut stream: impl Stream<Item = Result<SessionRequest, Status>> + Unpin,
+    ) -> Result<Response<AddSessionResponse>, Status> {
+        let d = &self.device;
+        ControlCounters::bump(&d.counters.add_calls, 1);
+        let max = d.config.api.max_add_stream;
+        let keep_specs = d.simulator.is_some();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AddAnswer>();
+        let mut batches: Vec<Option<Batch>> = (0..d.engine.workers()).map(|_| None).collect();
+        let mut rejected: Vec<(u32, u64, AddSessionStatus)> = Vec::new();
+        let mut sent = 0usize;
+        let mut n: u32 = 0;
+        let mut failure = None;
+
+        let flush = |batches: &mut Vec<Option<Batch>>, w: usize, sent: &mut usize| {
+            if let Some(b) = batches[w].take() {
+                let tx = tx.clone();
+                let items = b.items;
+                let copies = if keep_specs {
+                    b.specs.clone()
+                } else {
+                    Vec::new()
+                };
+                d.send_adds(w, b.specs, b.first, move |results| {
+                    let _ = tx.send((items, copies, results));
+                });
+                *sent += 1;
+            }
+        };
+
+        loop {
+            // Send what waits before sleeping on the client.
+            let next = match stream.next().now_or_never() {
+                Some(next) => next,
+                None => {
+                    for w in 0..batches.len() {
+                        flush(&mut batches, w, &mut sent);
+                    }
+                    stream.next().await
+                }
+            };
+            let req = match next {
+                None => break,
+                Some(Err(status)) => {
+                    failure = Some(status);
+                    break;
+                }
+                Some(Ok(req)) => req,
+            };
+            if n as usize >= max {
+                failure = Some(Status::resource_exhausted(format!(
+                    "more than {max} sessions in one AddSession stream (api.max_add_stream)"
+                )));
+                break;
+            }
+            let pos = n;
+            n += 1;
+            let id = req.session_id;
+            let spec = match wire::spec_from_request(&req) {
+                Ok(s) => s,
+                Err(reason) => {
+                    tracing::debug!(id, %reason, "add rejected");
+                    ControlCounters::bump(&d.counters.add_invalid, 1);
+                    rejected.push((pos, id, AddSessionStatus::SessionRejected));
+                    continue;
+                }
+            };
+            let w = d.engine.owner(&spec);
+            if !d.directory.reserve(id, w) {
+                ControlCounters::bump(&d.counters.add_duplicate_id, 1);
+                rejected.push((pos, id, AddSessionStatus::SessionAlreadyExists));
+                continue;
+            }
+            let b = batches[w].get_or_insert_with(|| Batch {
+                items: Vec::with_capacity(ADD_BATCH),
+                specs: Vec::with_capacity(ADD_BATCH),
+                first: Instant::now(),
+            });
+            b.items.push((pos, id));
+            b.specs.push(spec);
+            if b.specs.len() >= ADD_BATCH {
+                flush(&mut batches, w, &mut sent);
+            }
+        }
+        for w in 0..batches.len() {
+            flush(&mut batches, w, &mut sent);
+        }
+        drop(tx);
+        ControlCounters::bump(&d.counters.add_requests, n as u64);
+
+        let mut answered = 0;
+        while answered < sent {
+            let Some((items, specs, results)) = rx.recv().await else {
+                break;
+            };
+            answered += 1;
+            for (i, ((pos, id), r)) in items.into_iter().zip(results).enumerate() {
+                match r {
+                    Ok(()) => {
+                        d.directory.confirm(id);
+                        if let (Some(sim), Some(spec)) = (&d.simulator, specs.get(i)) {
+                            let _ = sim.try_send(spec.clone());
+                        }
+                    }
+                    Err(e) => {
+                        d.directory.remove(id);
+                        rejected.push((pos, id, wire::add_status(e)));
+                    }
+                }
+            }
+        }
+        if answered < sent {
+            // A worker went away with batches unanswered: their ids are not held.
+            return Err(Status::unavailable("a dataplane worker stopped"));
+        }
+        if let Some(status) = failure {
+            return Err(status);
+        }
+
+        rejected.sort_unstable_by_key(|r| r.0);
+        let mut error_status = 0u64;
+        for &(pos, _, _) in &rejected {
+            if pos < 64 {
+                error_status |= 1 << pos;
+            }
+        }
+        let request_status = match rejected.first() {
+            None => AddSessionStatus::SessionAccepted,
+            Some(&(_, _, s)) if rejected.iter().all(|r| r.2 == s) => s,
+            Some(_) => AddSessionStatus::SessionRejected,
+        };
+        Ok(Response::new(AddSessionResponse {
+            request_status: request_status as i32,
+            error_status,
+            start_time: Some(wire::timestamp(SystemTime::now())),
+            response_error: rejected
+                .into_iter()
+                .map(|(_, id, s)| SessionResponseError {
+                    session_id: id,
+                    error_status: s as i32,
+                })
+                .collect(),
+        }))
+    }
+
+    pub async fn get(&self, req: Request<SessionId>) -> Result<Response<SessionResponse>, Status> {
+        ControlCounters::bump(&self.device.counters.get_calls, 1);
+        let id = req.into_inner().session_id;
+        match self.device.lookup(id).await {
+            Lookup::Found(info) => Ok(Response::new(wire::response_from_info(&info))),
+            Lookup::Unknown => self.unknown(id),
+        }
+    }
+
+    pub async fn delete(
+        &self,
+        req: Request<SessionId>,
+    ) -> Result<Response<SessionResponse>, Status> {
+        ControlCounters::bump(&self.device.counters.delete_calls, 1);
+        let id = req.into_inner().session_id;
+        match self.device.delete(id).await {
+            Lookup::Found(info) => {
+                let mut r = wire::response_from_info(&info);
+                r.session_state = SessionState::Closed as i32;
+                if r.end_time.is_none() {
+                    r.end_time = Some(wire::timestamp(SystemTime::now()));
+                }
+                Ok(Response::new(r))
+            }
+            Lookup::Unknown => self.unknown(id),
+        }
+    }
+
+    pub async fn list(
+        &self,
+        req: Request<SessionRequestArgs>,
+    ) -> Result<Response<SessionResponses>, Status> {
+        let d = &self.device;
+        ControlCounters::bump(&d.counters.list_calls, 1);
+        let a = req.into_inner();
+        let cap = d.config.api.list_cap as usize;
+        let after = match a.start_session {
+            0 | CURSOR_FROM_START => None,
+            s => Some(s),
+        };
+        let (page, next_key) = if a.page_size > 0 && a.page >= 1 {
+            // Page-number style, 1-based.
+            let size = (a.page_size as usize).min(cap);
+            let skip = (a.page as usize - 1).saturating_mul(a.page_size as usize);
+            let page = d.directory.slice(skip, size);
+            let next = page.last().map_or(0, |p| p.0);
+            (page, next)
+        } else if a.page_size > 0 {
+            // Cursor style: ids above start_session; next_key is the last id listed.
+            let (page, _) = d.directory.after(after, (a.page_size as usize).min(cap));
+            let next = page.last().map_or(0, |p| p.0);
+            (page, next)
+        } else {
+            // Everything, up to the cap; next_key says where to go on.
+            let (page, more) = d.directory.after(after, cap);
+            let next = if more {
+                page.last().map_or(0, |p| p.0)
+            } else {
+                0
+            };
+            (page, next)
+        };
+        let infos = d.states(&page).await;
+        Ok(Response::new(SessionResponses {
+            session_info: infos.iter().map(wire::response_from_info).collect(),
+            next_key,
+        }))
+    }
+
+    pub async fn closed(
+        &self,
+        req: Request<SessionRequestArgs>,
+    ) -> Result<Response<ClosedStream>, Status> {
+        let d = self.device.clone();
+        ControlCounters::bump(&d.counters.closed_calls, 1);
+        let follow =
+            d.config.api.closed_follow || req.metadata().contains_key(crate::client::FOLLOW_HEADER);
+        let limit = match req.get_ref().page_size {
+            0 => u64::MAX,
+            n => n as u64,
+        };
+        let ledger = Arc::new(Ledger::new(d.clone()));
+        let stream = closed_records(d, ledger.clone(), limit, follow);
+        let mut res = Response::new(Box::pin(stream) as ClosedStream);
+        res.extensions_mut().insert(LedgerHandle(ledger));
+        Ok(res)
+    }
+}
+
+/// The records of one GetClosedSessions call: up to `limit`, then the end (or, when
+/// following, waiting for more).
+fn closed_records(
+    d: Arc<Device>,
+    ledger: Arc<Ledger>,
+    limit: u64,
+    follow: bool,
+) -> impl Stream<Item = Result<SessionResponse, Status>> + Send {
+    futures::stream::unfold(0u64, move |sent| {
+        let d = d.clone();
+        let ledger = ledger.clone();
+        async move {
+            if sent >= limit {
+                return None;
+            }
+            loop {
+                let arrived = d.feed.arrived.notified();
+                tokio::pin!(arrived);
+                arrived.as_mut().enable();
+                if let Some(info) = d.feed.take() {
+                    ledger.taken_id(info.id);
+                    return Some((Ok(wire::response_from_info(&info)), sent + 1));
+                }
+                if !follow {
+                    return None;
+                }
+                // The pump wakes us; the timeout covers records that wait in the
+                // workers while the feed is at its cap.
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(200), arrived).await;
+            }
+        }
+    })
+}
+
+macro_rules! session_table_service {
+    ($version:ident, $add:ident, $get:ident, $delete:ident, $list:ident, $closed:ident, $stream:ident) => {
+        #[tonic::async_trait]
+        impl proto::$version::session_table_server::SessionTable for SessionTable {
+            async fn $add(
+                &self,
+                request: Request<Streaming<SessionRequest>>,
+            ) -> Result<Response<AddSessionResponse>, Status> {
+                self.add(request.into_inner()).await
+            }
+
+            async fn $get(
+                &self,
+                request: Request<SessionId>,
+            ) -> Result<Response<SessionResponse>, Status> {
+                self.get(request).await
+            }
+
+            async fn $delete(
+                &self,
+                request: Request<SessionId>,
+            ) -> Result<Response<SessionResponse>, Status> {
+                self.delete(request).await
+            }
+
+            async fn $list(
+                &self,
+                request: Request<SessionRequestArgs>,
+            ) -> Result<Response<SessionResponses>, Status> {
+                self.list(request).await
+            }
+
+            type $stream = ClosedStream;
+
+            async fn $closed(
+                &self,
+                request: Request<SessionRequestArgs>,
+            ) -> Result<Response<ClosedStream>, Status> {
+                self.closed(request).await
+            }
+        }
+    };
+}
+
+session_table_service!(
+    v2,
+    add_session,
+    get_session,
+    delete_session,
+    get_all_sessions,
+    get_closed_sessions,
+    GetClosedSessionsStream
+);
+session_table_service!(
+    v1,
+    add_session,
+    get_session,
+    delete_session,
+    get_all_sessions,
+    get_closed_sessions,
+    getClosedSessionsStream
+);

@@ -1,0 +1,112 @@
+//! Starting a real device in-process for tests: fresh certificates in a temporary
+//! directory, TLS on 127.0.0.1 with an OS-chosen port, the ring device, and clients
+//! of either API version. Used by control's integration tests and offloadctl's.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::client::{connect_channel, ApiVersion, ClientOptions, SessionClient};
+use crate::config::{Config, Overrides};
+use crate::server::{start_with, RunningDevice};
+
+pub struct TestDevice {
+    pub running: Option<RunningDevice>,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub plaintext: bool,
+}
+
+impl TestDevice {
+    /// A device on `config_toml` (empty: the default ring device) with capacity
+    /// `max_sessions`, over TLS unless the config says plaintext.
+    pub async fn start(config_toml: &str) -> TestDevice {
+        TestDevice::start_with(config_toml, false).await
+    }
+
+    /// `start`; with `keep_rings` the test drives the ring ports itself
+    /// (`running.ring_ends`).
+    pub async fn start_with(config_toml: &str, keep_rings: bool) -> TestDevice {
+        let dir = tempfile::tempdir().expect("temp dir");
+        crate::certs::generate(dir.path()).expect("certificates");
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            ..Overrides::default()
+        };
+        let mut config = Config::parse(config_toml, dir.path(), &overrides).expect("test config");
+        config.tls.cert = dir.path().join(crate::certs::SERVER_CERT);
+        config.tls.key = dir.path().join(crate::certs::SERVER_KEY);
+        if config.tls.client_ca.is_some() {
+            config.tls.client_ca = Some(dir.path().join(crate::certs::CA_CERT));
+        }
+        let plaintext = config.api.plaintext;
+        let running = start_with(config, keep_rings).await.expect("device starts");
+        let addr = running.local_addrs()[0];
+        let scheme = if plaintext { "http" } else { "https" };
+        TestDevice {
+            running: Some(running),
+            url: format!("{scheme}://localhost:{}", addr.port()),
+            dir,
+            plaintext,
+        }
+    }
+
+    pub fn certs(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn cert(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Options of a client that trusts the test CA.
+    pub fn options(&self, api: ApiVersion) -> ClientOptions {
+        let mut o = ClientOptions::new(self.url.clone());
+        o.ca = Some(self.cert(crate::certs::CA_CERT));
+        o.api = api;
+        o.timeout = Some(Duration::from_secs(20));
+        o
+    }
+
+    /// Options with the test client certificate (mutual TLS).
+    pub fn options_with_cert(&self, api: ApiVersion) -> ClientOptions {
+        let mut o = self.options(api);
+        o.cert = Some(self.cert(crate::certs::CLIENT_CERT));
+        o.key = Some(self.cert(crate::certs::CLIENT_KEY));
+        o
+    }
+
+    pub async fn client(&self, api: ApiVersion) -> SessionClient {
+        SessionClient::connect(&self.options(api))
+            .await
+            .expect("client connects")
+    }
+
+    pub async fn admin(
+        &self,
+    ) -> proto::admin::admin_client::AdminClient<tonic::transport::Channel> {
+        crate::client::admin(
+            connect_channel(&self.options(ApiVersion::V2))
+                .await
+                .expect("connect"),
+        )
+    }
+
+    /// The ring end of port `name` (with `keep_rings`).
+    pub fn ring(&mut self, name: &str) -> &mut crate::device::RingEnd {
+        self.running
+            .as_mut()
+            .expect("running")
+            .ring_ends
+            .iter_mut()
+            .find(|e| e.name == name)
+            .expect("a ring port of that name")
+    }
+
+    pub fn device(&self) -> &crate::device::Device {
+        &self.running.as_ref().expect("running").device
+    }
+
+    pub async fn stop(mut self) -> crate::server::StopSummary {
+        self.running.take().expect("running").shutdown().await
+    }
+}

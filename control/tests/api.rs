@@ -1,0 +1,621 @@
+//! The OpenOffload contract against a real device: TLS on loopback, generated clients
+//! of both API versions, the ring dataplane underneath.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use control::client::{ApiVersion, SessionClient};
+use control::testing::TestDevice;
+use futures::StreamExt;
+use proto::v2::{
+    AddSessionStatus, RequestStatus, SessionCloseCode, SessionRequestArgs, SessionState,
+};
+
+const APIS: [ApiVersion; 2] = [ApiVersion::V1, ApiVersion::V2];
+
+fn args(page_size: u32, page: u32, start_session: u64) -> SessionRequestArgs {
+    SessionRequestArgs {
+        page_size,
+        page,
+        start_session,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_get_delete_in_both_versions() {
+    let dev = TestDevice::start("").await;
+    for (k, api) in APIS.into_iter().enumerate() {
+        let mut c = dev.client(api).await;
+        let base = 100 * k as u64;
+        let r = c.add(vec![v4(base), v6(base + 1)]).await.unwrap();
+        assert_eq!(r.request_status, AddSessionStatus::SessionAccepted as i32);
+        assert_eq!(r.error_status, 0);
+        assert!(r.response_error.is_empty());
+        assert!(r.start_time.is_some());
+        for id in [base, base + 1] {
+            let s = c.get(id).await.unwrap();
+            assert_eq!(s.session_id, id);
+            assert_eq!(s.request_status, RequestStatus::Accepted as i32);
+            assert_eq!(s.session_state, SessionState::Established as i32);
+            assert_eq!(s.session_close_code, SessionCloseCode::NotClosed as i32);
+            assert_eq!((s.in_packets, s.out_packets), (0, 0));
+            assert!(s.start_time.is_some() && s.end_time.is_none());
+        }
+        let d = c.delete(base).await.unwrap();
+        assert_eq!(d.session_id, base);
+        assert_eq!(d.request_status, RequestStatus::Accepted as i32);
+        assert_eq!(d.session_state, SessionState::Closed as i32);
+        assert!(d.end_time.is_some());
+        for s in [
+            c.get(base).await.unwrap(),
+            c.delete(base).await.unwrap(),
+            c.get(999_999).await.unwrap(),
+        ] {
+            assert_eq!(
+                s.request_status,
+                RequestStatus::RejectedSessionNonexistent as i32
+            );
+        }
+        // The deleted session is not reported as closed.
+        let mut closed = c.closed(args(0, 0, 0), false).await.unwrap();
+        assert!(closed.next().await.is_none());
+    }
+    // Session 0 is a valid id.
+    let mut c = dev.client(ApiVersion::V2).await;
+    let r = c.add(vec![v4(0)]).await.unwrap();
+    assert_eq!(r.request_status, 0, "{r:?}");
+    assert_eq!(c.get(0).await.unwrap().request_status, 0);
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_acceptance_names_each_rejection() {
+    let dev = TestDevice::start("[dataplane]\nworkers = 2\n").await;
+    let mut c = dev.client(ApiVersion::V2).await;
+    let mut bad_proto = v4(2);
+    bad_proto.protocol_id = 1;
+    let mut bad_v6 = v6(4);
+    bad_v6.source_ipv6 = vec![1, 2, 3, 4];
+    let mut same_tuple = v4(1);
+    same_tuple.session_id = 6;
+    let mut reverse = v4(1);
+    reverse.session_id = 7;
+    std::mem::swap(&mut reverse.source_ip, &mut reverse.destination_ip);
+    std::mem::swap(&mut reverse.source_port, &mut reverse.destination_port);
+    let stream = vec![
+        v4(1),      // 0 accepted
+        bad_proto,  // 1 rejected
+        v4(1),      // 2 same id
+        bad_v6,     // 3 rejected
+        v4(5),      // 4 accepted
+        same_tuple, // 5 same 7-tuple
+        v6(8),      // 6 accepted
+    ];
+    let r = c.add(stream).await.unwrap();
+    assert_eq!(r.error_status, 0b10_1110);
+    assert_eq!(r.request_status, AddSessionStatus::SessionRejected as i32);
+    let errors: Vec<(u64, i32)> = r
+        .response_error
+        .iter()
+        .map(|e| (e.session_id, e.error_status))
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            (2, AddSessionStatus::SessionRejected as i32),
+            (1, AddSessionStatus::SessionAlreadyExists as i32),
+            (4, AddSessionStatus::SessionRejected as i32),
+            (6, AddSessionStatus::SessionAlreadyExists as i32),
+        ]
+    );
+    for id in [1, 5, 8] {
+        assert_eq!(c.get(id).await.unwrap().request_status, 0, "{id} live");
+    }
+    for id in [2, 4, 6] {
+        assert_eq!(c.get(id).await.unwrap().request_status, 2, "{id} not added");
+    }
+    // The same 7-tuple in IPv6, under a new id.
+    let mut dup6 = v6(8);
+    dup6.session_id = 9;
+    let r = c.add(vec![dup6]).await.unwrap();
+    assert_eq!(
+        r.request_status,
+        AddSessionStatus::SessionAlreadyExists as i32
+    );
+    assert_eq!(r.error_status, 1);
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpp_batch_of_one_tuple_under_many_ids() {
+    let dev = TestDevice::start("").await;
+    for api in APIS {
+        let mut c = dev.client(api).await;
+        let base = if api == ApiVersion::V1 { 0 } else { 1000 };
+        let batch: Vec<_> = (0..64)
+            .map(|i| {
+                let mut r = v4(base);
+                r.session_id = base + i;
+                r.source_port = 4000 + base as u32;
+                r
+            })
+            .collect();
+        let r = c.add(batch).await.unwrap();
+        assert_eq!(
+            r.request_status,
+            AddSessionStatus::SessionAlreadyExists as i32
+        );
+        assert_eq!(r.error_status, !1u64);
+        assert_eq!(r.response_error.len(), 63);
+        assert!(r.response_error.iter().all(|e| e.error_status == 4));
+    }
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_table_is_an_answer() {
+    let dev = TestDevice::start("[dataplane]\nmax_sessions = 5\n").await;
+    let mut c = dev.client(ApiVersion::V1).await;
+    let r = c.add((0..8).map(v4).collect()).await.unwrap();
+    assert_eq!(r.request_status, AddSessionStatus::SessionTableFull as i32);
+    assert_eq!(r.error_status, 0b1110_0000);
+    assert_eq!(r.response_error.len(), 3);
+    // Room comes back with a delete.
+    c.delete(0).await.unwrap();
+    let r = c.add(vec![v4(20)]).await.unwrap();
+    assert_eq!(r.request_status, 0);
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_requests_of_every_kind_are_rejected() {
+    let dev = TestDevice::start(
+        "[dataplane]\ncollector_port = \"collector\"\n[[next_hop]]\naddr = \"10.9.9.9\"\nmac = \"02:00:00:00:09:09\"\n",
+    )
+    .await;
+    let mut c = dev.client(ApiVersion::V2).await;
+    type Breaks = Box<dyn Fn(&mut proto::v2::SessionRequest)>;
+    let cases: Vec<(&str, Breaks)> = vec![
+        ("ip_version", Box::new(|r| r.ip_version = 7)),
+        ("protocol 0", Box::new(|r| r.protocol_id = 0)),
+        ("protocol 1", Box::new(|r| r.protocol_id = 1)),
+        (
+            "action",
+            Box::new(|r| r.action.as_mut().unwrap().action_type = 4),
+        ),
+        ("source port", Box::new(|r| r.source_port = 65_536)),
+        (
+            "destination port",
+            Box::new(|r| r.destination_port = u32::MAX),
+        ),
+        (
+            "next hop v6 length",
+            Box::new(|r| r.action.as_mut().unwrap().action_next_hop_v6 = vec![1; 15]),
+        ),
+        (
+            "unknown next hop",
+            Box::new(|r| r.action.as_mut().unwrap().action_next_hop = 0x0101_0101),
+        ),
+        ("unknown lif", Box::new(|r| r.out_lif = 9)),
+        ("vlan above 4095", Box::new(|r| r.in_lif = (5000 << 16) | 1)),
+        (
+            "v6 source length",
+            Box::new(|r| {
+                r.ip_version = 1;
+                r.source_ipv6 = vec![0; 17];
+                r.destination_ipv6 = vec![0; 16];
+            }),
+        ),
+        (
+            "v6 destination missing",
+            Box::new(|r| {
+                r.ip_version = 1;
+                r.source_ipv6 = vec![0; 16];
+            }),
+        ),
+    ];
+    for (i, (what, f)) in cases.iter().enumerate() {
+        let mut r = v4(i as u64);
+        f(&mut r);
+        let a = c.add(vec![r]).await.unwrap();
+        assert_eq!(
+            a.request_status,
+            AddSessionStatus::SessionRejected as i32,
+            "{what}"
+        );
+        assert_eq!(a.error_status, 1, "{what}");
+        assert_eq!(
+            c.get(i as u64).await.unwrap().request_status,
+            2,
+            "{what}: not added"
+        );
+    }
+    // A known next hop, and none at all, are fine.
+    let mut r = v4(100);
+    r.action.as_mut().unwrap().action_next_hop =
+        control::wire::ipv4_to_wire("10.9.9.9".parse().unwrap());
+    let mut r2 = v4(101);
+    r2.action = None;
+    assert_eq!(c.add(vec![r, r2]).await.unwrap().request_status, 0);
+    // An empty stream is a fine call too.
+    let a = c.add(vec![]).await.unwrap();
+    assert_eq!((a.request_status, a.error_status), (0, 0));
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_ids_can_be_not_found() {
+    let dev = TestDevice::start("[api]\nunknown_session = \"not-found\"\n").await;
+    for api in APIS {
+        let mut c = dev.client(api).await;
+        assert_eq!(c.get(5).await.unwrap_err().code(), tonic::Code::NotFound);
+        assert_eq!(c.delete(5).await.unwrap_err().code(), tonic::Code::NotFound);
+    }
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_in_both_styles_with_deletes() {
+    let dev = TestDevice::start("[api]\nlist_cap = 10\n[dataplane]\nworkers = 2\n").await;
+    let mut c = dev.client(ApiVersion::V2).await;
+    let ids: Vec<u64> = (0..23).chain([4_294_967_296, u64::MAX - 1]).collect();
+    let r = c.add(ids.iter().map(|&i| v4(i)).collect()).await.unwrap();
+    assert_eq!(r.request_status, 0, "{r:?}");
+
+    // Page-number style, 1-based; a page past the end is empty.
+    let mut seen = Vec::new();
+    for page in 1.. {
+        let p = c.list(args(7, page, 0)).await.unwrap();
+        if p.session_info.is_empty() {
+            break;
+        }
+        seen.extend(p.session_info.iter().map(|s| s.session_id));
+    }
+    assert_eq!(seen, ids);
+    assert!(c
+        .list(args(7, 100, 0))
+        .await
+        .unwrap()
+        .session_info
+        .is_empty());
+
+    // Everything: capped per answer, next_key to go on with.
+    let all = c.list(args(0, 0, 0)).await.unwrap();
+    assert_eq!(all.session_info.len(), 10);
+    assert_eq!(all.next_key, 9);
+    let rest = c.list(args(0, 0, all.next_key)).await.unwrap();
+    assert_eq!(rest.session_info.first().unwrap().session_id, 10);
+
+    // Cursor style as the C++ client clears the table: from 4294967295, deleting
+    // every id of each page before asking for the next. Nothing skipped or repeated.
+    let mut cursor = 4_294_967_295;
+    let mut cleared = Vec::new();
+    loop {
+        let p = c.list(args(4, 0, cursor)).await.unwrap();
+        if p.session_info.is_empty() {
+            break;
+        }
+        for s in &p.session_info {
+            assert_eq!(c.delete(s.session_id).await.unwrap().request_status, 0);
+            cleared.push(s.session_id);
+        }
+        assert_eq!(p.next_key, p.session_info.last().unwrap().session_id);
+        cursor = p.next_key;
+    }
+    // 4294967295 restarts the walk at the beginning, so the first page holds 0.. and
+    // the cursor then moves past the large ids.
+    assert_eq!(
+        cleared.iter().copied().collect::<BTreeSet<_>>(),
+        ids.iter().copied().collect()
+    );
+    assert_eq!(cleared.len(), ids.len());
+    assert!(c.list(args(0, 0, 0)).await.unwrap().session_info.is_empty());
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_sessions_from_real_frames_are_delivered_once() {
+    let mut dev = TestDevice::start_with("[dataplane]\ntick_ms = 20\n", true).await;
+    let pool = dataplane::packet::PacketPool::new(256, 2048).unwrap();
+    let mut c = dev.client(ApiVersion::V1).await;
+    let fin = v4(1);
+    let rst = v4(2);
+    let mut idle = v6(3);
+    idle.cache_timeout = 1;
+    let mut udp_live = v6(4);
+    udp_live.cache_timeout = 60;
+    let r = c
+        .add(vec![
+            fin.clone(),
+            rst.clone(),
+            idle.clone(),
+            udp_live.clone(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(r.request_status, 0);
+
+    // Each step waits for the last to show: the worker polls its ports in turn, so
+    // frames on two rings have no order of their own.
+    let state_of = |id: u64, want: SessionState| {
+        let c = c.clone();
+        move || {
+            let mut c = c.clone();
+            async move { (c.get(id).await.unwrap().session_state == want as i32).then_some(()) }
+        }
+    };
+    let mut bytes_in = 0;
+    let mut bytes_out = 0;
+    {
+        let out = dev.ring("outside");
+        bytes_in += send(out, &pool, &fin, true, ACK | PSH, 100);
+        bytes_in += send(out, &pool, &fin, true, FIN | ACK, 0);
+    }
+    wait_for(
+        "CLOSING_1",
+        Duration::from_secs(5),
+        state_of(1, SessionState::Closing1),
+    )
+    .await;
+    {
+        let inside = dev.ring("inside");
+        bytes_out += send(inside, &pool, &fin, false, ACK | PSH, 300);
+        bytes_out += send(inside, &pool, &fin, false, FIN | ACK, 0);
+    }
+    wait_for(
+        "CLOSING_2",
+        Duration::from_secs(5),
+        state_of(1, SessionState::Closing2),
+    )
+    .await;
+    bytes_in += send(dev.ring("outside"), &pool, &fin, true, ACK, 0);
+    send(dev.ring("inside"), &pool, &rst, false, RST, 0);
+    send(dev.ring("outside"), &pool, &idle, true, 0, 20);
+    send(dev.ring("outside"), &pool, &udp_live, true, 0, 20);
+
+    // Closed sessions stay readable until delivered.
+    let s = wait_for("FIN close", Duration::from_secs(5), || {
+        let mut c = c.clone();
+        async move {
+            let s = c.get(1).await.unwrap();
+            (s.session_state == SessionState::Closed as i32).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(s.session_close_code, SessionCloseCode::Finack as i32);
+    assert_eq!((s.in_packets, s.out_packets), (3, 2));
+    assert_eq!(
+        (s.in_bytes, s.out_bytes),
+        (bytes_in as u64, bytes_out as u64)
+    );
+    assert!(s.end_time.is_some());
+    let s = c.get(2).await.unwrap();
+    assert_eq!(
+        (s.session_state, s.session_close_code),
+        (3, SessionCloseCode::Rst as i32)
+    );
+    assert_eq!(s.out_packets, 1);
+    wait_for("timeout close", Duration::from_secs(5), || {
+        let mut c = c.clone();
+        async move {
+            (c.get(3).await.unwrap().session_close_code == SessionCloseCode::Timeout as i32)
+                .then_some(())
+        }
+    })
+    .await;
+    // Listed too, closed ones included.
+    let all = c.list(args(0, 0, 0)).await.unwrap();
+    assert_eq!(
+        all.session_info
+            .iter()
+            .map(|s| s.session_id)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+
+    let records: Vec<_> = c
+        .closed(args(0, 0, 0), false)
+        .await
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    let mut got: Vec<(u64, i32)> = records
+        .iter()
+        .map(|r| (r.session_id, r.session_close_code))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![(1, 1), (2, 2), (3, 3)]);
+    assert!(records
+        .iter()
+        .all(|r| r.session_state == 3 && r.end_time.is_some()));
+    let fin_record = records.iter().find(|r| r.session_id == 1).unwrap();
+    assert_eq!(
+        (fin_record.in_bytes, fin_record.out_bytes),
+        (bytes_in as u64, bytes_out as u64)
+    );
+    // Delivered once: gone from the feed, the table and the listing.
+    let again: Vec<_> = c
+        .closed(args(0, 0, 0), false)
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert!(again.is_empty());
+    for id in [1, 2, 3] {
+        assert_eq!(c.get(id).await.unwrap().request_status, 2);
+    }
+    assert_eq!(c.get(4).await.unwrap().in_packets, 1);
+    // The id can be offloaded again.
+    assert_eq!(c.add(vec![fin]).await.unwrap().request_status, 0);
+    dev.stop().await;
+}
+
+/// Sessions that time out with no traffic at all: `n` closed records.
+async fn closed_records(dev: &TestDevice, c: &mut SessionClient, n: u64) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let reqs = chunk
+            .iter()
+            .map(|&i| {
+                let mut r = v4(i);
+                r.source_port = 1 + (i % 65000) as u32;
+                r.source_ip = (i / 65000) as u32 + 1;
+                r.cache_timeout = 1;
+                r
+            })
+            .collect();
+        assert_eq!(c.add(reqs).await.unwrap().request_status, 0);
+    }
+    let device = dev.device();
+    wait_for("all closed", Duration::from_secs(10), || async {
+        (device.feed.len() as u64 == n).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_size_caps_a_closed_call_and_a_dropped_stream_gives_records_back() {
+    let dev = TestDevice::start("[dataplane]\ntick_ms = 20\n").await;
+    let mut c = dev.client(ApiVersion::V2).await;
+    closed_records(&dev, &mut c, 3000).await;
+
+    let first: Vec<u64> = c
+        .closed(args(100, 0, 0), false)
+        .await
+        .unwrap()
+        .map(|r| r.unwrap().session_id)
+        .collect()
+        .await;
+    assert_eq!(first.len(), 100);
+
+    // A client that reads one record and goes away. Records its stream never handed
+    // to the transport come back; none is handed out twice.
+    let counters = &dev.device().counters;
+    let delivered_before = counters
+        .closed_delivered
+        .load(std::sync::atomic::Ordering::Relaxed);
+    {
+        let mut c2 = dev.client(ApiVersion::V1).await;
+        let mut s = c2.closed(args(0, 0, 0), false).await.unwrap();
+        let one = s.next().await.unwrap().unwrap();
+        assert!(!first.contains(&one.session_id));
+    }
+    let device = dev.device();
+    // Wait until the server noticed the reset and settled the dropped stream.
+    wait_for("dropped stream settled", Duration::from_secs(5), || async {
+        let taken = device.feed.len() as u64;
+        let delivered = device
+            .counters
+            .closed_delivered
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (taken + delivered == 3000).then_some(())
+    })
+    .await;
+    let by_dropped = counters
+        .closed_delivered
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - delivered_before;
+    assert!(by_dropped >= 1);
+
+    let rest: Vec<u64> = c
+        .closed(args(0, 0, 0), false)
+        .await
+        .unwrap()
+        .map(|r| r.unwrap().session_id)
+        .collect()
+        .await;
+    assert_eq!(rest.len() as u64, 3000 - 100 - by_dropped);
+    let mut all: BTreeSet<u64> = first.into_iter().collect();
+    for id in rest {
+        assert!(all.insert(id), "{id} delivered twice");
+    }
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_mode_pushes_closures_as_they_happen() {
+    let mut dev = TestDevice::start_with("[dataplane]\ntick_ms = 20\n", true).await;
+    let pool = dataplane::packet::PacketPool::new(64, 2048).unwrap();
+    let mut c = dev.client(ApiVersion::V2).await;
+    assert_eq!(c.add(vec![v4(1), v4(2)]).await.unwrap().request_status, 0);
+    let mut follow = c.closed(args(0, 0, 0), true).await.unwrap();
+    // A follower that went away before anything closed loses nothing either.
+    drop(
+        dev.client(ApiVersion::V2)
+            .await
+            .closed(args(0, 0, 0), true)
+            .await
+            .unwrap(),
+    );
+
+    send(dev.ring("outside"), &pool, &v4(2), true, RST, 0);
+    let r = tokio::time::timeout(Duration::from_secs(5), follow.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (r.session_id, r.session_close_code),
+        (2, SessionCloseCode::Rst as i32)
+    );
+    send(dev.ring("inside"), &pool, &v4(1), false, RST, 0);
+    let r = tokio::time::timeout(Duration::from_secs(5), follow.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.session_id, 1);
+    drop(follow);
+    assert!(c
+        .closed(args(0, 0, 0), false)
+        .await
+        .unwrap()
+        .next()
+        .await
+        .is_none());
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_refuses_a_client_without_a_certificate() {
+    let dev = TestDevice::start("[tls]\nclient_ca = \"ca.crt\"\n").await;
+    let without = async {
+        let mut c = SessionClient::connect(&dev.options(ApiVersion::V2)).await?;
+        c.get(1).await.map_err(|e| e.to_string())
+    };
+    assert!(
+        without.await.is_err(),
+        "a client without a certificate is refused"
+    );
+    let mut c = SessionClient::connect(&dev.options_with_cert(ApiVersion::V2))
+        .await
+        .unwrap();
+    assert_eq!(c.get(1).await.unwrap().request_status, 2);
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_only_when_asked() {
+    let dev = TestDevice::start("").await;
+    let mut o = dev.options(ApiVersion::V2);
+    o.server = o.server.replace("https://", "http://");
+    let plain = async {
+        let mut c = SessionClient::connect(&o).await?;
+        c.get(1).await.map_err(|e| e.to_string())
+    };
+    assert!(
+        plain.await.is_err(),
+        "a TLS device does not speak plaintext"
+    );
+    dev.stop().await;
+
+    let dev = TestDevice::start("[api]\nplaintext = true\n").await;
+    let mut o = dev.options(ApiVersion::V1);
+    o.ca = None;
+    let mut c = SessionClient::connect(&o).await.unwrap();
+    assert_eq!(c.get(1).await.unwrap().request_status, 2);
+    dev.stop().await;
+}

@@ -1,0 +1,120 @@
+//! Helpers for the control plane's integration tests: requests as clients build them,
+//! and frames sent through the ring device.
+
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use control::device::RingEnd;
+use control::wire::ipv4_to_wire;
+use dataplane::packet::PacketPool;
+use dataplane::wire::frame::{self, FrameSpec};
+use proto::v2::{ActionParameters, SessionRequest};
+
+pub const FIN: u8 = 0x01;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+
+/// An IPv4 TCP forward session from 10.0.<id>.1:<1000+id> to 10.1.0.2:80, lifs 1 -> 2.
+pub fn v4(id: u64) -> SessionRequest {
+    SessionRequest {
+        session_id: id,
+        in_lif: 1,
+        out_lif: 2,
+        ip_version: 0,
+        source_ip: ipv4_to_wire(Ipv4Addr::new(10, 0, (id % 250) as u8, 1)),
+        source_port: 1000 + (id % 60000) as u32,
+        destination_ip: ipv4_to_wire(Ipv4Addr::new(10, 1, 0, 2)),
+        destination_port: 80,
+        protocol_id: 6,
+        action: Some(ActionParameters {
+            action_type: 1,
+            ..Default::default()
+        }),
+        cache_timeout: 0,
+        ..Default::default()
+    }
+}
+
+/// An IPv6 UDP forward session.
+pub fn v6(id: u64) -> SessionRequest {
+    let src = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, (id >> 16) as u16, id as u16);
+    SessionRequest {
+        session_id: id,
+        in_lif: 1,
+        out_lif: 2,
+        ip_version: 1,
+        source_ipv6: src.octets().to_vec(),
+        source_port: 5000,
+        destination_ipv6: "2001:db8::ffff"
+            .parse::<Ipv6Addr>()
+            .unwrap()
+            .octets()
+            .to_vec(),
+        destination_port: 53,
+        protocol_id: 17,
+        action: Some(ActionParameters {
+            action_type: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Builds and injects one frame of `r`'s session: from its source on the in side
+/// (`from_in`) or from its destination on the out side. Returns the frame length.
+pub fn send(
+    end: &mut RingEnd,
+    pool: &PacketPool,
+    r: &SessionRequest,
+    from_in: bool,
+    flags: u8,
+    payload: usize,
+) -> usize {
+    let spec = control::wire::spec_from_request(r).expect("valid request");
+    let (src, dst, sport, dport) = if from_in {
+        (spec.src, spec.dst, spec.sport, spec.dport)
+    } else {
+        (spec.dst, spec.src, spec.dport, spec.sport)
+    };
+    let f = FrameSpec {
+        src_mac: [2, 0, 0, 0, 0, 9],
+        dst_mac: end.mac,
+        vlan: 0,
+        v6: spec.v6,
+        proto: spec.proto,
+        src,
+        dst,
+        sport,
+        dport,
+        tcp_flags: flags,
+        payload_len: payload,
+    };
+    let mut buf = [0u8; 2048];
+    let len = frame::build(&f, &mut buf).expect("frame builds");
+    let pkt = pool.alloc_from(&buf[..len]).expect("pool has buffers");
+    assert!(end.peer.inject(pkt).is_ok(), "ring has room");
+    len
+}
+
+pub fn ip(r: &SessionRequest) -> IpAddr {
+    control::wire::ipv4_from_wire(r.source_ip).into()
+}
+
+/// Polls `f` until it returns Some or the time is up.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
