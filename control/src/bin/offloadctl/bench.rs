@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -322,7 +322,10 @@ pub async fn run(conn: &Conn, a: BenchArgs) -> Result<(), String> {
         Kind::Closed => bench_closed(conn, &a, ids.clone()).await?,
     };
     if !a.keep && a.kind != Kind::Closed {
-        let d = get_all(clients(conn, a.streams).await?, ids.clone(), true, false).await;
+        // Cleanup is not measured: many calls in flight on each connection.
+        let c = clients(conn, a.streams).await?;
+        let many: Vec<SessionClient> = (0..c.len() * 16).map(|i| c[i % c.len()].clone()).collect();
+        let d = get_all(many, ids.clone(), true, false).await;
         say(
             conn,
             format!("  deleted {} sessions in {:.3} s", d.ops, d.seconds),
@@ -513,52 +516,16 @@ async fn bench_closed(
     let wait = t0.elapsed().as_secs_f64();
     say(conn, format!("  all closed after {wait:.3} s"));
 
-    // Drain with concurrent streams; each stops at its first empty call.
+    // Drain with concurrent streams.
     let start = Instant::now();
+    let received = Arc::new(AtomicU64::new(0));
+    let cap = a.batch.min(u64::from(u32::MAX)) as u32;
     let tasks: Vec<_> = clients(conn, a.streams)
         .await?
         .into_iter()
-        .map(|mut c| {
-            let cap = a.batch.min(u64::from(u32::MAX)) as u32;
-            tokio::spawn(async move {
-                let mut h = histogram();
-                let mut got: Vec<(u64, i32, i32)> = Vec::new();
-                let mut errors = Errors::default();
-                loop {
-                    let args = SessionRequestArgs {
-                        page_size: cap,
-                        ..Default::default()
-                    };
-                    let mut t = Instant::now();
-                    let mut n = 0;
-                    match c.closed(args, false).await {
-                        Ok(mut s) => {
-                            while let Some(r) = s.next().await {
-                                match r {
-                                    Ok(r) => {
-                                        let _ = h.record(t.elapsed().as_nanos() as u64);
-                                        t = Instant::now();
-                                        n += 1;
-                                        got.push((
-                                            r.session_id,
-                                            r.session_close_code,
-                                            r.session_state,
-                                        ));
-                                    }
-                                    Err(s) => {
-                                        errors.push(status_line("GetClosedSessions stream", &s))
-                                    }
-                                }
-                            }
-                        }
-                        Err(s) => errors.push(status_line("GetClosedSessions failed", &s)),
-                    }
-                    if n == 0 || errors.count > 0 {
-                        break;
-                    }
-                }
-                (h, errors, got)
-            })
+        .map(|c| {
+            let received = received.clone();
+            tokio::spawn(drain(c, cap, received, added.ops))
         })
         .collect();
     let mut p = Phase {
@@ -604,6 +571,55 @@ async fn bench_closed(
         "add_seconds": added.seconds, "wait_seconds": wait, "foreign": foreign,
     });
     Ok((result_json("closed", "record", &p, extra), p.errors))
+}
+
+/// One draining stream: GetClosedSessions calls of at most `cap` records until all
+/// `expected` records (counted over every stream) are in, or the device has had
+/// nothing for a while (records may still be on their way from the workers).
+async fn drain(
+    mut c: SessionClient,
+    cap: u32,
+    received: Arc<AtomicU64>,
+    expected: u64,
+) -> (Histogram<u64>, Errors, Vec<(u64, i32, i32)>) {
+    let mut h = histogram();
+    let mut got = Vec::new();
+    let mut errors = Errors::default();
+    let mut empty_calls = 0;
+    while received.load(Ordering::Relaxed) < expected && errors.count == 0 {
+        let args = SessionRequestArgs {
+            page_size: cap,
+            ..Default::default()
+        };
+        let mut t = Instant::now();
+        let mut n = 0;
+        match c.closed(args, false).await {
+            Ok(mut s) => {
+                while let Some(r) = s.next().await {
+                    match r {
+                        Ok(r) => {
+                            let _ = h.record(t.elapsed().as_nanos() as u64);
+                            t = Instant::now();
+                            n += 1;
+                            got.push((r.session_id, r.session_close_code, r.session_state));
+                        }
+                        Err(s) => errors.push(status_line("GetClosedSessions stream", &s)),
+                    }
+                }
+            }
+            Err(s) => errors.push(status_line("GetClosedSessions failed", &s)),
+        }
+        received.fetch_add(n, Ordering::Relaxed);
+        if n > 0 {
+            empty_calls = 0;
+        } else if empty_calls == 50 {
+            break;
+        } else {
+            empty_calls += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    (h, errors, got)
 }
 
 /// Every id in lo..hi exactly once, closed by timeout; returns (ours, foreign).

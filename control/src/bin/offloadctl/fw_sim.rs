@@ -120,8 +120,9 @@ impl Sim {
     /// repeats of live sessions (same id and tuple: the device must say "exists").
     fn batch(&mut self) -> Vec<(SessionSpec, bool)> {
         let mut out = Vec::new();
-        let again: Vec<SessionSpec> = std::mem::take(&mut self.again);
-        for mut s in again.into_iter().take(self.a.batch) {
+        let n = self.again.len().min(self.a.batch);
+        let again: Vec<SessionSpec> = self.again.drain(..n).collect();
+        for mut s in again {
             s.id = self.take_id();
             out.push((s, false));
         }
@@ -173,9 +174,9 @@ async fn one_loop(sim: &mut Sim, c: &mut SessionClient, json: bool) -> Result<Lo
         .add(requests)
         .await
         .map_err(|s| status_line("AddSession failed", &s))?;
-    for (spec, repeat) in batch {
+    for (i, (spec, repeat)) in batch.into_iter().enumerate() {
         n.offered += 1;
-        let status = add_outcome(&r, spec.id);
+        let status = add_outcome(&r, i, spec.id);
         match AddSessionStatus::try_from(status) {
             Ok(AddSessionStatus::SessionAccepted) => {
                 n.accepted += 1;

@@ -66,7 +66,7 @@ pub fn svg(hs: &[Named]) -> String {
     let (xmax, ymax) = all.fold((1.0f64, 0.0f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
     let decades = xmax.ceil() as u32;
     let ystep = step(ymax.max(0.001));
-    let ytop = (ymax / ystep).ceil().max(1.0) * ystep;
+    let ytop = (ymax * 1.05 / ystep).ceil().max(1.0) * ystep;
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
     let sx = |x: f64| LEFT + x / f64::from(decades) * pw;

@@ -73,13 +73,21 @@ impl AddArgs {
     }
 }
 
-/// The answer for one session of an AddSession call: accepted, or the reason it was not.
-pub fn add_outcome(r: &AddSessionResponse, id: u64) -> i32 {
+/// The answer for the `index`-th session (id `id`) of an AddSession call: its own
+/// entry in `response_error`, else its bit in `error_status` (with the call's
+/// reason), else accepted.
+pub fn add_outcome(r: &AddSessionResponse, index: usize, id: u64) -> i32 {
     if let Some(e) = r.response_error.iter().find(|e| e.session_id == id) {
         return e.error_status;
     }
-    // No per-session error but the call as a whole says otherwise: trust the call.
-    r.request_status
+    let flagged = index < 64 && r.error_status & (1 << index) != 0;
+    // A device that reports only the call's status: no per-session detail at all.
+    let only_call = r.response_error.is_empty() && r.error_status == 0;
+    if flagged || only_call {
+        r.request_status
+    } else {
+        AddSessionStatus::SessionAccepted as i32
+    }
 }
 
 pub async fn add(conn: &Conn, a: AddArgs) -> Result<(), String> {
@@ -89,7 +97,7 @@ pub async fn add(conn: &Conn, a: AddArgs) -> Result<(), String> {
         .add(vec![request_from_spec(&spec)])
         .await
         .map_err(|s| status_line("AddSession failed", &s))?;
-    let status = add_outcome(&r, a.id);
+    let status = add_outcome(&r, 0, a.id);
     let accepted = status == AddSessionStatus::SessionAccepted as i32;
     if conn.json {
         let j = serde_json::json!({
@@ -318,9 +326,10 @@ mod tests {
     use proto::v2::SessionResponseError;
 
     #[test]
-    fn add_outcome_prefers_the_sessions_own_error() {
+    fn add_outcome_reads_each_sessions_answer() {
         let mut r = AddSessionResponse {
             request_status: AddSessionStatus::SessionRejected as i32,
+            error_status: 0b101,
             response_error: vec![SessionResponseError {
                 session_id: 5,
                 error_status: AddSessionStatus::SessionTableFull as i32,
@@ -328,13 +337,23 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            add_outcome(&r, 5),
+            add_outcome(&r, 0, 5),
             AddSessionStatus::SessionTableFull as i32
         );
-        assert_eq!(add_outcome(&r, 6), AddSessionStatus::SessionRejected as i32);
-        r.request_status = 0;
+        assert_eq!(add_outcome(&r, 1, 6), 0, "not listed: accepted");
+        assert_eq!(
+            add_outcome(&r, 2, 7),
+            AddSessionStatus::SessionRejected as i32
+        );
         r.response_error.clear();
-        assert_eq!(add_outcome(&r, 6), 0);
+        r.error_status = 0;
+        r.request_status = AddSessionStatus::SessionTableFull as i32;
+        assert_eq!(
+            add_outcome(&r, 70, 6),
+            AddSessionStatus::SessionTableFull as i32
+        );
+        r.request_status = 0;
+        assert_eq!(add_outcome(&r, 0, 6), 0);
     }
 
     #[test]
