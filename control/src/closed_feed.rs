@@ -105,15 +105,27 @@ impl ClosedFeed {
 
     /// The next record for a stream; it stays readable until delivered or given back.
     pub fn take(&self) -> Option<SessionInfo> {
+        let mut one = Vec::with_capacity(1);
+        self.take_into(1, &mut one);
+        one.pop()
+    }
+
+    /// Up to `n` next records, in order, under one lock.
+    pub fn take_into(&self, n: usize, out: &mut Vec<SessionInfo>) -> usize {
         self.pull(false);
         let mut r = self.records();
-        while let Some(id) = r.queue.pop_front() {
+        let mut taken = 0;
+        while taken < n {
+            let Some(id) = r.queue.pop_front() else {
+                break;
+            };
             if let Some(h) = r.by_id.get_mut(&id).filter(|h| !h.taken) {
                 h.taken = true;
-                return Some(h.info.clone());
+                out.push(h.info.clone());
+                taken += 1;
             }
         }
-        None
+        taken
     }
 
     /// The transport accepted these records: forget them.

@@ -37,9 +37,9 @@ impl Ledger {
         self.taken.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The stream is about to send the record of `id`.
-    pub fn taken_id(&self, id: u64) {
-        self.taken().push_back(id);
+    /// The stream is about to send these records, in this order.
+    pub fn taken_ids(&self, ids: impl IntoIterator<Item = u64>) {
+        self.taken().extend(ids);
     }
 
     /// The first `n` records sent are in the transport.

@@ -297,6 +297,9 @@ impl SessionTable {
     }
 }
 
+/// Records a stream takes from the feed at once.
+const CLOSED_CHUNK: usize = 64;
+
 /// The records of one GetClosedSessions call: up to `limit`, then the end (or, when
 /// following, waiting for more).
 fn closed_records(
@@ -305,28 +308,44 @@ fn closed_records(
     limit: u64,
     follow: bool,
 ) -> impl Stream<Item = Result<SessionResponse, Status>> + Send {
-    futures::stream::unfold(0u64, move |sent| {
-        let d = d.clone();
-        let ledger = ledger.clone();
-        async move {
-            if sent >= limit {
+    struct State {
+        d: Arc<Device>,
+        ledger: Arc<Ledger>,
+        /// Taken from the feed (and in the ledger), not yet yielded.
+        ready: std::collections::VecDeque<dataplane::session::SessionInfo>,
+        left: u64,
+    }
+    let state = State {
+        d,
+        ledger,
+        ready: std::collections::VecDeque::new(),
+        left: limit,
+    };
+    futures::stream::unfold(state, move |mut st| async move {
+        loop {
+            if let Some(info) = st.ready.pop_front() {
+                return Some((Ok(wire::response_from_info(&info)), st));
+            }
+            if st.left == 0 {
                 return None;
             }
-            loop {
-                let arrived = d.feed.arrived.notified();
-                tokio::pin!(arrived);
-                arrived.as_mut().enable();
-                if let Some(info) = d.feed.take() {
-                    ledger.taken_id(info.id);
-                    return Some((Ok(wire::response_from_info(&info)), sent + 1));
-                }
-                if !follow {
-                    return None;
-                }
-                // The pump wakes us; the timeout covers records that wait in the
-                // workers while the feed is at its cap.
-                let _ = tokio::time::timeout(std::time::Duration::from_millis(200), arrived).await;
+            let arrived = st.d.feed.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let mut chunk = Vec::with_capacity(CLOSED_CHUNK);
+            let want = (CLOSED_CHUNK as u64).min(st.left) as usize;
+            if st.d.feed.take_into(want, &mut chunk) > 0 {
+                st.left -= chunk.len() as u64;
+                st.ledger.taken_ids(chunk.iter().map(|i| i.id));
+                st.ready.extend(chunk);
+                continue;
             }
+            if !follow {
+                return None;
+            }
+            // The pump wakes us; the timeout covers records that wait in the workers
+            // while the feed is at its cap.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(200), arrived).await;
         }
     })
 }

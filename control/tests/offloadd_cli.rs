@@ -1,0 +1,89 @@
+//! The offloadd binary: bad flags and configs are one-line errors with exit code 2;
+//! a good config serves until SIGTERM and then stops cleanly.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn offloadd(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_offloadd"))
+        .args(args)
+        .output()
+        .expect("run offloadd");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_flags_and_configs_exit_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let workers0 = write("w.toml", "[dataplane]\nworkers = 0\n");
+    let typo = write("t.toml", "[dataplane]\nmax_sesions = 5\n");
+    let nocert = write("c.toml", "[tls]\ncert = \"missing.crt\"\n");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--bogus"], "--bogus"),
+        (vec!["--workers", "two"], "two"),
+        (
+            vec!["--config", "/nonexistent/offloadd.toml"],
+            "/nonexistent/offloadd.toml",
+        ),
+        (vec!["--config", &workers0], "dataplane.workers"),
+        (vec!["--config", &typo], "max_sesions"),
+        (
+            vec!["--config", &nocert, "--listen", "127.0.0.1:0"],
+            "tls.cert",
+        ),
+        (vec!["--listen", "nowhere"], "api.listen"),
+        (vec!["--max-sessions", "0"], "dataplane.max_sessions"),
+    ];
+    for (args, key) in cases {
+        let (code, err) = offloadd(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.contains("INFO")).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line: {err}");
+        assert!(lines[0].contains(key), "{args:?}: names {key}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn serves_then_stops_cleanly_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_offloadd"))
+        .args(["--listen", "127.0.0.1:0", "--plaintext", "--simulate"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .env("RUST_LOG", "info")
+        .spawn()
+        .expect("start offloadd");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "still serving");
+    unsafe {
+        libc_kill(child.id() as i32, 15);
+    }
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("serving"), "{log}");
+    assert!(
+        log.contains("closed sessions not delivered to any client: 0"),
+        "{log}"
+    );
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
