@@ -298,7 +298,7 @@ fn say(conn: &Conn, s: String) {
     if conn.json {
         eprintln!("{s}");
     } else {
-        println!("{s}");
+        out!("{s}");
     }
 }
 
@@ -338,9 +338,9 @@ pub async fn run(conn: &Conn, a: BenchArgs) -> Result<(), String> {
     let mut result = result;
     result["errors"] = json!(errors.count);
     if conn.json {
-        println!("{result}");
+        out!("{result}");
     } else {
-        println!("  errors: {}", errors.count);
+        out!("  errors: {}", errors.count);
     }
     if errors.count > 0 {
         return Err(format!("bench {:?}: {} errors", a.kind, errors.count).to_lowercase());
@@ -481,7 +481,7 @@ async fn bench_closed(
     let t0 = Instant::now();
     let deadline = Duration::from_secs(30 + a.sessions / 10_000);
     let mut lister = conn.session_client(ch);
-    let (lo, hi) = (a.first_id, a.first_id + a.sessions);
+    let (lo, hi) = (a.first_id, a.first_id.saturating_add(a.sessions));
     let mut polls = 0u64;
     loop {
         let p = pending(admin.get_stats(StatsRequest {}).await);

@@ -112,8 +112,9 @@ impl Sim {
     }
 
     fn take_id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id - 1
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        id
     }
 
     /// This loop's offers: sessions to offer again first, then new ones, then a few
@@ -192,10 +193,10 @@ async fn one_loop(sim: &mut Sim, c: &mut SessionClient, json: bool) -> Result<Lo
         if json {
             let j = json!({"event": "add", "session_id": spec.id, "repeat": repeat,
                            "session": describe(&spec), "status": add_status_name(status)});
-            println!("{j}");
+            out!("{j}");
         } else {
             let what = if repeat { " (repeat)" } else { "" };
-            println!(
+            out!(
                 "  add {:>6} {}{what}: {}",
                 spec.id,
                 describe(&spec),
@@ -219,9 +220,9 @@ async fn one_loop(sim: &mut Sim, c: &mut SessionClient, json: bool) -> Result<Lo
             let j = json!({"event": "closed", "session_id": rec.session_id, "close_code": cause,
                            "known": mine.is_some(), "in_packets": rec.in_packets, "in_bytes": rec.in_bytes,
                            "out_packets": rec.out_packets, "out_bytes": rec.out_bytes});
-            println!("{j}");
+            out!("{j}");
         } else {
-            println!(
+            out!(
                 "  closed {:>3} {}: in {} pkts {} bytes, out {} pkts {} bytes{}",
                 rec.session_id,
                 short(cause),
@@ -251,13 +252,13 @@ pub async fn run(conn: &Conn, a: FwSimArgs) -> Result<(), String> {
     });
     let mut sim = Sim {
         rng: SmallRng::seed_from_u64(seed),
-        next_id: existing.last().map_or(1, |s| s.session_id + 1),
+        next_id: existing.last().map_or(1, |s| s.session_id.wrapping_add(1)),
         live: existing.iter().map(|s| (s.session_id, None)).collect(),
         again: Vec::new(),
         a,
     };
     if !conn.json {
-        println!(
+        out!(
             "fw-sim: {} sessions already offloaded; new ids start at {}",
             existing.len(),
             sim.next_id
@@ -270,7 +271,7 @@ pub async fn run(conn: &Conn, a: FwSimArgs) -> Result<(), String> {
     while sim.a.loops == 0 || i < sim.a.loops {
         i += 1;
         if !conn.json {
-            println!("loop {i}");
+            out!("loop {i}");
         }
         let n = one_loop(&mut sim, &mut c, conn.json).await?;
         let live = sim.live.len();
@@ -278,9 +279,9 @@ pub async fn run(conn: &Conn, a: FwSimArgs) -> Result<(), String> {
             let j = json!({"event": "loop", "loop": i, "offered": n.offered, "accepted": n.accepted,
                            "table_full": n.table_full, "already_exists": n.exists,
                            "rejected": n.rejected, "closed": n.closed, "live": live});
-            println!("{j}");
+            out!("{j}");
         } else {
-            println!(
+            out!(
                 "loop {i}: offered {}, accepted {}, table full {}, already exists {}, rejected {}; closed {}; live {live}",
                 n.offered, n.accepted, n.table_full, n.exists, n.rejected, n.closed
             );
@@ -300,7 +301,7 @@ pub async fn run(conn: &Conn, a: FwSimArgs) -> Result<(), String> {
         }
     }
     if !conn.json {
-        println!(
+        out!(
             "total after {i} loops: offered {}, accepted {}, table full {}, already exists {}, rejected {}; closed {}; live {}",
             total.offered, total.accepted, total.table_full, total.exists, total.rejected,
             total.closed, sim.live.len()

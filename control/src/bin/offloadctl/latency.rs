@@ -179,20 +179,20 @@ pub async fn run(conn: &Conn, a: LatencyArgs) -> Result<(), String> {
         let svg = crate::plot::svg(&hs);
         std::fs::write(path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         if !a.hgrm && !conn.json {
-            println!("wrote {}", path.display());
+            out!("wrote {}", path.display());
         }
     }
     if a.hgrm {
         for h in &hs {
             if hs.len() > 1 {
-                println!("# {} ({}), values in microseconds", h.name, h.unit);
+                out!("# {} ({}), values in microseconds", h.name, h.unit);
             }
-            print!("{}", hgrm(&h.hist, 1000.0));
+            out_raw!("{}", hgrm(&h.hist, 1000.0));
         }
     } else if conn.json {
-        println!("{}", to_json(&hs));
+        out!("{}", to_json(&hs));
     } else if a.plot.is_none() {
-        println!("{}", table(&hs));
+        out!("{}", table(&hs));
     }
     Ok(())
 }

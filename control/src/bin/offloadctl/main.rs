@@ -10,6 +10,17 @@
 //! line for stats and latency, and the result object as the last line of bench).
 //! Every error is one line on stderr and a non-zero exit code.
 
+/// `println!` to stdout that ends the program quietly (exit code 141, as if killed
+/// by SIGPIPE) when the reader has gone, e.g. `offloadctl list | head`.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::output::emit(&format!("{}\n", format_args!($($t)*))) };
+}
+
+/// `print!` with the same behaviour.
+macro_rules! out_raw {
+    ($($t:tt)*) => { $crate::output::emit(&format!($($t)*)) };
+}
+
 mod bench;
 mod fw_sim;
 mod latency;
@@ -181,7 +192,7 @@ pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
 async fn run(cli: Cli) -> Result<(), String> {
     if let Cmd::Certs { out } = &cli.cmd {
         control::certs::generate(out)?;
-        println!("wrote development certificates to {}", out.display());
+        out!("wrote development certificates to {}", out.display());
         return Ok(());
     }
     let conn = Conn::from_cli(&cli)?;

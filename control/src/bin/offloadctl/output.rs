@@ -4,6 +4,15 @@ use control::wire::{close_code_name, request_status_name, state_name};
 use proto::v2::SessionResponse;
 use serde_json::{json, Value};
 
+/// Writes to stdout and flushes; a closed stdout ends the program (see `out!`).
+pub fn emit(s: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if o.write_all(s.as_bytes()).and_then(|_| o.flush()).is_err() {
+        std::process::exit(141);
+    }
+}
+
 /// A text table: a header row and rows of cells, numbers right-aligned.
 pub struct Table {
     header: Vec<String>,

@@ -105,9 +105,9 @@ pub async fn add(conn: &Conn, a: AddArgs) -> Result<(), String> {
             "accepted": accepted,
             "status": add_status_name(status),
         });
-        println!("{j}");
+        out!("{j}");
     } else if accepted {
-        println!("session {}: accepted", a.id);
+        out!("session {}: accepted", a.id);
     }
     if accepted {
         Ok(())
@@ -138,9 +138,9 @@ pub fn found(id: u64, r: Result<SessionResponse, Status>) -> Result<SessionRespo
 
 fn print_session(conn: &Conn, r: &SessionResponse) {
     if conn.json {
-        println!("{}", session_json(r));
+        out!("{}", session_json(r));
     } else {
-        println!("{}", session_text(r));
+        out!("{}", session_text(r));
     }
 }
 
@@ -216,7 +216,7 @@ pub async fn walk(
 fn print_sessions(conn: &Conn, list: &[SessionResponse]) {
     if conn.json {
         for s in list {
-            println!("{}", session_json(s));
+            out!("{}", session_json(s));
         }
         return;
     }
@@ -225,9 +225,9 @@ fn print_sessions(conn: &Conn, list: &[SessionResponse]) {
         t.row(session_row(s));
     }
     if !t.is_empty() {
-        println!("{}", t.render());
+        out!("{}", t.render());
     }
-    println!("{} sessions", list.len());
+    out!("{} sessions", list.len());
 }
 
 pub async fn list(conn: &Conn, a: ListArgs) -> Result<(), String> {
@@ -253,7 +253,7 @@ pub async fn list(conn: &Conn, a: ListArgs) -> Result<(), String> {
             let r = c.list(args).await.map_err(err)?;
             print_sessions(conn, &r.session_info);
             if !conn.json && !r.session_info.is_empty() {
-                println!("next page: --cursor {}", r.next_key);
+                out!("next page: --cursor {}", r.next_key);
             }
         }
         cursor => {
@@ -309,13 +309,13 @@ pub async fn closed(conn: &Conn, a: ClosedArgs) -> Result<(), String> {
         let r = item.map_err(err)?;
         n += 1;
         if conn.json {
-            println!("{}", session_json(&r));
+            out!("{}", session_json(&r));
         } else {
-            println!("{}", closed_line(&r));
+            out!("{}", closed_line(&r));
         }
     }
     if !conn.json {
-        println!("{n} closed sessions");
+        out!("{n} closed sessions");
     }
     Ok(())
 }

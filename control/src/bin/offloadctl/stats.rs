@@ -144,9 +144,9 @@ pub fn to_text(s: &Stats) -> String {
 pub async fn run(conn: &Conn) -> Result<(), String> {
     let s = fetch(conn).await?;
     if conn.json {
-        println!("{}", to_json(&s));
+        out!("{}", to_json(&s));
     } else {
-        println!("{}", to_text(&s));
+        out!("{}", to_text(&s));
     }
     Ok(())
 }

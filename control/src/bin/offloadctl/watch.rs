@@ -150,13 +150,11 @@ pub async fn run(conn: &Conn, a: WatchArgs) -> Result<(), String> {
         let dt = prev.at.map(|t| now.duration_since(t).as_secs_f64());
         let text = frame(&stats, &list, &prev, dt);
         if a.once {
-            print!("{text}");
+            out_raw!("{text}");
             return Ok(());
         }
         // Home, clear the screen, then the frame.
-        print!("\x1b[H\x1b[2J{text}");
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
+        out_raw!("\x1b[H\x1b[2J{text}");
         prev = Previous {
             at: Some(now),
             rx: stats.as_ref().map(|s| counter(s, "rx")).unwrap_or(0),
