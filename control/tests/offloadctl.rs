@@ -339,6 +339,24 @@ async fn errors_are_one_line() {
     drop(dev);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_takes_the_client_certificate() {
+    let dev = TestDevice::start("[tls]\nclient_ca = \"ca.crt\"\n").await;
+    failed(&ctl(&dev, &["stats"]).await);
+    let (cert, key) = (
+        dev.cert(control::certs::CLIENT_CERT),
+        dev.cert(control::certs::CLIENT_KEY),
+    );
+    let args = [
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "stats",
+    ];
+    assert!(ok(&ctl(&dev, &args).await).starts_with("offloadd "));
+}
+
 #[test]
 fn certs_are_written() {
     let dir = tempfile::tempdir().unwrap();

@@ -192,7 +192,14 @@ pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
 async fn run(cli: Cli) -> Result<(), String> {
     if let Cmd::Certs { out } = &cli.cmd {
         control::certs::generate(out)?;
-        out!("wrote development certificates to {}", out.display());
+        if cli.json {
+            out!(
+                "{}",
+                serde_json::json!({ "certs": out.display().to_string() })
+            );
+        } else {
+            out!("wrote development certificates to {}", out.display());
+        }
         return Ok(());
     }
     let conn = Conn::from_cli(&cli)?;
