@@ -67,6 +67,10 @@ impl Drop for Ledger {
         if !ids.is_empty() {
             let d = &self.device;
             ControlCounters::bump(&d.counters.closed_given_back, ids.len() as u64);
+            tracing::info!(
+                records = ids.len(),
+                "a GetClosedSessions stream ended before its transport took them; given back"
+            );
             d.feed.give_back(&ids);
         }
     }

@@ -182,6 +182,7 @@ impl SessionTable {
             return Err(status);
         }
 
+        tracing::debug!(sessions = n, rejected = rejected.len(), "AddSession answered");
         rejected.sort_unstable_by_key(|r| r.0);
         let mut error_status = 0u64;
         for &(pos, _, _) in &rejected {
