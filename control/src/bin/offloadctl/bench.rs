@@ -379,6 +379,8 @@ async fn bench_add(
     ids: Arc<Vec<u64>>,
 ) -> Result<(Value, Errors), String> {
     say(conn, format!("bench add: {} sessions", a.sessions));
+    // The device's histogram counts since it started: this run is after - before.
+    let before = device_add_histogram(conn).await;
     let mut p = add_all(clients(conn, a.streams).await?, &ids, a.batch as usize, 600).await;
     add_report(conn, a, &p);
     say(conn, latency_line("AddSession call", &p.latency));
@@ -404,7 +406,13 @@ async fn bench_add(
     let sample_errors = s.errors.count;
     p.errors.merge(s.errors);
 
-    let add_p99 = device_add_p99(conn).await;
+    let add_p99 = match (before, device_add_histogram(conn).await) {
+        (Ok(b), Ok(mut after)) => after
+            .subtract(&b)
+            .map(|_| after.value_at_quantile(0.99))
+            .map_err(|e| format!("histograms do not subtract: {e:?}")),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
     match &add_p99 {
         Ok(v) => say(
             conn,
@@ -421,8 +429,8 @@ async fn bench_add(
     Ok((result_json("add", "AddSession call", &p, extra), p.errors))
 }
 
-/// p99 of the device's "add" histogram, in ns.
-async fn device_add_p99(conn: &Conn) -> Result<u64, String> {
+/// The device's "add" histogram (AddSession received -> live in the worker, ns).
+async fn device_add_histogram(conn: &Conn) -> Result<hdrhistogram::Histogram<u64>, String> {
     let mut admin = control::client::admin(conn.channel().await?);
     let l = admin
         .get_latency(LatencyRequest {})
@@ -434,7 +442,7 @@ async fn device_add_p99(conn: &Conn) -> Result<u64, String> {
         .iter()
         .find(|h| h.name == "add")
         .ok_or("no \"add\" histogram")?;
-    Ok(crate::latency::decode(&h.name, &h.hdr_v2)?.value_at_quantile(0.99))
+    crate::latency::decode(&h.name, &h.hdr_v2)
 }
 
 async fn bench_get(
