@@ -101,8 +101,8 @@ impl SessionTable {
             let next = match stream.next().now_or_never() {
                 Some(next) => next,
                 None => {
-                    for w in 0..batches.len() {
-                        if let Some(b) = batches[w].take() {
+                    for (w, b) in batches.iter_mut().enumerate() {
+                        if let Some(b) = b.take() {
                             flush(w, b).await;
                             sent += 1;
                         }
@@ -155,8 +155,8 @@ impl SessionTable {
                 sent += 1;
             }
         }
-        for w in 0..batches.len() {
-            if let Some(b) = batches[w].take() {
+        for (w, b) in batches.iter_mut().enumerate() {
+            if let Some(b) = b.take() {
                 flush(w, b).await;
                 sent += 1;
             }
