@@ -6,6 +6,8 @@
 //!   traffic simulator; the outside end steers injected frames with the symmetric hash.
 //! - `pcap`: replays a capture as input and writes what the port sends to a capture.
 
+#[cfg(feature = "afxdp")]
+pub mod af_xdp;
 pub mod pcap;
 pub mod ring;
 pub mod spsc;
