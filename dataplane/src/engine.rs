@@ -288,6 +288,15 @@ impl Engine {
         &self.port_names
     }
 
+    /// Each port's backend counters (`Port::counters`), by port name.
+    pub fn port_counters(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
+        let ports = self._ports.lock().unwrap_or_else(|e| e.into_inner());
+        ports
+            .iter()
+            .map(|p| (p.name().to_string(), p.counters()))
+            .collect()
+    }
+
     /// Sessions held now (live, and closed ones whose record is not yet in the feed).
     pub fn sessions(&self) -> usize {
         self.live.load(Ordering::Acquire)
