@@ -508,7 +508,7 @@ impl Config {
             }
             match p.backend {
                 Backend::AfPacket => {
-                    if p.interface.as_deref().map_or(true, str::is_empty) {
+                    if p.interface.as_deref().is_none_or(str::is_empty) {
                         return bad(format!("{key}.interface: backend \"af_packet\" needs one"));
                     }
                     if p.input.is_some() || p.output.is_some() {
@@ -686,6 +686,13 @@ mod tests {
         assert_eq!((o.fanout_group, o.qdisc_bypass), (Some(7), false));
         assert_eq!(o.frame_size, AfPacketOptions::default().frame_size);
         assert_eq!(c.ports[0].interface.as_deref(), Some("veth0"));
+    }
+
+    #[test]
+    fn example_af_packet_config_parses() {
+        let c = parse(include_str!("../../config/af_packet.toml")).unwrap();
+        assert!(c.ports.iter().all(|p| p.backend == Backend::AfPacket));
+        assert_eq!(c.ports[0].af_packet_options().block_size, 262_144);
     }
 
     #[test]

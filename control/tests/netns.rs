@@ -109,9 +109,23 @@ impl Flow {
     /// The frame of this flow: from the outside host (`forward`) or the inside one.
     fn frame(&self, forward: bool, flags: u8, payload: usize) -> FrameSpec {
         let (src, dst, sport, dport, src_mac, dst_mac) = if forward {
-            (self.src, self.dst, self.sport, self.dport, OUT_MAC, self.out_dst_mac)
+            (
+                self.src,
+                self.dst,
+                self.sport,
+                self.dport,
+                OUT_MAC,
+                self.out_dst_mac,
+            )
         } else {
-            (self.dst, self.src, self.dport, self.sport, IN_MAC, self.in_dst_mac)
+            (
+                self.dst,
+                self.src,
+                self.dport,
+                self.sport,
+                IN_MAC,
+                self.in_dst_mac,
+            )
         };
         FrameSpec {
             src_mac,
@@ -252,10 +266,30 @@ fn build_lab() -> Option<(Lab, Vec<String>, Vec<String>)> {
     }
     let mut lab = Lab::new();
     let hosts = [
-        ("outside-host", "afo", OUT_MAC, vec!["10.0.0.1/24", "2001:db8::1/64"]),
-        ("inside-host", "afi", IN_MAC, vec!["10.0.0.2/24", "2001:db8::2/64"]),
-        ("firewall", "aff", FW_MAC, vec!["10.0.0.3/24", "2001:db8::3/64"]),
-        ("collector", "afc", COL_MAC, vec!["10.0.0.4/24", "2001:db8::4/64"]),
+        (
+            "outside-host",
+            "afo",
+            OUT_MAC,
+            vec!["10.0.0.1/24", "2001:db8::1/64"],
+        ),
+        (
+            "inside-host",
+            "afi",
+            IN_MAC,
+            vec!["10.0.0.2/24", "2001:db8::2/64"],
+        ),
+        (
+            "firewall",
+            "aff",
+            FW_MAC,
+            vec!["10.0.0.3/24", "2001:db8::3/64"],
+        ),
+        (
+            "collector",
+            "afc",
+            COL_MAC,
+            vec!["10.0.0.4/24", "2001:db8::4/64"],
+        ),
     ];
     let (mut nss, mut devs) = (Vec::new(), Vec::new());
     for (i, (role, prefix, m, addrs)) in hosts.into_iter().enumerate() {
@@ -389,14 +423,26 @@ async fn sessions_over_veth_pairs_between_namespaces() {
             (&dropped, true, 0),
         ];
         for (f, fwd, n) in waits {
-            let w = if fwd { &mut net.inside } else { &mut net.outside };
+            let w = if fwd {
+                &mut net.inside
+            } else {
+                &mut net.outside
+            };
             let got = w.wait_for(n, WAIT, f.is(fwd));
             assert_eq!(got, n, "session {} {} frames at {}", f.id, dir(fwd), w.name);
         }
         // Copies: mirror at the collector, snoop and TCP SYN at the firewall, the miss
         // at the firewall.
-        assert_eq!(net.collector.wait_for(3, WAIT, |i| mirrored.is(true)(i) || mirrored.is(false)(i)), 3);
-        assert_eq!(net.firewall.wait_for(3, WAIT, |i| snooped.is(true)(i) || snooped.is(false)(i)), 3);
+        assert_eq!(
+            net.collector
+                .wait_for(3, WAIT, |i| mirrored.is(true)(i) || mirrored.is(false)(i)),
+            3
+        );
+        assert_eq!(
+            net.firewall
+                .wait_for(3, WAIT, |i| snooped.is(true)(i) || snooped.is(false)(i)),
+            3
+        );
         assert_eq!(net.firewall.wait_for(1, WAIT, tcp4.is(true)), 1, "SYN copy");
         assert_eq!(net.firewall.wait_for(1, WAIT, miss.is(true)), 1, "miss");
         std::thread::sleep(SETTLE);
@@ -411,7 +457,12 @@ async fn sessions_over_veth_pairs_between_namespaces() {
         assert_eq!(net.collector.count(snooped.is(true)), 0);
         assert_eq!(net.firewall.count(mirrored.is(true)), 0);
         // Tags as the sessions' lifs say; frames arrive as sent.
-        for (f, vlan) in [(&udp6_tagged, 100), (&mirrored, 300), (&tcp4_tagged, 200), (&tcp4, 0)] {
+        for (f, vlan) in [
+            (&udp6_tagged, 100),
+            (&mirrored, 300),
+            (&tcp4_tagged, 200),
+            (&tcp4, 0),
+        ] {
             for fr in net.inside.matching(f.is(true)) {
                 let info = dataplane::wire::parse(fr).unwrap();
                 assert_eq!(info.vlan, vlan, "session {}", f.id);
@@ -460,7 +511,8 @@ async fn sessions_over_veth_pairs_between_namespaces() {
         net.send(&tcp4, true, ACK, 0, 1);
         net.send(&snooped, false, RST, 0, 1);
         // FINs and RST are copied to the firewall as well as forwarded.
-        let fins = |i: &FrameInfo| (tcp4.is(true)(i) || tcp4.is(false)(i)) && i.tcp_flags & FIN != 0;
+        let fins =
+            |i: &FrameInfo| (tcp4.is(true)(i) || tcp4.is(false)(i)) && i.tcp_flags & FIN != 0;
         assert_eq!(net.firewall.wait_for(2, WAIT, fins), 2);
         let rst = |i: &FrameInfo| snooped.is(false)(i) && i.tcp_flags & RST != 0;
         assert_eq!(net.firewall.wait_for(1, WAIT, rst), 1);
@@ -503,7 +555,10 @@ async fn sessions_over_veth_pairs_between_namespaces() {
         let late = |i: &FrameInfo| tcp4.is(true)(i) && i.tcp_flags == ACK | PSH;
         let before_fw = net.firewall.count(late);
         net.outside.send(&tcp4.frame(true, ACK | PSH, 7));
-        assert_eq!(net.firewall.wait_for(before_fw + 1, WAIT, late), before_fw + 1);
+        assert_eq!(
+            net.firewall.wait_for(before_fw + 1, WAIT, late),
+            before_fw + 1
+        );
         std::thread::sleep(SETTLE);
         net.inside.pump();
         assert_eq!(net.inside.count(tcp4.is(true)), before_in);

@@ -104,8 +104,20 @@ impl Lab {
         ip(&["netns", "add", &ns])?;
         self.namespaces.push(ns.clone());
         ip(&[
-            "link", "add", &dev, "address", &mac(dev_mac), "type", "veth", "peer", "name",
-            "eth0", "address", &mac(host_mac), "netns", &ns,
+            "link",
+            "add",
+            &dev,
+            "address",
+            &mac(dev_mac),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "address",
+            &mac(host_mac),
+            "netns",
+            &ns,
         ])?;
         self.links.push(dev.clone());
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "1");
@@ -125,8 +137,17 @@ impl Lab {
     /// A static neighbour in namespace `ns`.
     pub fn neighbour(&self, ns: &str, addr: &str, lladdr: [u8; 6]) -> Result<(), String> {
         ip(&[
-            "-n", ns, "neigh", "replace", addr, "lladdr", &mac(lladdr), "dev", "eth0",
-            "nud", "permanent",
+            "-n",
+            ns,
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            &mac(lladdr),
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
         ])
     }
 }
@@ -198,7 +219,11 @@ impl Wire {
         burst.push(self.pool.alloc_from(&buf[..len]).expect("pool has buffers"));
         let deadline = Instant::now() + Duration::from_secs(2);
         while self.queue.tx_burst(&mut burst) == 0 {
-            assert!(Instant::now() < deadline, "{}: tx ring stays full", self.name);
+            assert!(
+                Instant::now() < deadline,
+                "{}: tx ring stays full",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         len

@@ -537,7 +537,9 @@ impl Veths {
         ns_b: Option<&str>,
     ) -> Result<(), String> {
         let (ma, mb) = (mac_str(mac_a), mac_str(mac_b));
-        ip(&["link", "add", a, "address", &ma, "type", "veth", "peer", "name", b, "address", &mb])?;
+        ip(&[
+            "link", "add", a, "address", &ma, "type", "veth", "peer", "name", b, "address", &mb,
+        ])?;
         self.links.push((None, a.to_string()));
         for (dev, ns) in [(a, ns_a), (b, ns_b)] {
             match ns {
@@ -549,7 +551,8 @@ impl Veths {
                     ip(&["-n", ns, "link", "set", dev, "up"])?;
                 }
                 None => {
-                    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "1");
+                    let _ =
+                        std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "1");
                     ip(&["link", "set", dev, "up"])?;
                 }
             }
@@ -599,7 +602,11 @@ fn link_packets(ns: Option<&str>, dev: &str) -> Result<(u64, u64), String> {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| format!("ip -s -j link show {dev}: {e}"))?;
     let s = &v[0]["stats64"];
-    let get = |d: &str| s[d]["packets"].as_u64().ok_or(format!("no {d} packets for {dev}"));
+    let get = |d: &str| {
+        s[d]["packets"]
+            .as_u64()
+            .ok_or(format!("no {d} packets for {dev}"))
+    };
     Ok((get("rx")?, get("tx")?))
 }
 
@@ -620,7 +627,7 @@ fn blast(mut sock: Socket, frames: Arc<Vec<Vec<u8>>>, secs: u64) -> (u64, Durati
         sock.tx_kick();
         sent += n as u64;
         round = round.wrapping_add(1);
-        if round % 64 == 0 && Instant::now() >= end {
+        if round.is_multiple_of(64) && Instant::now() >= end {
             break;
         }
     }
@@ -681,7 +688,9 @@ fn af_packet_bench(a: &Args) -> Result<bool, String> {
             println!("{s}");
         }
     };
-    let ncores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let ncores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let cores: Vec<usize> = (0..a.workers)
         .map(|w| (ncores - 1 - w % ncores) % ncores)
         .collect();
@@ -722,9 +731,21 @@ fn af_packet_bench(a: &Args) -> Result<bool, String> {
         .map_err(|e| e.to_string())?;
     let (fw, _fw_peer) = ring_port("firewall", [2, 0, 0, 0, 1, 2], a.workers, RING);
     let ports = vec![
-        PortConfig { port: Box::new(outside), lif: Some(1), next_hop_mac: None },
-        PortConfig { port: Box::new(inside), lif: Some(2), next_hop_mac: None },
-        PortConfig { port: Box::new(fw), lif: None, next_hop_mac: None },
+        PortConfig {
+            port: Box::new(outside),
+            lif: Some(1),
+            next_hop_mac: None,
+        },
+        PortConfig {
+            port: Box::new(inside),
+            lif: Some(2),
+            next_hop_mac: None,
+        },
+        PortConfig {
+            port: Box::new(fw),
+            lif: None,
+            next_hop_mac: None,
+        },
     ];
     let mut cfg = EngineConfig::new(ports, 2);
     cfg.workers = a.workers;
@@ -794,14 +815,37 @@ fn af_packet_bench(a: &Args) -> Result<bool, String> {
     ));
 
     // (b) The kernel: src -> router -> dst, same sender, same frames re-addressed.
-    let (src, rtr, dst) = (format!("dpsrc{tag}"), format!("dprtr{tag}"), format!("dpdst{tag}"));
+    let (src, rtr, dst) = (
+        format!("dpsrc{tag}"),
+        format!("dprtr{tag}"),
+        format!("dpdst{tag}"),
+    );
     for n in [&src, &rtr, &dst] {
         v.namespace(n)?;
     }
     let (r0_mac, d0_mac) = ([2, 0xbf, 0, 0, 0, 2], [2, 0xbf, 0, 0, 0, 4]);
-    let (s0, r0, r1, d0) = (format!("s0{tag}"), format!("r0{tag}"), format!("r1{tag}"), format!("d0{tag}"));
-    v.pair(&s0, [2, 0xbf, 0, 0, 0, 1], Some(&src), &r0, r0_mac, Some(&rtr))?;
-    v.pair(&r1, [2, 0xbf, 0, 0, 0, 3], Some(&rtr), &d0, d0_mac, Some(&dst))?;
+    let (s0, r0, r1, d0) = (
+        format!("s0{tag}"),
+        format!("r0{tag}"),
+        format!("r1{tag}"),
+        format!("d0{tag}"),
+    );
+    v.pair(
+        &s0,
+        [2, 0xbf, 0, 0, 0, 1],
+        Some(&src),
+        &r0,
+        r0_mac,
+        Some(&rtr),
+    )?;
+    v.pair(
+        &r1,
+        [2, 0xbf, 0, 0, 0, 3],
+        Some(&rtr),
+        &d0,
+        d0_mac,
+        Some(&dst),
+    )?;
     ip(&["-n", &rtr, "addr", "add", "10.0.0.254/8", "dev", &r0])?;
     ip(&["-n", &rtr, "addr", "add", "192.168.255.254/16", "dev", &r1])?;
     ip(&["-n", &dst, "addr", "add", "192.168.255.1/16", "dev", &d0])?;
@@ -809,10 +853,24 @@ fn af_packet_bench(a: &Args) -> Result<bool, String> {
         // The sessions' destinations 192.168.0.z sit behind dst: static neighbours, so
         // no ARP is in the measurement.
         let addr = format!("192.168.0.{z}");
-        ip(&["-n", &rtr, "neigh", "replace", &addr, "lladdr", &mac_str(d0_mac), "dev", &r1, "nud", "permanent"])?;
+        ip(&[
+            "-n",
+            &rtr,
+            "neigh",
+            "replace",
+            &addr,
+            "lladdr",
+            &mac_str(d0_mac),
+            "dev",
+            &r1,
+            "nud",
+            "permanent",
+        ])?;
     }
-    in_netns(Some(&rtr), || std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))?
-        .map_err(|e| format!("ip_forward in the router namespace: {e}"))?;
+    in_netns(Some(&rtr), || {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+    })?
+    .map_err(|e| format!("ip_forward in the router namespace: {e}"))?;
     let routed: Arc<Vec<Vec<u8>>> = Arc::new(
         frames
             .iter()

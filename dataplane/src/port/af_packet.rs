@@ -310,7 +310,10 @@ impl PortQueue for AfPacketQueue {
         while !burst.is_full() {
             let Some(f) = self.sock.rx_peek() else { break };
             let tag = if f.vlan.is_some() { 4 } else { 0 };
-            if f.wire_len != f.data.len() || f.data.len() + tag > self.max_frame || f.data.len() < 14 {
+            if f.wire_len != f.data.len()
+                || f.data.len() + tag > self.max_frame
+                || f.data.len() < 14
+            {
                 self.too_long += 1;
                 self.sock.rx_advance();
                 continue;
@@ -328,10 +331,14 @@ impl PortQueue for AfPacketQueue {
             }
         }
         if self.too_long != too_long {
-            self.counters.rx_too_long.store(self.too_long, Ordering::Relaxed);
+            self.counters
+                .rx_too_long
+                .store(self.too_long, Ordering::Relaxed);
         }
         if self.no_buffer != no_buffer {
-            self.counters.rx_no_buffer.store(self.no_buffer, Ordering::Relaxed);
+            self.counters
+                .rx_no_buffer
+                .store(self.no_buffer, Ordering::Relaxed);
         }
         burst.len() - start
     }
@@ -408,11 +415,19 @@ mod tests {
 
     #[test]
     fn missing_interface_is_a_port_error() {
-        let e = AfPacketPort::new("outside", "nope-if-42", [2, 0, 0, 0, 0, 1], Default::default())
-            .err()
-            .expect("no such interface");
+        let e = AfPacketPort::new(
+            "outside",
+            "nope-if-42",
+            [2, 0, 0, 0, 0, 1],
+            Default::default(),
+        )
+        .err()
+        .expect("no such interface");
         let s = e.to_string();
-        assert!(s.starts_with("port outside: no such interface \"nope-if-42\""), "{s}");
+        assert!(
+            s.starts_with("port outside: no such interface \"nope-if-42\""),
+            "{s}"
+        );
     }
 
     #[test]

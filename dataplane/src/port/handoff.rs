@@ -74,7 +74,9 @@ pub fn wrap(
 ) -> (Vec<Box<dyn PortQueue>>, Arc<HandoffStats>) {
     let n = inner.len();
     let stats = Arc::new(HandoffStats {
-        queues: (0..n).map(|_| CachePadded::new(HandoffCounters::default())).collect(),
+        queues: (0..n)
+            .map(|_| CachePadded::new(HandoffCounters::default()))
+            .collect(),
     });
     // out[from][to] and inbound[to] (one consumer per other queue).
     let mut out: Vec<Vec<Option<Producer<PacketBuf>>>> =
@@ -254,7 +256,24 @@ mod tests {
     }
 
     fn udp(pool: &PacketPool, i: u16, reverse: bool) -> PacketBuf {
-        let a = [10, 0, (i >> 8) as u8, i as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let a = [
+            10,
+            0,
+            (i >> 8) as u8,
+            i as u8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
         let b = [10, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         let (src, dst, sport, dport) = if reverse {
             (b, a, 53, 1000 + i)
@@ -387,7 +406,11 @@ mod tests {
         assert_eq!(drain(qs[0].as_mut()).len(), 4);
         assert_eq!(stats.totals(), (4, 6));
         drop(at1);
-        assert_eq!(pool.available(), 256, "dropped frames went back to the pool");
+        assert_eq!(
+            pool.available(),
+            256,
+            "dropped frames went back to the pool"
+        );
     }
 
     #[test]

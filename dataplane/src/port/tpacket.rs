@@ -53,7 +53,7 @@ impl Geometry {
     /// Checks the sizes against what the kernel accepts, with `page` the page size.
     pub fn check(&self, page: usize) -> Result<(), String> {
         let page = page as u32;
-        if self.block_size == 0 || self.block_size % page != 0 {
+        if self.block_size == 0 || !self.block_size.is_multiple_of(page) {
             return Err(format!(
                 "block_size = {}: must be a non-zero multiple of the page size ({page})",
                 self.block_size
@@ -71,7 +71,7 @@ impl Geometry {
         }
         let min_frame = (TX_DATA_OFFSET + 64) as u32;
         if self.frame_size < min_frame
-            || self.frame_size % libc::TPACKET_ALIGNMENT as u32 != 0
+            || !self.frame_size.is_multiple_of(libc::TPACKET_ALIGNMENT as u32)
             || self.frame_size > self.block_size
         {
             return Err(format!(
@@ -127,7 +127,8 @@ impl Geometry {
     /// Byte offset of tx frame `i` from the start of the tx ring.
     pub fn tx_frame_offset(&self, i: u32) -> usize {
         let fpb = self.frames_per_block();
-        (i / fpb) as usize * self.block_size as usize + (i % fpb) as usize * self.frame_size as usize
+        (i / fpb) as usize * self.block_size as usize
+            + (i % fpb) as usize * self.frame_size as usize
     }
 }
 
@@ -293,7 +294,12 @@ impl Socket {
             setsockopt(&fd, libc::PACKET_QDISC_BYPASS, &1i32, "PACKET_QDISC_BYPASS")?;
         }
         // What we send must not come back in our own rx ring (nor in a sibling's).
-        setsockopt(&fd, libc::PACKET_IGNORE_OUTGOING, &1i32, "PACKET_IGNORE_OUTGOING")?;
+        setsockopt(
+            &fd,
+            libc::PACKET_IGNORE_OUTGOING,
+            &1i32,
+            "PACKET_IGNORE_OUTGOING",
+        )?;
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
@@ -317,7 +323,12 @@ impl Socket {
                 mr_alen: 0,
                 mr_address: [0; 8],
             };
-            setsockopt(&fd, libc::PACKET_ADD_MEMBERSHIP, &mreq, "PACKET_ADD_MEMBERSHIP promisc")?;
+            setsockopt(
+                &fd,
+                libc::PACKET_ADD_MEMBERSHIP,
+                &mreq,
+                "PACKET_ADD_MEMBERSHIP promisc",
+            )?;
         }
         Ok(Socket {
             fd: Arc::new(fd),
@@ -336,7 +347,12 @@ impl Socket {
     /// frames over the group's sockets by a symmetric flow hash.
     pub fn join_fanout(&self, group: u16) -> Result<(), String> {
         let arg: u32 = u32::from(group) | (libc::PACKET_FANOUT_HASH << 16);
-        setsockopt(&self.fd, libc::PACKET_FANOUT, &arg, &format!("PACKET_FANOUT group {group}"))
+        setsockopt(
+            &self.fd,
+            libc::PACKET_FANOUT,
+            &arg,
+            &format!("PACKET_FANOUT group {group}"),
+        )
     }
 
     /// A handle on the descriptor for reading kernel statistics from another thread.
@@ -605,15 +621,69 @@ mod tests {
     #[test]
     fn bad_geometry_is_named() {
         let cases = [
-            (Geometry { block_size: 5000, ..g() }, "block_size"),
-            (Geometry { block_size: 12288, ..g() }, "power of two"),
-            (Geometry { block_count: 0, ..g() }, "block_count"),
-            (Geometry { frame_size: 100, ..g() }, "frame_size"),
-            (Geometry { frame_size: 2050, ..g() }, "frame_size"),
-            (Geometry { frame_size: 1 << 17, ..g() }, "frame_size"),
-            (Geometry { tx_frames: 0, ..g() }, "tx_frames"),
-            (Geometry { block_timeout_ms: 0, ..g() }, "block_timeout_ms"),
-            (Geometry { block_count: 1 << 20, ..g() }, "rings of"),
+            (
+                Geometry {
+                    block_size: 5000,
+                    ..g()
+                },
+                "block_size",
+            ),
+            (
+                Geometry {
+                    block_size: 12288,
+                    ..g()
+                },
+                "power of two",
+            ),
+            (
+                Geometry {
+                    block_count: 0,
+                    ..g()
+                },
+                "block_count",
+            ),
+            (
+                Geometry {
+                    frame_size: 100,
+                    ..g()
+                },
+                "frame_size",
+            ),
+            (
+                Geometry {
+                    frame_size: 2050,
+                    ..g()
+                },
+                "frame_size",
+            ),
+            (
+                Geometry {
+                    frame_size: 1 << 17,
+                    ..g()
+                },
+                "frame_size",
+            ),
+            (
+                Geometry {
+                    tx_frames: 0,
+                    ..g()
+                },
+                "tx_frames",
+            ),
+            (
+                Geometry {
+                    block_timeout_ms: 0,
+                    ..g()
+                },
+                "block_timeout_ms",
+            ),
+            (
+                Geometry {
+                    block_count: 1 << 20,
+                    ..g()
+                },
+                "rings of",
+            ),
         ];
         for (geo, word) in cases {
             let e = geo.check(4096).unwrap_err();
