@@ -71,7 +71,9 @@ impl Geometry {
         }
         let min_frame = (TX_DATA_OFFSET + 64) as u32;
         if self.frame_size < min_frame
-            || !self.frame_size.is_multiple_of(libc::TPACKET_ALIGNMENT as u32)
+            || !self
+                .frame_size
+                .is_multiple_of(libc::TPACKET_ALIGNMENT as u32)
             || self.frame_size > self.block_size
         {
             return Err(format!(
