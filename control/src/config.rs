@@ -51,6 +51,10 @@ pub struct ApiConfig {
     pub max_add_stream: usize,
     /// Time allowed for a TLS handshake.
     pub handshake_timeout_ms: u64,
+    /// Adds sent to a worker in one command at most.
+    pub add_batch: usize,
+    /// Add commands each worker may have queued or running, all streams together.
+    pub add_batches_in_flight: usize,
 }
 
 impl Default for ApiConfig {
@@ -65,6 +69,8 @@ impl Default for ApiConfig {
             max_concurrent_streams: 256,
             max_add_stream: 100_000,
             handshake_timeout_ms: 10_000,
+            add_batch: 32,
+            add_batches_in_flight: 2,
         }
     }
 }
@@ -425,6 +431,18 @@ impl Config {
         }
         if a.max_concurrent_streams == 0 {
             return bad("api.max_concurrent_streams = 0: must be at least 1".into());
+        }
+        if !(1..=4096).contains(&a.add_batch) {
+            return bad(format!(
+                "api.add_batch = {}: must be 1 to 4096",
+                a.add_batch
+            ));
+        }
+        if !(1..=1024).contains(&a.add_batches_in_flight) {
+            return bad(format!(
+                "api.add_batches_in_flight = {}: must be 1 to 1024",
+                a.add_batches_in_flight
+            ));
         }
         if a.max_add_stream == 0 {
             return bad("api.max_add_stream = 0: must be at least 1".into());

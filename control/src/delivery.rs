@@ -67,6 +67,10 @@ impl Drop for Ledger {
         if !ids.is_empty() {
             let d = &self.device;
             ControlCounters::bump(&d.counters.closed_given_back, ids.len() as u64);
+            tracing::info!(
+                records = ids.len(),
+                "a GetClosedSessions stream ended before its transport took them; given back"
+            );
             d.feed.give_back(&ids);
         }
     }
@@ -235,7 +239,8 @@ mod tests {
             assert_eq!(total, 5, "chunks of {chunk}");
         }
         let mut c = MessageCounter::default();
-        assert_eq!(c.feed(&all[..14]), 1);
-        assert_eq!(c.feed(&all[14..20]), 1, "the empty message");
+        assert_eq!(c.feed(&all[..14]), 0, "the first message is 15 bytes");
+        assert_eq!(c.feed(&all[14..15]), 1);
+        assert_eq!(c.feed(&all[15..20]), 1, "the empty message");
     }
 }

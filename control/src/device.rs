@@ -78,6 +78,8 @@ pub struct Device {
     pub port_roles: Vec<String>,
     /// Accepted sessions are told to the traffic simulator, when it runs.
     pub simulator: Option<crossbeam_channel::Sender<SessionSpec>>,
+    /// Add batches each worker may have in flight (`api.add_batches_in_flight`).
+    pub add_slots: Vec<Arc<tokio::sync::Semaphore>>,
     pump_stop: AtomicBool,
 }
 
@@ -186,7 +188,15 @@ impl Device {
                 roles.join(", ")
             })
             .collect();
+        let add_slots = (0..engine.workers())
+            .map(|_| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    config.api.add_batches_in_flight,
+                ))
+            })
+            .collect();
         Device {
+            add_slots,
             engine,
             directory: Directory::default(),
             feed,

@@ -24,9 +24,6 @@ use crate::delivery::{Ledger, LedgerHandle};
 use crate::device::{ControlCounters, Device, Lookup};
 use crate::wire;
 
-/// Adds sent to a worker at once at most.
-const ADD_BATCH: usize = 64;
-
 /// A cursor of 0 or 4294967295 means "from the beginning" (the C++ client starts
 /// from 4294967295).
 const CURSOR_FROM_START: u64 = 4_294_967_295;
@@ -70,6 +67,7 @@ impl SessionTable {
         ControlCounters::bump(&d.counters.add_calls, 1);
         let max = d.config.api.max_add_stream;
         let keep_specs = d.simulator.is_some();
+        let batch_size = d.config.api.add_batch;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AddAnswer>();
         let mut batches: Vec<Option<Batch>> = (0..d.engine.workers()).map(|_| None).collect();
         let mut rejected: Vec<(u32, u64, AddSessionStatus)> = Vec::new();
@@ -77,9 +75,14 @@ impl SessionTable {
         let mut n: u32 = 0;
         let mut failure = None;
 
-        let flush = |batches: &mut Vec<Option<Batch>>, w: usize, sent: &mut usize| {
-            if let Some(b) = batches[w].take() {
-                let tx = tx.clone();
+        // A batch goes out when its worker has a free slot (`api.add_batches_in_flight`
+        // per worker, shared by all streams): waiting here, rather than in the worker's
+        // queue, keeps add-to-live short and stops reading the client meanwhile.
+        let flush = |w: usize, b: Batch| {
+            let tx = tx.clone();
+            let slots = d.add_slots[w].clone();
+            async move {
+                let slot = slots.acquire_owned().await.ok();
                 let items = b.items;
                 let copies = if keep_specs {
                     b.specs.clone()
@@ -87,9 +90,9 @@ impl SessionTable {
                     Vec::new()
                 };
                 d.send_adds(w, b.specs, b.first, move |results| {
+                    drop(slot);
                     let _ = tx.send((items, copies, results));
                 });
-                *sent += 1;
             }
         };
 
@@ -98,8 +101,11 @@ impl SessionTable {
             let next = match stream.next().now_or_never() {
                 Some(next) => next,
                 None => {
-                    for w in 0..batches.len() {
-                        flush(&mut batches, w, &mut sent);
+                    for (w, b) in batches.iter_mut().enumerate() {
+                        if let Some(b) = b.take() {
+                            flush(w, b).await;
+                            sent += 1;
+                        }
                     }
                     stream.next().await
                 }
@@ -137,18 +143,23 @@ impl SessionTable {
                 continue;
             }
             let b = batches[w].get_or_insert_with(|| Batch {
-                items: Vec::with_capacity(ADD_BATCH),
-                specs: Vec::with_capacity(ADD_BATCH),
+                items: Vec::with_capacity(batch_size),
+                specs: Vec::with_capacity(batch_size),
                 first: Instant::now(),
             });
             b.items.push((pos, id));
             b.specs.push(spec);
-            if b.specs.len() >= ADD_BATCH {
-                flush(&mut batches, w, &mut sent);
+            if b.specs.len() >= batch_size {
+                let b = batches[w].take().expect("just filled");
+                flush(w, b).await;
+                sent += 1;
             }
         }
-        for w in 0..batches.len() {
-            flush(&mut batches, w, &mut sent);
+        for (w, b) in batches.iter_mut().enumerate() {
+            if let Some(b) = b.take() {
+                flush(w, b).await;
+                sent += 1;
+            }
         }
         drop(tx);
         ControlCounters::bump(&d.counters.add_requests, n as u64);
@@ -182,6 +193,11 @@ impl SessionTable {
             return Err(status);
         }
 
+        tracing::debug!(
+            sessions = n,
+            rejected = rejected.len(),
+            "AddSession answered"
+        );
         rejected.sort_unstable_by_key(|r| r.0);
         let mut error_status = 0u64;
         for &(pos, _, _) in &rejected {

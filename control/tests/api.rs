@@ -619,3 +619,34 @@ async fn plaintext_only_when_asked() {
     assert_eq!(c.get(1).await.unwrap().request_status, 2);
     dev.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_port_does_not_hurt() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dev = TestDevice::start("[api]\nhandshake_timeout_ms = 500\n").await;
+    let addr = dev.running.as_ref().unwrap().local_addrs()[0];
+    let junk: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+        (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect(),
+        vec![0x16, 0x03, 0x01, 0xff, 0xff, 0x01],
+        Vec::new(),
+    ];
+    for j in junk {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(&j).await;
+        let mut buf = [0u8; 256];
+        // The device answers or hangs up; it never keeps a stranger forever.
+        let r = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await;
+        assert!(
+            r.is_ok(),
+            "connection with {} junk bytes left open",
+            j.len()
+        );
+    }
+    let mut c = dev.client(ApiVersion::V2).await;
+    assert_eq!(c.add(vec![v4(1)]).await.unwrap().request_status, 0);
+    dev.stop().await;
+}

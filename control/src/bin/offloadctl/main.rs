@@ -1,0 +1,286 @@
+//! offloadctl: the firewall side of OpenOffload and the operator's tool for offloadd.
+//!
+//! One binary, one subcommand per job: session calls (add/get/delete/list/closed),
+//! a live view (watch), the firewall simulator (fw-sim), a load generator (bench), the
+//! device's counters and latency histograms (stats, latency), and the development
+//! certificates (certs).
+//!
+//! Output is for people by default. `--json` prints JSON Lines: one JSON object per
+//! line (one per session or record for the session commands, one document on one
+//! line for stats and latency, and the result object as the last line of bench).
+//! Every error is one line on stderr and a non-zero exit code.
+
+/// `println!` to stdout that ends the program quietly (exit code 141, as if killed
+/// by SIGPIPE) when the reader has gone, e.g. `offloadctl list | head`.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::output::emit(&format!("{}\n", format_args!($($t)*))) };
+}
+
+/// `print!` with the same behaviour.
+macro_rules! out_raw {
+    ($($t:tt)*) => { $crate::output::emit(&format!($($t)*)) };
+}
+
+mod bench;
+mod fw_sim;
+mod latency;
+mod output;
+mod plot;
+mod sessions;
+mod stats;
+mod watch;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use control::client::{self, ApiVersion, ClientOptions, SessionClient};
+use tonic::transport::Channel;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "offloadctl",
+    version,
+    about = "Client of an OpenOffload device (offloadd): sessions, live view, firewall simulator, benchmarks, statistics",
+    after_help = "With --json every command prints JSON Lines: one JSON object per line."
+)]
+pub struct Cli {
+    /// Device URL: https:// for TLS, http:// for plaintext.
+    #[arg(long, global = true, default_value = "https://localhost:3443")]
+    pub server: String,
+    /// CA certificate (PEM) the device's certificate must chain to [default: certs/ca.crt].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs --key.
+    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS; needs --cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// OpenOffload API version of the session calls.
+    #[arg(long, global = true, value_enum, default_value = "v2")]
+    pub api: ApiVersion,
+    /// Print JSON Lines (one JSON object per line) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Offload one session.
+    Add(sessions::AddArgs),
+    /// Show one session (state, close code, counters, times).
+    Get {
+        /// The session id.
+        id: u64,
+    },
+    /// Remove one session and show its final counters.
+    Delete {
+        /// The session id.
+        id: u64,
+    },
+    /// List sessions in id order (all of them unless --page or --cursor is given).
+    List(sessions::ListArgs),
+    /// Print closed sessions as the device hands them over (each one only once).
+    Closed(sessions::ClosedArgs),
+    /// Refreshing view of the device and its sessions, like top.
+    Watch(watch::WatchArgs),
+    /// Firewall simulator: offloads sessions, collects closures, offloads again.
+    FwSim(fw_sim::FwSimArgs),
+    /// Load generator that checks every answer.
+    Bench(bench::BenchArgs),
+    /// Device, worker and port counters.
+    Stats,
+    /// Latency histograms of the device: percentiles, .hgrm text, SVG plot.
+    Latency(latency::LatencyArgs),
+    /// Write fresh development certificates (CA, server, client).
+    Certs {
+        /// Directory to write them into.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ActionArg {
+    Drop,
+    Forward,
+    Mirror,
+    Snoop,
+}
+
+impl ActionArg {
+    pub fn action(self) -> dataplane::session::Action {
+        use dataplane::session::Action;
+        match self {
+            ActionArg::Drop => Action::Drop,
+            ActionArg::Forward => Action::Forward,
+            ActionArg::Mirror => Action::Mirror,
+            ActionArg::Snoop => Action::Snoop,
+        }
+    }
+}
+
+/// How to reach the device, shared by every subcommand.
+pub struct Conn {
+    pub options: ClientOptions,
+    pub json: bool,
+}
+
+const DEFAULT_CA: &str = "certs/ca.crt";
+
+impl Conn {
+    fn from_cli(cli: &Cli) -> Result<Conn, String> {
+        let mut o = ClientOptions::new(cli.server.clone());
+        o.api = cli.api;
+        o.cert = cli.cert.clone();
+        o.key = cli.key.clone();
+        if cli.server.starts_with("https://") {
+            let ca = cli.ca.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CA));
+            if !ca.exists() {
+                return Err(format!(
+                    "CA file {} not found: pass the device's CA with --ca FILE \
+                     (`offloadctl certs` writes certs/ca.crt), or use an http:// --server for plaintext",
+                    ca.display()
+                ));
+            }
+            o.ca = Some(ca);
+        }
+        Ok(Conn {
+            options: o,
+            json: cli.json,
+        })
+    }
+
+    pub async fn channel(&self) -> Result<Channel, String> {
+        client::connect_channel(&self.options).await
+    }
+
+    pub async fn sessions(&self) -> Result<SessionClient, String> {
+        SessionClient::connect(&self.options).await
+    }
+
+    pub fn session_client(&self, ch: Channel) -> SessionClient {
+        SessionClient::new(ch, self.options.api, 64 << 20)
+    }
+}
+
+/// A gRPC error on one line.
+pub fn status_line(what: &str, s: &tonic::Status) -> String {
+    if s.message().is_empty() {
+        format!("{what}: {:?}", s.code())
+    } else {
+        format!("{what}: {:?}: {}", s.code(), s.message())
+    }
+}
+
+/// Parses an address for flags; clap reports the error.
+pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 or IPv6 address"))
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    if let Cmd::Certs { out } = &cli.cmd {
+        control::certs::generate(out)?;
+        if cli.json {
+            out!(
+                "{}",
+                serde_json::json!({ "certs": out.display().to_string() })
+            );
+        } else {
+            out!("wrote development certificates to {}", out.display());
+        }
+        return Ok(());
+    }
+    let conn = Conn::from_cli(&cli)?;
+    match cli.cmd {
+        Cmd::Add(a) => sessions::add(&conn, a).await,
+        Cmd::Get { id } => sessions::get(&conn, id).await,
+        Cmd::Delete { id } => sessions::delete(&conn, id).await,
+        Cmd::List(a) => sessions::list(&conn, a).await,
+        Cmd::Closed(a) => sessions::closed(&conn, a).await,
+        Cmd::Watch(a) => watch::run(&conn, a).await,
+        Cmd::FwSim(a) => fw_sim::run(&conn, a).await,
+        Cmd::Bench(a) => bench::run(&conn, a).await,
+        Cmd::Stats => stats::run(&conn).await,
+        Cmd::Latency(a) => latency::run(&conn, a).await,
+        Cmd::Certs { .. } => unreachable!("handled above"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("offloadctl: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("offloadctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_and_globals() {
+        let c = Cli::try_parse_from(["offloadctl", "get", "7"]).unwrap();
+        assert_eq!(c.server, "https://localhost:3443");
+        assert_eq!(c.api, ApiVersion::V2);
+        assert!(matches!(c.cmd, Cmd::Get { id: 7 }));
+        let c = Cli::try_parse_from(["offloadctl", "stats", "--json", "--api", "v1"]).unwrap();
+        assert!(c.json);
+        assert_eq!(c.api, ApiVersion::V1);
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        for args in [
+            vec!["offloadctl", "get"],
+            vec!["offloadctl", "get", "x"],
+            vec!["offloadctl", "--api", "v3", "stats"],
+            vec!["offloadctl", "--cert", "c.pem", "stats"],
+            vec!["offloadctl", "add", "--id", "1", "--src", "10.0.0.1"],
+        ] {
+            let e = Cli::try_parse_from(&args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn missing_ca_says_how_to_pass_it() {
+        let mut c = Cli::try_parse_from(["offloadctl", "stats"]).unwrap();
+        c.ca = Some(PathBuf::from("/nonexistent/ca.crt"));
+        let e = Conn::from_cli(&c).err().unwrap();
+        assert!(e.contains("--ca"), "{e}");
+        c.server = "http://localhost:3443".into();
+        assert!(Conn::from_cli(&c).is_ok());
+    }
+}

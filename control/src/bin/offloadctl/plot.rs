@@ -1,0 +1,245 @@
+//! A latency-by-percentile chart as a standalone SVG file, drawn by hand: the x axis
+//! is 1/(1-p) on a log scale (0%, 90%, 99%, 99.9%, ...), the y axis latency in µs,
+//! one line per histogram, with a legend.
+
+use std::fmt::Write;
+
+use crate::latency::Named;
+
+const W: f64 = 900.0;
+const H: f64 = 540.0;
+const LEFT: f64 = 80.0;
+const RIGHT: f64 = 200.0;
+const TOP: f64 = 50.0;
+const BOTTOM: f64 = 60.0;
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+];
+
+/// The label of the x position `decade` (= log10(1/(1-p))): 0%, 90%, 99%, 99.9%...
+pub fn decade_label(decade: u32) -> String {
+    match decade {
+        0 => "0%".into(),
+        1 => "90%".into(),
+        2 => "99%".into(),
+        k => format!("99.{}%", "9".repeat(k as usize - 2)),
+    }
+}
+
+/// The points (log10(1/(1-p)), latency µs) of one histogram; p = 1 has no place on
+/// this axis and is left out.
+pub fn points(n: &Named) -> Vec<(f64, f64)> {
+    if n.hist.is_empty() {
+        return Vec::new();
+    }
+    n.hist
+        .iter_quantiles(5)
+        .filter(|v| v.quantile_iterated_to() < 1.0)
+        .map(|v| {
+            let x = (1.0 / (1.0 - v.quantile_iterated_to())).log10();
+            (x, v.value_iterated_to() as f64 / 1000.0)
+        })
+        .collect()
+}
+
+/// A round step (1, 2 or 5 times a power of ten) that cuts `max` into about five.
+fn step(max: f64) -> f64 {
+    let raw = (max / 5.0).max(1e-9);
+    let p = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * p)
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+pub fn svg(hs: &[Named]) -> String {
+    let series: Vec<(&Named, Vec<(f64, f64)>)> = hs.iter().map(|h| (h, points(h))).collect();
+    let all = series.iter().flat_map(|s| s.1.iter());
+    let (xmax, ymax) = all.fold((1.0f64, 0.0f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
+    let decades = xmax.ceil() as u32;
+    let ystep = step(ymax.max(0.001));
+    let ytop = (ymax * 1.05 / ystep).ceil().max(1.0) * ystep;
+    let pw = W - LEFT - RIGHT;
+    let ph = H - TOP - BOTTOM;
+    let sx = |x: f64| LEFT + x / f64::from(decades) * pw;
+    let sy = |y: f64| TOP + ph - y / ytop * ph;
+
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
+<rect x="0" y="0" width="{W}" height="{H}" fill="white"/>
+<text x="{}" y="25" text-anchor="middle" font-size="16">Latency by percentile</text>"#,
+        LEFT + pw / 2.0
+    );
+    // Grid and tick labels.
+    for d in 0..=decades {
+        let x = sx(f64::from(d));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/>
+<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+            TOP + ph,
+            TOP + ph + 18.0,
+            decade_label(d)
+        );
+    }
+    let mut y = 0.0;
+    while y <= ytop + ystep / 2.0 {
+        let py = sy(y);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#ddd"/>
+<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            LEFT + pw,
+            LEFT - 6.0,
+            py + 4.0,
+            trim_number(y)
+        );
+        y += ystep;
+    }
+    // Axes and their labels.
+    let _ = writeln!(
+        s,
+        r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>
+<text x="{:.1}" y="{:.1}" text-anchor="middle">Percentile</text>
+<text x="20" y="{:.1}" text-anchor="middle" transform="rotate(-90 20 {:.1})">Latency (µs)</text>"##,
+        LEFT + pw / 2.0,
+        H - 15.0,
+        TOP + ph / 2.0,
+        TOP + ph / 2.0
+    );
+    // One line per histogram, and its legend entry.
+    for (i, (h, pts)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let name = escape(&h.name);
+        if !pts.is_empty() {
+            let coords: Vec<String> = pts
+                .iter()
+                .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
+                .collect();
+            let _ = writeln!(
+                s,
+                r#"<polyline data-series="{name}" fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+                coords.join(" ")
+            );
+        }
+        let ly = TOP + 10.0 + 22.0 * i as f64;
+        let lx = W - RIGHT + 20.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/>
+<text x="{}" y="{}">{name} (n={})</text>"#,
+            lx + 24.0,
+            lx + 30.0,
+            ly + 4.0,
+            h.hist.len()
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// 0.5, 10, 2.5: no trailing zeros.
+fn trim_number(v: f64) -> String {
+    let t = format!("{v:.3}");
+    t.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::latency::tests::uniform;
+
+    /// Checks that every element is closed in order (enough to catch broken output;
+    /// the file has no comments, CDATA or entities other than the escaped ones).
+    fn well_formed(s: &str) -> Result<(), String> {
+        let body = s
+            .strip_prefix(r#"<?xml version="1.0" encoding="UTF-8"?>"#)
+            .ok_or("no XML declaration")?;
+        let mut stack: Vec<String> = Vec::new();
+        let mut rest = body;
+        while let Some(i) = rest.find('<') {
+            let j = rest[i..].find('>').ok_or("unclosed tag")? + i;
+            let tag = &rest[i + 1..j];
+            if tag.matches('"').count() % 2 != 0 {
+                return Err(format!("unbalanced quotes in <{tag}>"));
+            }
+            if let Some(name) = tag.strip_prefix('/') {
+                if stack.pop().as_deref() != Some(name) {
+                    return Err(format!("unexpected </{name}>"));
+                }
+            } else if !tag.ends_with('/') {
+                stack.push(tag.split_whitespace().next().unwrap_or("").to_string());
+            }
+            rest = &rest[j + 1..];
+        }
+        if stack.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("unclosed {stack:?}"))
+        }
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(decade_label(0), "0%");
+        assert_eq!(decade_label(1), "90%");
+        assert_eq!(decade_label(2), "99%");
+        assert_eq!(decade_label(4), "99.99%");
+        assert_eq!(step(1000.0), 200.0);
+        assert_eq!(step(7.0), 2.0);
+        assert_eq!(trim_number(2.5), "2.5");
+        assert_eq!(trim_number(200.0), "200");
+    }
+
+    #[test]
+    fn svg_has_one_line_per_histogram_and_a_legend() {
+        let mut slow = uniform();
+        slow.record(50_000_000).unwrap();
+        let hs = vec![
+            Named {
+                name: "packet".into(),
+                unit: "ns".into(),
+                hist: uniform(),
+            },
+            Named {
+                name: "add<&>".into(),
+                unit: "ns".into(),
+                hist: slow,
+            },
+            Named {
+                name: "empty".into(),
+                unit: "ns".into(),
+                hist: dataplane::stats::new_histogram(),
+            },
+        ];
+        let s = svg(&hs);
+        well_formed(&s).unwrap();
+        assert_eq!(s.matches("<polyline").count(), 2);
+        assert!(s.contains(r#"data-series="packet""#));
+        assert!(s.contains(r#"data-series="add&lt;&amp;&gt;""#));
+        assert!(s.contains("empty (n=0)"));
+        assert!(s.contains(">99.9%</text>"));
+        assert!(s.contains(">Latency (µs)</text>"));
+        assert!(s.contains(">Percentile</text>"));
+        // 1001 values reach the 99.9% decade; no point lies outside the plot area.
+        for p in points(&hs[1]) {
+            assert!(p.0 >= 0.0 && p.0 <= 4.0, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn empty_input_still_draws_axes() {
+        well_formed(&svg(&[])).unwrap();
+    }
+}

@@ -1,0 +1,426 @@
+//! The session calls one at a time: add, get, delete, list, closed.
+
+use std::net::IpAddr;
+
+use control::client::SessionClient;
+use control::wire::{add_status_name, close_code_name, request_from_spec, request_status_name};
+use dataplane::session::SessionSpec;
+use proto::v2::{
+    AddSessionResponse, AddSessionStatus, RequestStatus, SessionRequestArgs, SessionResponse,
+};
+use tokio_stream::StreamExt;
+use tonic::{Code, Status};
+
+use crate::output::{session_json, session_row, session_text, short, Table, SESSION_HEADER};
+use crate::{parse_ip, status_line, ActionArg, Conn, Proto};
+
+#[derive(clap::Args, Debug)]
+pub struct AddArgs {
+    /// Session id (chosen by the firewall; the key of every later call).
+    #[arg(long)]
+    pub id: u64,
+    /// Source address (IPv4 or IPv6; the destination must be of the same version).
+    #[arg(long, value_parser = parse_ip)]
+    pub src: IpAddr,
+    #[arg(long)]
+    pub sport: u16,
+    /// Destination address.
+    #[arg(long, value_parser = parse_ip)]
+    pub dst: IpAddr,
+    #[arg(long)]
+    pub dport: u16,
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub proto: Proto,
+    /// Logical interface the source side is on.
+    #[arg(long, default_value_t = 1)]
+    pub in_lif: u32,
+    /// Logical interface the destination side is on.
+    #[arg(long, default_value_t = 2)]
+    pub out_lif: u32,
+    #[arg(long, value_enum, default_value = "forward")]
+    pub action: ActionArg,
+    /// Next-hop router for forwarded packets (default: the out lif's).
+    #[arg(long, value_parser = parse_ip)]
+    pub next_hop: Option<IpAddr>,
+    /// Idle timeout in seconds (0: the device's default).
+    #[arg(long, default_value_t = 0)]
+    pub timeout: u32,
+}
+
+impl AddArgs {
+    pub fn spec(&self) -> Result<SessionSpec, String> {
+        if self.src.is_ipv4() != self.dst.is_ipv4() {
+            return Err("--src and --dst must both be IPv4 or both IPv6".into());
+        }
+        let proto = match self.proto {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        };
+        let mut s = SessionSpec::new(
+            self.id,
+            self.in_lif,
+            self.out_lif,
+            proto,
+            self.src,
+            self.sport,
+            self.dst,
+            self.dport,
+            self.action.action(),
+        );
+        s.next_hop = self.next_hop;
+        s.timeout_s = self.timeout;
+        Ok(s)
+    }
+}
+
+/// The answer for the `index`-th session (id `id`) of an AddSession call: its own
+/// entry in `response_error`, else its bit in `error_status` (with the call's
+/// reason), else accepted.
+pub fn add_outcome(r: &AddSessionResponse, index: usize, id: u64) -> i32 {
+    if let Some(e) = r.response_error.iter().find(|e| e.session_id == id) {
+        return e.error_status;
+    }
+    let flagged = index < 64 && r.error_status & (1 << index) != 0;
+    // A device that reports only the call's status: no per-session detail at all.
+    let only_call = r.response_error.is_empty() && r.error_status == 0;
+    if flagged || only_call {
+        r.request_status
+    } else {
+        AddSessionStatus::SessionAccepted as i32
+    }
+}
+
+pub async fn add(conn: &Conn, a: AddArgs) -> Result<(), String> {
+    let spec = a.spec()?;
+    let mut c = conn.sessions().await?;
+    let r = c
+        .add(vec![request_from_spec(&spec)])
+        .await
+        .map_err(|s| status_line("AddSession failed", &s))?;
+    let status = add_outcome(&r, 0, a.id);
+    let accepted = status == AddSessionStatus::SessionAccepted as i32;
+    if conn.json {
+        let j = serde_json::json!({
+            "session_id": a.id,
+            "accepted": accepted,
+            "status": add_status_name(status),
+        });
+        out!("{j}");
+    } else if accepted {
+        out!("session {}: accepted", a.id);
+    }
+    if accepted {
+        Ok(())
+    } else {
+        Err(format!(
+            "session {} rejected: {}",
+            a.id,
+            add_status_name(status)
+        ))
+    }
+}
+
+/// The session from a Get or Delete answer, or why there is none.
+pub fn found(id: u64, r: Result<SessionResponse, Status>) -> Result<SessionResponse, String> {
+    match r {
+        Ok(r) if r.request_status == RequestStatus::Accepted as i32 => Ok(r),
+        Ok(r) if r.request_status == RequestStatus::RejectedSessionNonexistent as i32 => {
+            Err(format!("session {id} does not exist"))
+        }
+        Ok(r) => Err(format!(
+            "session {id}: {}",
+            request_status_name(r.request_status)
+        )),
+        Err(s) if s.code() == Code::NotFound => Err(format!("session {id} does not exist")),
+        Err(s) => Err(status_line(&format!("session {id}"), &s)),
+    }
+}
+
+fn print_session(conn: &Conn, r: &SessionResponse) {
+    if conn.json {
+        out!("{}", session_json(r));
+    } else {
+        out!("{}", session_text(r));
+    }
+}
+
+pub async fn get(conn: &Conn, id: u64) -> Result<(), String> {
+    let mut c = conn.sessions().await?;
+    let r = found(id, c.get(id).await)?;
+    print_session(conn, &r);
+    Ok(())
+}
+
+pub async fn delete(conn: &Conn, id: u64) -> Result<(), String> {
+    let mut c = conn.sessions().await?;
+    let r = found(id, c.delete(id).await)?;
+    print_session(conn, &r);
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Sessions per GetAllSessions call.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub page_size: u32,
+    /// Show only this page (page-number style, 1-based).
+    #[arg(long, conflicts_with_all = ["cursor", "all"], value_parser = clap::value_parser!(u32).range(1..))]
+    pub page: Option<u32>,
+    /// Show the page of sessions with ids above this one (cursor style; 0 or
+    /// 4294967295: from the beginning).
+    #[arg(long)]
+    pub cursor: Option<u64>,
+    /// With --cursor: go on to the end of the table.
+    #[arg(long, requires = "cursor")]
+    pub all: bool,
+}
+
+/// Walks GetAllSessions cursor style from `start`, up to `limit` sessions. Ids must
+/// rise; a page that brings nothing new ends the walk (a device that ignored the
+/// cursor would otherwise be read forever).
+pub async fn walk(
+    c: &mut SessionClient,
+    page_size: u32,
+    start: u64,
+    limit: Option<usize>,
+) -> Result<Vec<SessionResponse>, Status> {
+    let mut out: Vec<SessionResponse> = Vec::new();
+    let mut cursor = start;
+    let mut last: Option<u64> = None;
+    loop {
+        let page = c
+            .list(SessionRequestArgs {
+                page_size,
+                page: 0,
+                start_session: cursor,
+            })
+            .await?;
+        let before = out.len();
+        for s in page.session_info {
+            if last.is_none_or(|l| s.session_id > l) {
+                last = Some(s.session_id);
+                out.push(s);
+            }
+        }
+        if out.len() == before || limit.is_some_and(|l| out.len() >= l) {
+            break;
+        }
+        cursor = last.unwrap_or(cursor);
+    }
+    if let Some(l) = limit {
+        out.truncate(l);
+    }
+    Ok(out)
+}
+
+fn print_sessions(conn: &Conn, list: &[SessionResponse]) {
+    if conn.json {
+        for s in list {
+            out!("{}", session_json(s));
+        }
+        return;
+    }
+    let mut t = Table::new(SESSION_HEADER);
+    for s in list {
+        t.row(session_row(s));
+    }
+    if !t.is_empty() {
+        out!("{}", t.render());
+    }
+    out!("{} sessions", list.len());
+}
+
+pub async fn list(conn: &Conn, a: ListArgs) -> Result<(), String> {
+    let mut c = conn.sessions().await?;
+    let err = |s: Status| status_line("GetAllSessions failed", &s);
+    if let Some(page) = a.page {
+        let args = SessionRequestArgs {
+            page_size: a.page_size,
+            page,
+            start_session: 0,
+        };
+        let r = c.list(args).await.map_err(err)?;
+        print_sessions(conn, &r.session_info);
+        return Ok(());
+    }
+    match a.cursor {
+        Some(cursor) if !a.all => {
+            let args = SessionRequestArgs {
+                page_size: a.page_size,
+                page: 0,
+                start_session: cursor,
+            };
+            let r = c.list(args).await.map_err(err)?;
+            print_sessions(conn, &r.session_info);
+            if !conn.json && !r.session_info.is_empty() {
+                out!("next page: --cursor {}", r.next_key);
+            }
+        }
+        cursor => {
+            let all = walk(&mut c, a.page_size, cursor.unwrap_or(0), None)
+                .await
+                .map_err(err)?;
+            print_sessions(conn, &all);
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ClosedArgs {
+    /// Keep the stream open and print closures as they happen (until Ctrl-C).
+    #[arg(long)]
+    pub follow: bool,
+    /// At most this many records (0: all the device has).
+    #[arg(long, default_value_t = 0)]
+    pub page_size: u32,
+}
+
+/// One closed record on one line.
+pub fn closed_line(r: &SessionResponse) -> String {
+    format!(
+        "session {} closed {}: in {} pkts {} bytes, out {} pkts {} bytes",
+        r.session_id,
+        short(close_code_name(r.session_close_code)),
+        r.in_packets,
+        r.in_bytes,
+        r.out_packets,
+        r.out_bytes
+    )
+}
+
+pub async fn closed(conn: &Conn, a: ClosedArgs) -> Result<(), String> {
+    let mut c = conn.sessions().await?;
+    let args = SessionRequestArgs {
+        page_size: a.page_size,
+        ..Default::default()
+    };
+    let err = |s: Status| status_line("GetClosedSessions failed", &s);
+    let mut stream = c.closed(args, a.follow).await.map_err(err)?;
+    let mut n = 0u64;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            _ = &mut ctrl_c => break,
+        };
+        let Some(item) = item else { break };
+        let r = item.map_err(err)?;
+        n += 1;
+        if conn.json {
+            out!("{}", session_json(&r));
+        } else {
+            out!("{}", closed_line(&r));
+        }
+    }
+    if !conn.json {
+        out!("{n} closed sessions");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::v2::SessionResponseError;
+
+    #[test]
+    fn add_outcome_reads_each_sessions_answer() {
+        let mut r = AddSessionResponse {
+            request_status: AddSessionStatus::SessionRejected as i32,
+            error_status: 0b101,
+            response_error: vec![SessionResponseError {
+                session_id: 5,
+                error_status: AddSessionStatus::SessionTableFull as i32,
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            add_outcome(&r, 0, 5),
+            AddSessionStatus::SessionTableFull as i32
+        );
+        assert_eq!(add_outcome(&r, 1, 6), 0, "not listed: accepted");
+        assert_eq!(
+            add_outcome(&r, 2, 7),
+            AddSessionStatus::SessionRejected as i32
+        );
+        r.response_error.clear();
+        r.error_status = 0;
+        r.request_status = AddSessionStatus::SessionTableFull as i32;
+        assert_eq!(
+            add_outcome(&r, 70, 6),
+            AddSessionStatus::SessionTableFull as i32
+        );
+        r.request_status = 0;
+        assert_eq!(add_outcome(&r, 0, 6), 0);
+    }
+
+    #[test]
+    fn found_reads_both_kinds_of_missing() {
+        let missing = SessionResponse {
+            session_id: 3,
+            request_status: RequestStatus::RejectedSessionNonexistent as i32,
+            ..Default::default()
+        };
+        assert_eq!(
+            found(3, Ok(missing)).unwrap_err(),
+            "session 3 does not exist"
+        );
+        let e = found(3, Err(Status::not_found("no such session"))).unwrap_err();
+        assert_eq!(e, "session 3 does not exist");
+        let e = found(3, Err(Status::unavailable("down"))).unwrap_err();
+        assert!(e.contains("Unavailable"), "{e}");
+        assert!(found(3, Ok(SessionResponse::default())).is_ok());
+    }
+
+    #[test]
+    fn add_args_make_a_spec() {
+        use clap::Parser;
+        let c = crate::Cli::try_parse_from([
+            "offloadctl",
+            "add",
+            "--id",
+            "4",
+            "--src",
+            "2001:db8::1",
+            "--sport",
+            "1000",
+            "--dst",
+            "2001:db8::2",
+            "--dport",
+            "53",
+            "--proto",
+            "udp",
+            "--action",
+            "snoop",
+            "--timeout",
+            "9",
+        ])
+        .unwrap();
+        let crate::Cmd::Add(a) = c.cmd else { panic!() };
+        let s = a.spec().unwrap();
+        assert!(s.v6);
+        assert_eq!(
+            (s.id, s.proto, s.in_lif, s.out_lif, s.timeout_s),
+            (4, 17, 1, 2, 9)
+        );
+        let c = crate::Cli::try_parse_from([
+            "offloadctl",
+            "add",
+            "--id",
+            "4",
+            "--src",
+            "10.0.0.1",
+            "--sport",
+            "1000",
+            "--dst",
+            "2001:db8::2",
+            "--dport",
+            "53",
+        ])
+        .unwrap();
+        let crate::Cmd::Add(a) = c.cmd else { panic!() };
+        assert!(a.spec().is_err());
+    }
+}

@@ -1,0 +1,379 @@
+//! offloadctl as a user runs it: the binary against a real in-process device (TLS on
+//! loopback, ring dataplane), checking what it prints and its exit code.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use control::testing::TestDevice;
+use serde_json::Value;
+
+struct Run {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+fn run(args: Vec<String>) -> Run {
+    let o: Output = Command::new(env!("CARGO_BIN_EXE_offloadctl"))
+        .args(&args)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("offloadctl runs");
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        out: String::from_utf8_lossy(&o.stdout).into_owned(),
+        err: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// Runs offloadctl against `dev` (off the runtime's threads: the device runs there).
+async fn ctl(dev: &TestDevice, args: &[&str]) -> Run {
+    let mut all = vec![
+        "--server".to_string(),
+        dev.url.clone(),
+        "--ca".to_string(),
+        dev.cert(control::certs::CA_CERT).display().to_string(),
+    ];
+    all.extend(args.iter().map(|s| s.to_string()));
+    tokio::task::spawn_blocking(move || run(all)).await.unwrap()
+}
+
+fn ok(r: &Run) -> &str {
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.out, r.err);
+    &r.out
+}
+
+fn failed(r: &Run) -> &str {
+    assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.out, r.err);
+    assert_eq!(r.err.lines().count(), 1, "one line on stderr: {}", r.err);
+    &r.err
+}
+
+fn json_lines(s: &str) -> Vec<Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect()
+}
+
+const V4: &[&str] = &[
+    "add", "--id", "7", "--src", "10.0.0.1", "--sport", "1234", "--dst", "10.0.0.2", "--dport",
+    "80",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_get_list_delete() {
+    let dev = TestDevice::start("").await;
+    assert_eq!(ok(&ctl(&dev, V4).await), "session 7: accepted\n");
+    let v6 = [
+        "add",
+        "--id",
+        "8",
+        "--src",
+        "2001:db8::1",
+        "--sport",
+        "5000",
+        "--dst",
+        "2001:db8::2",
+        "--dport",
+        "53",
+        "--proto",
+        "udp",
+        "--action",
+        "mirror",
+        "--timeout",
+        "60",
+    ];
+    ok(&ctl(&dev, &v6).await);
+    let e = failed(&ctl(&dev, V4).await).to_string();
+    assert!(
+        e.contains("session 7 rejected: _SESSION_ALREADY_EXISTS"),
+        "{e}"
+    );
+
+    let g = ctl(&dev, &["get", "7"]).await;
+    assert!(ok(&g).contains("state       ESTABLISHED"), "{}", g.out);
+    let g = ctl(&dev, &["--json", "get", "8"]).await;
+    let j = &json_lines(ok(&g))[0];
+    assert_eq!(j["session_id"], 8);
+    assert_eq!(j["state"], "_ESTABLISHED");
+
+    let l = ctl(&dev, &["list"]).await;
+    let text = ok(&l);
+    assert!(text.starts_with("ID  STATE"), "{text}");
+    assert!(text.ends_with("2 sessions\n"), "{text}");
+    let l = ctl(&dev, &["--json", "list", "--page", "2", "--page-size", "1"]).await;
+    let page = json_lines(ok(&l));
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0]["session_id"], 8);
+    let l = ctl(&dev, &["list", "--cursor", "7", "--page-size", "1"]).await;
+    assert!(ok(&l).contains("next page: --cursor 8"), "{}", l.out);
+    let l = ctl(
+        &dev,
+        &[
+            "--json",
+            "list",
+            "--cursor",
+            "7",
+            "--all",
+            "--page-size",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(json_lines(ok(&l)).len(), 1);
+
+    let d = ctl(&dev, &["delete", "7"]).await;
+    assert!(ok(&d).contains("state       CLOSED"), "{}", d.out);
+    for cmd in ["get", "delete"] {
+        let e = failed(&ctl(&dev, &[cmd, "7"]).await).to_string();
+        assert_eq!(e, "offloadctl: session 7 does not exist\n");
+    }
+
+    // The v1 service, same table.
+    let g = ctl(&dev, &["--api", "v1", "get", "8"]).await;
+    assert!(ok(&g).contains("session 8"), "{}", g.out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_ids_answered_not_found_read_the_same() {
+    let dev = TestDevice::start("[api]\nunknown_session = \"not-found\"\n").await;
+    let e = failed(&ctl(&dev, &["get", "3"]).await).to_string();
+    assert_eq!(e, "offloadctl: session 3 does not exist\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_sessions_are_printed_once() {
+    let dev = TestDevice::start("[dataplane]\ntick_ms = 20\n").await;
+    let mut add: Vec<&str> = V4.to_vec();
+    add.extend(["--timeout", "1"]);
+    ok(&ctl(&dev, &add).await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        let c = ctl(&dev, &["--json", "closed"]).await;
+        if let Some(r) = json_lines(ok(&c)).pop() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "session 7 never closed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(record["session_id"], 7);
+    assert_eq!(record["close_code"], "_TIMEOUT");
+    assert_eq!(record["state"], "_CLOSED");
+    let again = ctl(&dev, &["closed"]).await;
+    assert_eq!(ok(&again), "0 closed sessions\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_latency_and_plot() {
+    let dev = TestDevice::start("").await;
+    ok(&ctl(&dev, V4).await);
+    let s = ctl(&dev, &["stats"]).await;
+    let text = ok(&s);
+    assert!(text.starts_with("offloadd "), "{text}");
+    for part in ["COUNTER", "adds", "WORKER", "PORT", "firewall"] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+    let s = ctl(&dev, &["--json", "stats"]).await;
+    let j = &json_lines(ok(&s))[0];
+    assert_eq!(j["sessions"], 1);
+    assert_eq!(j["counters"]["adds"], 1);
+
+    let l = ctl(&dev, &["latency"]).await;
+    let text = ok(&l);
+    assert!(text.starts_with("HISTOGRAM  COUNT  P50"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("add ")), "{text}");
+    let l = ctl(&dev, &["latency", "--hgrm", "--histogram", "add"]).await;
+    let text = ok(&l);
+    assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)\n\n"));
+    assert!(text.contains("#[Max     = "), "{text}");
+    assert!(text.contains("Total count    =            1]"), "{text}");
+    let e = failed(&ctl(&dev, &["latency", "--histogram", "nothing"]).await).to_string();
+    assert!(e.contains("no histogram named"), "{e}");
+
+    let svg = dev.certs().join("latency.svg");
+    let p = ctl(&dev, &["latency", "--plot", svg.to_str().unwrap()]).await;
+    ok(&p);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<?xml") && text.trim_end().ends_with("</svg>"));
+    assert!(text.contains(r#"data-series="add""#), "{text}");
+}
+
+fn last_json(r: &Run) -> Value {
+    let line = ok(r).lines().last().expect("a result line");
+    serde_json::from_str(line).expect(line)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_checks_every_answer() {
+    let dev = TestDevice::start("[dataplane]\ntick_ms = 20\n").await;
+    let common = ["--streams", "2", "--batch", "50", "--json"];
+    let mut add = vec!["bench", "add", "--sessions", "300", "--sample", "50"];
+    add.extend(common);
+    let j = last_json(&ctl(&dev, &add).await);
+    assert_eq!(
+        (j["ops"].as_u64(), j["errors"].as_u64()),
+        (Some(300), Some(0)),
+        "{j}"
+    );
+    for k in [
+        "seconds",
+        "ops_per_s",
+        "p50_us",
+        "p99_us",
+        "p999_us",
+        "add_to_live_p99_us",
+    ] {
+        assert!(j[k].as_f64().is_some(), "{k} in {j}");
+    }
+    assert_eq!(j["calls"], 6);
+
+    let mut get = vec!["bench", "get", "--sessions", "200"];
+    get.extend(common);
+    let j = last_json(&ctl(&dev, &get).await);
+    assert_eq!(
+        (j["ops"].as_u64(), j["errors"].as_u64()),
+        (Some(200), Some(0)),
+        "{j}"
+    );
+
+    let mut closed = vec!["bench", "closed", "--sessions", "200"];
+    closed.extend(common);
+    let j = last_json(&ctl(&dev, &closed).await);
+    assert_eq!(
+        (j["ops"].as_u64(), j["errors"].as_u64()),
+        (Some(200), Some(0)),
+        "{j}"
+    );
+
+    // Everything the benches added is gone again.
+    let l = ctl(&dev, &["list"]).await;
+    assert_eq!(ok(&l), "0 sessions\n");
+
+    // A clash is an error: the sessions exist already.
+    ok(&ctl(&dev, &["bench", "add", "--sessions", "10", "--keep"]).await);
+    let r = ctl(&dev, &["bench", "add", "--sessions", "10", "--json"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(last_json_any(&r.out)["errors"], 10);
+}
+
+fn last_json_any(out: &str) -> Value {
+    serde_json::from_str(out.lines().last().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fw_sim_fills_the_table_and_sessions_come_back() {
+    let dev = TestDevice::start("[dataplane]\nmax_sessions = 19\ntick_ms = 20\n").await;
+    let sim = ctl(
+        &dev,
+        &[
+            "fw-sim",
+            "--loops",
+            "2",
+            "--batch",
+            "24",
+            "--interval",
+            "1.5",
+            "--max-timeout",
+            "1",
+            "--seed",
+            "5",
+        ],
+    )
+    .await;
+    let text = ok(&sim);
+    assert!(
+        text.starts_with("fw-sim: 0 sessions already offloaded"),
+        "{text}"
+    );
+    assert!(
+        text.contains("loop 1: offered 24, accepted 19, table full 5"),
+        "{text}"
+    );
+    assert!(text.contains(": table full\n"), "{text}");
+    assert!(
+        text.contains(" closed TIMEOUT") || text.contains("TIMEOUT: in"),
+        "{text}"
+    );
+    // Loop 2 offers the refused ones again under new ids, and some get in.
+    let loop2 = text.lines().find(|l| l.starts_with("loop 2: ")).unwrap();
+    assert!(!loop2.contains("accepted 0,"), "{loop2}");
+    assert!(text.contains("(repeat): already exists"), "{text}");
+
+    // The view of the same device, one frame.
+    let w = ctl(&dev, &["watch", "--once", "--rows", "5"]).await;
+    let text = ok(&w);
+    assert!(text.starts_with("offloadd "), "{text}");
+    assert!(text.contains(" of 19 "), "{text}");
+    assert!(text.contains("ID  STATE"), "{text}");
+    assert!(!text.contains('\x1b'));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_one_line() {
+    let dev = TestDevice::start("").await;
+    // Usage errors are clap's, exit code 2.
+    let r = ctl(&dev, &["get", "x"]).await;
+    assert_eq!(r.code, 2, "{}", r.err);
+    // A missing CA file says how to pass one.
+    let r = tokio::task::spawn_blocking(|| {
+        run(vec![
+            "--ca".into(),
+            "/nonexistent/ca.crt".into(),
+            "stats".into(),
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(failed(&r).contains("--ca FILE"), "{}", r.err);
+    // Nobody listening.
+    let r = tokio::task::spawn_blocking(|| {
+        run(vec![
+            "--server".into(),
+            "http://127.0.0.1:9".into(),
+            "stats".into(),
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(failed(&r).contains("cannot connect"), "{}", r.err);
+    drop(dev);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_takes_the_client_certificate() {
+    let dev = TestDevice::start("[tls]\nclient_ca = \"ca.crt\"\n").await;
+    failed(&ctl(&dev, &["stats"]).await);
+    let (cert, key) = (
+        dev.cert(control::certs::CLIENT_CERT),
+        dev.cert(control::certs::CLIENT_KEY),
+    );
+    let args = [
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "stats",
+    ];
+    assert!(ok(&ctl(&dev, &args).await).starts_with("offloadd "));
+}
+
+#[test]
+fn certs_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c");
+    let r = run(vec![
+        "certs".into(),
+        "--out".into(),
+        out.display().to_string(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    for f in [
+        "ca.crt",
+        "server.crt",
+        "server.key",
+        "client.crt",
+        "client.key",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+}
