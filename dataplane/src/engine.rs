@@ -434,6 +434,12 @@ impl Engine {
             }
         }
         report.closed_undelivered += self.closed.len();
+        // The workers are gone: close the ports (pcap writers flush and end, sockets
+        // close) rather than wait for the engine to be dropped.
+        self._ports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         report
     }
 }
