@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use dataplane::port::af_packet::AfPacketOptions;
+#[cfg(feature = "afxdp")]
+use dataplane::port::af_xdp::{AfXdpOptions, XdpMode, ZeroCopy};
 use serde::Deserialize;
 
 /// Everything offloadd needs to start. Paths are already resolved against the
@@ -163,6 +165,48 @@ pub enum Backend {
     Pcap,
     /// A Linux interface (`interface`) through AF_PACKET with TPACKET_V3 rings.
     AfPacket,
+    /// A Linux interface (`interface`) through AF_XDP sockets (cargo feature `afxdp`).
+    AfXdp,
+}
+
+/// `xdp_mode` of an af_xdp port: where the XDP program runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XdpModeKey {
+    /// Native, else generic (skb), with the reason logged.
+    Auto,
+    Native,
+    Skb,
+}
+
+/// `zero_copy` of an af_xdp port: `"auto"`, `true` or `false`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZeroCopyKey {
+    Auto,
+    On,
+    Off,
+}
+
+impl<'de> Deserialize<'de> for ZeroCopyKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ZeroCopyKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"auto\", true or false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<ZeroCopyKey, E> {
+                Ok(if v { ZeroCopyKey::On } else { ZeroCopyKey::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ZeroCopyKey, E> {
+                match v {
+                    "auto" => Ok(ZeroCopyKey::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -194,7 +238,17 @@ pub struct PortConfig {
     pub block_timeout_ms: Option<u32>,
     pub fanout_group: Option<u16>,
     pub qdisc_bypass: Option<bool>,
+    /// af_packet and af_xdp: packet buffers of the port (`frame_size` too, above).
     pub pool_buffers: Option<u32>,
+    /// af_xdp: XDP mode, bind mode, and UMEM geometry per queue (unset:
+    /// `AfXdpOptions` defaults).
+    pub xdp_mode: Option<XdpModeKey>,
+    pub zero_copy: Option<ZeroCopyKey>,
+    pub frame_count: Option<u32>,
+    pub fill_size: Option<u32>,
+    pub comp_size: Option<u32>,
+    pub rx_size: Option<u32>,
+    pub tx_size: Option<u32>,
 }
 
 impl PortConfig {
@@ -212,6 +266,55 @@ impl PortConfig {
             pool_buffers: self.pool_buffers.unwrap_or(d.pool_buffers),
             ..d
         }
+    }
+
+    /// The af_xdp options of this port: its keys over the defaults.
+    #[cfg(feature = "afxdp")]
+    pub fn af_xdp_options(&self) -> AfXdpOptions {
+        let d = AfXdpOptions::default();
+        AfXdpOptions {
+            xdp_mode: match self.xdp_mode {
+                None => d.xdp_mode,
+                Some(XdpModeKey::Auto) => XdpMode::Auto,
+                Some(XdpModeKey::Native) => XdpMode::Native,
+                Some(XdpModeKey::Skb) => XdpMode::Skb,
+            },
+            zero_copy: match self.zero_copy {
+                None => d.zero_copy,
+                Some(ZeroCopyKey::Auto) => ZeroCopy::Auto,
+                Some(ZeroCopyKey::On) => ZeroCopy::On,
+                Some(ZeroCopyKey::Off) => ZeroCopy::Off,
+            },
+            frame_count: self.frame_count.unwrap_or(d.frame_count),
+            frame_size: self.frame_size.unwrap_or(d.frame_size),
+            fill_size: self.fill_size.unwrap_or(d.fill_size),
+            comp_size: self.comp_size.unwrap_or(d.comp_size),
+            rx_size: self.rx_size.unwrap_or(d.rx_size),
+            tx_size: self.tx_size.unwrap_or(d.tx_size),
+            pool_buffers: self.pool_buffers.unwrap_or(d.pool_buffers),
+            ..d
+        }
+    }
+
+    /// Keys of af_xdp ports only.
+    fn has_af_xdp_keys(&self) -> bool {
+        self.xdp_mode.is_some()
+            || self.zero_copy.is_some()
+            || self.frame_count.is_some()
+            || self.fill_size.is_some()
+            || self.comp_size.is_some()
+            || self.rx_size.is_some()
+            || self.tx_size.is_some()
+    }
+
+    /// Keys of af_packet ports only.
+    fn has_af_packet_only_keys(&self) -> bool {
+        self.block_size.is_some()
+            || self.block_count.is_some()
+            || self.tx_frames.is_some()
+            || self.block_timeout_ms.is_some()
+            || self.fanout_group.is_some()
+            || self.qdisc_bypass.is_some()
     }
 
     fn has_af_packet_keys(&self) -> bool {
@@ -297,6 +400,13 @@ fn default_ports() -> Vec<PortConfig> {
         fanout_group: None,
         qdisc_bypass: None,
         pool_buffers: None,
+        xdp_mode: None,
+        zero_copy: None,
+        frame_count: None,
+        fill_size: None,
+        comp_size: None,
+        rx_size: None,
+        tx_size: None,
     };
     vec![
         ring("outside", Some(1), "02:00:00:00:01:01"),
@@ -519,12 +629,39 @@ impl Config {
                     "{key}.next_hop_mac = {m:?}: expected aa:bb:cc:dd:ee:ff"
                 ));
             }
-            if p.backend != Backend::AfPacket && p.has_af_packet_keys() {
+            if p.backend == Backend::AfXdp {
+                if p.has_af_packet_only_keys() {
+                    return bad(format!(
+                        "{key}: block_size, block_count, tx_frames, block_timeout_ms, fanout_group and qdisc_bypass belong to backend \"af_packet\""
+                    ));
+                }
+            } else if p.backend != Backend::AfPacket && p.has_af_packet_keys() {
                 return bad(format!(
-                    "{key}: interface and ring options belong to backend \"af_packet\""
+                    "{key}: interface and ring options belong to backend \"af_packet\" or \"af_xdp\""
+                ));
+            }
+            if p.backend != Backend::AfXdp && p.has_af_xdp_keys() {
+                return bad(format!(
+                    "{key}: xdp_mode, zero_copy, frame_count, fill_size, comp_size, rx_size and tx_size belong to backend \"af_xdp\""
                 ));
             }
             match p.backend {
+                Backend::AfXdp => {
+                    if p.interface.as_deref().is_none_or(str::is_empty) {
+                        return bad(format!("{key}.interface: backend \"af_xdp\" needs one"));
+                    }
+                    if p.input.is_some() || p.output.is_some() {
+                        return bad(format!("{key}: input/output belong to backend \"pcap\""));
+                    }
+                    #[cfg(not(feature = "afxdp"))]
+                    return bad(format!(
+                        "{key}.backend = \"af_xdp\": offloadd was built without the afxdp feature (cargo build --features afxdp)"
+                    ));
+                    #[cfg(feature = "afxdp")]
+                    if let Err(e) = p.af_xdp_options().check() {
+                        return bad(format!("{key}.{e}"));
+                    }
+                }
                 Backend::AfPacket => {
                     if p.interface.as_deref().is_none_or(str::is_empty) {
                         return bad(format!("{key}.interface: backend \"af_packet\" needs one"));
@@ -704,6 +841,109 @@ mod tests {
         assert_eq!((o.fanout_group, o.qdisc_bypass), (Some(7), false));
         assert_eq!(o.frame_size, AfPacketOptions::default().frame_size);
         assert_eq!(c.ports[0].interface.as_deref(), Some("veth0"));
+    }
+
+    #[test]
+    fn af_xdp_keys_belong_to_their_backend() {
+        let cases = [
+            (
+                "[[port]]\nname = \"firewall\"\nbackend = \"af_xdp\"\n",
+                "port[0] (\"firewall\").interface: backend \"af_xdp\" needs one",
+            ),
+            (
+                "[[port]]\nname = \"firewall\"\nbackend = \"af_xdp\"\ninterface = \"x\"\nblock_size = 65536\n",
+                "belong to backend \"af_packet\"",
+            ),
+            (
+                "[[port]]\nname = \"firewall\"\nbackend = \"af_packet\"\ninterface = \"x\"\nxdp_mode = \"skb\"\n",
+                "belong to backend \"af_xdp\"",
+            ),
+            (
+                "[[port]]\nname = \"firewall\"\nbackend = \"ring\"\nfill_size = 64\n",
+                "belong to backend \"af_xdp\"",
+            ),
+            (
+                "[[port]]\nname = \"firewall\"\nbackend = \"af_xdp\"\ninterface = \"x\"\nzero_copy = \"yes\"\n",
+                "line 5",
+            ),
+            (
+                "[[port]]\nname = \"firewall\"\nbackend = \"af_xdp\"\ninterface = \"x\"\nxdp_mode = \"drv\"\n",
+                "line 5",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).unwrap_err().0;
+            assert!(e.contains(want), "{text:?}: {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[cfg(not(feature = "afxdp"))]
+    #[test]
+    fn af_xdp_without_the_feature_is_one_clear_line() {
+        for text in [
+            "[[port]]\nname = \"firewall\"\nbackend = \"af_xdp\"\ninterface = \"x\"\n",
+            include_str!("../../config/af_xdp.toml"),
+        ] {
+            let e = parse(text).unwrap_err().0;
+            assert!(e.contains("built without the afxdp feature"), "{e}");
+            assert!(e.contains("backend = \"af_xdp\""), "{e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[cfg(feature = "afxdp")]
+    #[test]
+    fn af_xdp_ports_take_their_options() {
+        let c = parse(
+            "[[port]]\nname = \"firewall\"\nbackend = \"af_xdp\"\ninterface = \"veth0\"\nxdp_mode = \"skb\"\nzero_copy = false\nframe_count = 1024\nfill_size = 512\ncomp_size = 512\nrx_size = 256\ntx_size = 512\nframe_size = 4096\npool_buffers = 100\n",
+        )
+        .unwrap();
+        let o = c.ports[0].af_xdp_options();
+        assert_eq!((o.xdp_mode, o.zero_copy), (XdpMode::Skb, ZeroCopy::Off));
+        assert_eq!((o.frame_count, o.frame_size), (1024, 4096));
+        assert_eq!(
+            (o.fill_size, o.comp_size, o.rx_size, o.tx_size),
+            (512, 512, 256, 512)
+        );
+        assert_eq!(o.pool_buffers, 100);
+        for (text, want) in [("true", ZeroCopy::On), ("\"auto\"", ZeroCopy::Auto)] {
+            let c = parse(&format!(
+                "[[port]]\nname = \"firewall\"\nbackend = \"af_xdp\"\ninterface = \"v\"\nzero_copy = {text}\n"
+            ))
+            .unwrap();
+            assert_eq!(c.ports[0].af_xdp_options().zero_copy, want);
+        }
+        let d = parse("[[port]]\nname = \"firewall\"\nbackend = \"af_xdp\"\ninterface = \"v\"\n")
+            .unwrap();
+        assert_eq!(d.ports[0].af_xdp_options(), AfXdpOptions::default());
+        for (keys, want) in [
+            (
+                "frame_count = 100",
+                "port[0] (\"firewall\").frame_count = 100",
+            ),
+            (
+                "frame_size = 3000",
+                "port[0] (\"firewall\").frame_size = 3000",
+            ),
+            ("rx_size = 100", "port[0] (\"firewall\").rx_size = 100"),
+            ("xdp_mode = \"skb\"\nzero_copy = true", "zero_copy = true"),
+        ] {
+            let e = parse(&format!(
+                "[[port]]\nname = \"firewall\"\nbackend = \"af_xdp\"\ninterface = \"v\"\n{keys}\n"
+            ))
+            .unwrap_err()
+            .0;
+            assert!(e.contains(want), "{keys}: {e}");
+        }
+    }
+
+    #[cfg(feature = "afxdp")]
+    #[test]
+    fn example_af_xdp_config_parses() {
+        let c = parse(include_str!("../../config/af_xdp.toml")).unwrap();
+        assert!(c.ports.iter().all(|p| p.backend == Backend::AfXdp));
+        assert_eq!(c.ports[0].af_xdp_options(), AfXdpOptions::default());
     }
 
     #[test]

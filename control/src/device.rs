@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use dataplane::engine::{Engine, EngineConfig, NextHop, PortConfig as EnginePort, StopReport};
 use dataplane::packet::PacketPool;
 use dataplane::port::af_packet::AfPacketPort;
+#[cfg(feature = "afxdp")]
+use dataplane::port::af_xdp::AfXdpPort;
 use dataplane::port::pcap::PcapPort;
 use dataplane::port::ring::{ring_port, RingPeer};
 use dataplane::port::Port;
@@ -131,6 +133,23 @@ pub fn start_engine(c: &Config) -> Result<(Engine, Vec<RingEnd>), String> {
                 )
                 .map_err(|e| e.to_string())?,
             ),
+            #[cfg(feature = "afxdp")]
+            Backend::AfXdp => Box::new(
+                AfXdpPort::new(
+                    &p.name,
+                    p.interface.as_deref().expect("checked by Config"),
+                    mac(&p.mac),
+                    p.af_xdp_options(),
+                )
+                .map_err(|e| e.to_string())?,
+            ),
+            #[cfg(not(feature = "afxdp"))]
+            Backend::AfXdp => {
+                return Err(format!(
+                    "port {}: backend \"af_xdp\": offloadd was built without the afxdp feature",
+                    p.name
+                ))
+            }
         };
         ports.push(EnginePort {
             port,

@@ -34,18 +34,19 @@
 //! to kick tx when the kernel asks for it (need-wakeup), a `poll` when the fill ring
 //! ran dry. Kernel statistics (`XDP_STATISTICS`) are read every few hundred polls.
 //!
-//! Steering: worker k only sees queue k. On a NIC, program RSS with the symmetric key
-//! and an equal redirection table (`ethtool -X IF hkey 6d:5a:... equal N`), so both
-//! directions of a session land on its owner's queue. A veth has one queue unless made
-//! with `numrxqueues`, and its queue choice is not our hash: use one worker per veth
-//! port (the default) until the steering hand-off (`handoff.rs`, branch afp) wraps
-//! these queues.
+//! Steering: worker k reads queue k. With more than one queue, the queues are wrapped
+//! in the steering hand-off (`handoff.rs`): a frame that arrives on a queue whose
+//! worker does not own its flow is passed to the owner over an SPSC ring. On a NIC,
+//! programming RSS with the symmetric key and an equal redirection table
+//! (`ethtool -X IF hkey 6d:5a:6d:5a:... equal N`) makes hand-offs rare; a veth made
+//! with `numrxqueues N` picks the queue from the sender's side, so hand-offs are common.
 
 use std::io::Write;
 use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::Thread;
 
 use crossbeam_utils::CachePadded;
 use xsk_rs::config::{
@@ -53,6 +54,7 @@ use xsk_rs::config::{
 };
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
+use super::handoff::{self, HandoffStats, Wakers};
 use super::{Port, PortError, PortQueue};
 use crate::packet::{Burst, PacketBuf, PacketPool, BURST};
 
@@ -118,6 +120,8 @@ pub struct AfXdpOptions {
     pub pool_buffers: u32,
     /// Receive frames for every MAC (the device forwards frames not addressed to it).
     pub promiscuous: bool,
+    /// Slots of each queue-to-queue hand-off ring (more than one queue).
+    pub handoff_ring: usize,
 }
 
 impl Default for AfXdpOptions {
@@ -133,6 +137,7 @@ impl Default for AfXdpOptions {
             tx_size: 2048,
             pool_buffers: 8192,
             promiscuous: true,
+            handoff_ring: 1024,
         }
     }
 }
@@ -209,6 +214,12 @@ impl AfXdpOptions {
                 self.pool_buffers
             ));
         }
+        if !(2..=1 << 20).contains(&self.handoff_ring) {
+            return Err(format!(
+                "handoff_ring = {}: must be 2 to 1048576",
+                self.handoff_ring
+            ));
+        }
         Ok(())
     }
 
@@ -283,6 +294,8 @@ pub struct AfXdpPort {
     pool: PacketPool,
     counters: Vec<Arc<CachePadded<QueueCounters>>>,
     bound: Option<Bound>,
+    wakers: Option<Wakers>,
+    handoff: Option<Arc<HandoffStats>>,
     /// An AF_PACKET socket holding the interface promiscuous (undone when it closes).
     _promisc: Option<OwnedFd>,
 }
@@ -309,6 +322,8 @@ impl AfXdpPort {
             pool,
             counters: Vec::new(),
             bound: None,
+            wakers: None,
+            handoff: None,
             _promisc: None,
         })
     }
@@ -331,28 +346,10 @@ impl AfXdpPort {
         self.bound
     }
 
-    /// The port's own counters, all queues together, by name.
-    pub fn backend_counters(&self) -> Vec<(&'static str, u64)> {
-        let sum = |f: fn(&QueueCounters) -> &AtomicU64| -> u64 {
-            self.counters
-                .iter()
-                .map(|c| f(c).load(Ordering::Relaxed))
-                .sum()
-        };
-        vec![
-            ("xdp_rx_no_buffer", sum(|c| &c.rx_no_buffer)),
-            ("xdp_tx_too_long", sum(|c| &c.tx_too_long)),
-            ("xdp_tx_no_frame", sum(|c| &c.tx_no_frame)),
-            ("xdp_wakeup_errors", sum(|c| &c.wakeup_errors)),
-            ("xdp_kernel_rx_dropped", sum(|c| &c.kernel_rx_dropped)),
-            ("xdp_kernel_rx_invalid", sum(|c| &c.kernel_rx_invalid)),
-            ("xdp_kernel_rx_ring_full", sum(|c| &c.kernel_rx_ring_full)),
-            (
-                "xdp_kernel_fill_ring_empty",
-                sum(|c| &c.kernel_fill_ring_empty),
-            ),
-            ("xdp_kernel_tx_invalid", sum(|c| &c.kernel_tx_invalid)),
-        ]
+    /// Frames handed to another queue's worker, and frames dropped because that
+    /// queue's ring was full (zero with one queue).
+    pub fn handoffs(&self) -> (u64, u64) {
+        self.handoff.as_ref().map_or((0, 0), |s| s.totals())
     }
 
     fn open_queue(&self, k: usize, bound: Bound) -> Result<XdpQueue, String> {
@@ -603,7 +600,46 @@ impl Port for AfXdpPort {
             out.push(Box::new(self.open_queue(k, bound).map_err(err)?));
         }
         self.bound = Some(bound);
-        Ok(out)
+        if queues == 1 {
+            return Ok(out);
+        }
+        // The interface's queue choice (RSS, a veth's sender) is not our Toeplitz
+        // owner in general: the queue that receives a frame hands it to its owner.
+        let wakers = handoff::wakers(queues);
+        let (wrapped, stats) = handoff::wrap(out, self.options.handoff_ring, wakers.clone());
+        self.wakers = Some(wakers);
+        self.handoff = Some(stats);
+        Ok(wrapped)
+    }
+
+    fn set_waker(&mut self, queue: usize, waker: Thread) {
+        if let Some(slot) = self.wakers.as_ref().and_then(|w| w.get(queue)) {
+            let _ = slot.set(waker);
+        }
+    }
+
+    /// The port's own counters, all queues together.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let sum = |f: fn(&QueueCounters) -> &AtomicU64| -> u64 {
+            self.counters
+                .iter()
+                .map(|c| f(c).load(Ordering::Relaxed))
+                .sum()
+        };
+        let (handed, handoff_drops) = self.handoffs();
+        vec![
+            ("handoffs", handed),
+            ("handoff_drops", handoff_drops),
+            ("rx_no_buffer", sum(|c| &c.rx_no_buffer)),
+            ("tx_too_long", sum(|c| &c.tx_too_long)),
+            ("tx_no_frame", sum(|c| &c.tx_no_frame)),
+            ("wakeup_errors", sum(|c| &c.wakeup_errors)),
+            ("kernel_rx_dropped", sum(|c| &c.kernel_rx_dropped)),
+            ("kernel_rx_invalid", sum(|c| &c.kernel_rx_invalid)),
+            ("kernel_rx_ring_full", sum(|c| &c.kernel_rx_ring_full)),
+            ("kernel_fill_ring_empty", sum(|c| &c.kernel_fill_ring_empty)),
+            ("kernel_tx_invalid", sum(|c| &c.kernel_tx_invalid)),
+        ]
     }
 }
 
@@ -1214,8 +1250,8 @@ mod tests {
         burst.push(big.alloc_from(&[0u8; 3000]).unwrap());
         assert_eq!(q.tx_burst(&mut burst), 0);
         assert_eq!(burst.len(), 1);
-        let c = port.backend_counters();
-        assert!(c.contains(&("xdp_tx_too_long", 1)), "{c:?}");
+        let c = port.counters();
+        assert!(c.contains(&("tx_too_long", 1)), "{c:?}");
     }
 
     #[test]
