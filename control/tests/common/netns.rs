@@ -70,6 +70,8 @@ pub fn in_netns<T: Send + 'static>(
 /// Namespaces and links of one test run; removed on drop.
 pub struct Lab {
     tag: String,
+    /// Rx and tx queues of each veth end (1 unless set).
+    queues: usize,
     namespaces: Vec<String>,
     links: Vec<String>,
 }
@@ -81,9 +83,15 @@ impl Lab {
         let n = LABS.fetch_add(1, Ordering::Relaxed);
         Lab {
             tag: format!("{:x}{n}", std::process::id()),
+            queues: 1,
             namespaces: Vec::new(),
             links: Vec::new(),
         }
+    }
+
+    /// Rx and tx queues of both ends of the veths made from now on.
+    pub fn set_queues(&mut self, queues: usize) {
+        self.queues = queues.max(1);
     }
 
     /// A host: namespace `<role>-<tag>` with `eth0` (MAC `host_mac`, the addresses
@@ -103,22 +111,20 @@ impl Lab {
         assert!(dev.len() <= 15, "interface name {dev} too long");
         ip(&["netns", "add", &ns])?;
         self.namespaces.push(ns.clone());
-        ip(&[
-            "link",
-            "add",
-            &dev,
-            "address",
-            &mac(dev_mac),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "address",
-            &mac(host_mac),
-            "netns",
-            &ns,
-        ])?;
+        let q = self.queues.to_string();
+        let mut args = vec!["link", "add", &dev, "address"];
+        let (dm, hm) = (mac(dev_mac), mac(host_mac));
+        args.push(&dm);
+        if self.queues > 1 {
+            args.extend(["numtxqueues", &q, "numrxqueues", &q]);
+        }
+        args.extend([
+            "type", "veth", "peer", "name", "eth0", "address", &hm, "netns", &ns,
+        ]);
+        if self.queues > 1 {
+            args.extend(["numtxqueues", &q, "numrxqueues", &q]);
+        }
+        ip(&args)?;
         self.links.push(dev.clone());
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "1");
         ip(&["link", "set", &dev, "up"])?;
