@@ -282,7 +282,7 @@ pub struct QueueCounters {
     pub kernel_tx_invalid: AtomicU64,
 }
 
-/// Polls between two reads of the kernel's statistics.
+/// Polls between two reads of the kernel's statistics (a power of two).
 const STATS_EVERY: u32 = 256;
 
 /// An interface opened as a port.
@@ -731,7 +731,7 @@ impl XdpQueue {
 impl PortQueue for XdpQueue {
     fn rx_burst(&mut self, burst: &mut Burst) -> usize {
         self.polls = self.polls.wrapping_add(1);
-        if self.polls % STATS_EVERY == 0 {
+        if self.polls & (STATS_EVERY - 1) == 0 {
             self.read_kernel_stats();
         }
         let before = self.local;
