@@ -47,7 +47,7 @@ struct Args {
 }
 
 fn usage() -> &'static str {
-    "usage: dpbench [--port ring|af_packet] --sessions N [--packets P] [--seconds S] [--workers W] [--json]"
+    "usage: dpbench [--port ring|af_packet|af_xdp] --sessions N [--packets P] [--seconds S] [--workers W] [--json]"
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -90,8 +90,13 @@ fn parse_args() -> Result<Args, String> {
     if a.workers == 0 || a.workers > 64 {
         return Err("--workers must be 1 to 64".into());
     }
-    if a.port != "ring" && a.port != "af_packet" {
-        return Err(format!("--port {:?}: ring or af_packet", a.port));
+    if a.port == "af_xdp" && !cfg!(feature = "afxdp") {
+        return Err(
+            "--port af_xdp: dpbench was built without the afxdp feature (--features afxdp)".into(),
+        );
+    }
+    if a.port != "ring" && a.port != "af_packet" && a.port != "af_xdp" {
+        return Err(format!("--port {:?}: ring, af_packet or af_xdp", a.port));
     }
     if a.seconds == 0 || a.seconds > 600 {
         return Err("--seconds must be 1 to 600".into());
@@ -245,7 +250,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = if args.port == "af_packet" {
+    let result = if args.port == "af_packet" || args.port == "af_xdp" {
         af_packet_bench(&args)
     } else {
         run(&args)
@@ -670,7 +675,25 @@ fn settle(mut read: impl FnMut() -> Result<u64, String>) -> Result<u64, String> 
     }
 }
 
-/// `--port af_packet`: (a) the device: a sender on veth `dpa0` sends 64-byte UDP frames
+/// The device's two ports for `--port af_xdp`: AF_XDP sockets on the veths (`auto`
+/// modes: native + copy on a veth), as many queues as workers.
+#[cfg(feature = "afxdp")]
+fn xdp_ports(outside: &str, inside: &str, _workers: usize) -> Result<[Box<dyn Port>; 2], String> {
+    use dataplane::port::af_xdp::{AfXdpOptions, AfXdpPort};
+    let opts = AfXdpOptions::default();
+    let o = AfXdpPort::new("outside", outside, [2, 0xbe, 0, 0, 0, 2], opts.clone())
+        .map_err(|e| e.to_string())?;
+    let i =
+        AfXdpPort::new("inside", inside, [2, 0xbe, 0, 0, 0, 3], opts).map_err(|e| e.to_string())?;
+    Ok([Box::new(o), Box::new(i)])
+}
+
+#[cfg(not(feature = "afxdp"))]
+fn xdp_ports(_outside: &str, _inside: &str, _workers: usize) -> Result<[Box<dyn Port>; 2], String> {
+    Err("--port af_xdp: dpbench was built without the afxdp feature".into())
+}
+
+/// `--port af_packet` or `--port af_xdp`: (a) the device: a sender on veth `dpa0` sends 64-byte UDP frames
 /// of N offloaded sessions into the device's outside port (`dpa1`); the worker forwards
 /// them out of its inside port (`dpb0`), and `dpb1`, the far end, drops them (counted
 /// by the kernel). (b) the kernel baseline: the same sender, in namespace `src`, sends
@@ -720,24 +743,29 @@ fn af_packet_bench(a: &Args) -> Result<bool, String> {
     );
 
     // (a) The device.
-    let opts = AfPacketOptions {
-        block_size: 1 << 20,
-        block_count: 32,
-        ..AfPacketOptions::default()
+    let [outside, inside]: [Box<dyn Port>; 2] = if a.port == "af_xdp" {
+        xdp_ports(&dpa1, &dpb0, a.workers)?
+    } else {
+        let opts = AfPacketOptions {
+            block_size: 1 << 20,
+            block_count: 32,
+            ..AfPacketOptions::default()
+        };
+        let outside = AfPacketPort::new("outside", &dpa1, [2, 0xbe, 0, 0, 0, 2], opts.clone())
+            .map_err(|e| e.to_string())?;
+        let inside = AfPacketPort::new("inside", &dpb0, [2, 0xbe, 0, 0, 0, 3], opts)
+            .map_err(|e| e.to_string())?;
+        [Box::new(outside), Box::new(inside)]
     };
-    let outside = AfPacketPort::new("outside", &dpa1, [2, 0xbe, 0, 0, 0, 2], opts.clone())
-        .map_err(|e| e.to_string())?;
-    let inside = AfPacketPort::new("inside", &dpb0, [2, 0xbe, 0, 0, 0, 3], opts)
-        .map_err(|e| e.to_string())?;
     let (fw, _fw_peer) = ring_port("firewall", [2, 0, 0, 0, 1, 2], a.workers, RING);
     let ports = vec![
         PortConfig {
-            port: Box::new(outside),
+            port: outside,
             lif: Some(1),
             next_hop_mac: None,
         },
         PortConfig {
-            port: Box::new(inside),
+            port: inside,
             lif: Some(2),
             next_hop_mac: None,
         },
@@ -801,16 +829,20 @@ fn af_packet_bench(a: &Args) -> Result<bool, String> {
             .map(|(_, v)| *v)
             .sum()
     };
-    let kernel_drops = counter("outside", "kernel_drops");
+    // af_packet: rx ring full; af_xdp: the socket's rx drops and full rx ring.
+    let kernel_drops = counter("outside", "kernel_drops")
+        + counter("outside", "kernel_rx_dropped")
+        + counter("outside", "kernel_rx_ring_full");
     let handoffs = counter("outside", "handoffs");
     let hits = report.total.hits;
     let misses = report.total.misses + report.total.not_flow + report.total.malformed;
     let tx_drops: u64 = report.ports.iter().map(|p| p.tx_drops).sum();
     log(format!(
-        "af_packet device: sender {sent} frames ({sender_mpps:.2} Mpps) in {elapsed:.2?}; \
+        "{} device: sender {sent} frames ({sender_mpps:.2} Mpps) in {elapsed:.2?}; \
          device hits {hits}, far end received {far}: {mpps:.2} Mpps \
          (outside ring drops {kernel_drops}, hand-offs {handoffs}, tx drops {tx_drops}, \
          idle loops {:.1}%)",
+        a.port,
         100.0 * report.total.idle_polls as f64 / report.total.polls.max(1) as f64
     ));
 
@@ -903,7 +935,7 @@ fn af_packet_bench(a: &Args) -> Result<bool, String> {
         if ok { "ok" } else { "MISMATCH" }
     ));
     let json = serde_json::json!({
-        "port": "af_packet",
+        "port": a.port,
         "workers": a.workers,
         "sessions": a.sessions,
         "packets": sent,
