@@ -5,7 +5,11 @@
 //! - `ring`: in-process rings, the default device, for tests, benchmarks and the
 //!   traffic simulator; the outside end steers injected frames with the symmetric hash.
 //! - `pcap`: replays a capture as input and writes what the port sends to a capture.
+//! - `dpdk` (cargo feature `dpdk`): NICs and DPDK virtual devices through the system
+//!   DPDK; see `dpdk.rs` for EAL, RSS and buffers.
 
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod pcap;
 pub mod ring;
 pub mod spsc;
