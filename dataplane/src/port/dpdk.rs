@@ -702,6 +702,8 @@ impl DpdkPort {
 /// sends hash h to table[h % reta_size], ours to entries[h % 128]. That is the same
 /// queue for every h when the device's table is a multiple of 128 long (entry i =
 /// entries[i % 128]), or divides 128 and our table repeats with its period.
+// `%` rather than `is_multiple_of`: the workspace's rust-version is 1.80.
+#[allow(clippy::manual_is_multiple_of)]
 fn program_reta(port: u16, reta_size: u16, workers: usize) -> Result<(), String> {
     let ours = Steering::new(workers).reta;
     let ours = ours.entries();
