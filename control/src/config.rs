@@ -617,7 +617,9 @@ impl Config {
                 }
             }
             if p.backend != Backend::Dpdk && (p.device.is_some() || p.steering.is_some()) {
-                return bad(format!("{key}: device and steering belong to backend \"dpdk\""));
+                return bad(format!(
+                    "{key}: device and steering belong to backend \"dpdk\""
+                ));
             }
         }
         if self.port_index(&d.firewall_port).is_none() {
@@ -762,9 +764,10 @@ mod tests {
             assert!(e.contains("built without the dpdk feature"), "{e}");
             assert!(!e.contains('\n'));
         }
-        let e = parse("[[port]]\nname = \"firewall\"\nbackend = \"ring\"\ndevice = \"net_ring0\"\n")
-            .unwrap_err()
-            .0;
+        let e =
+            parse("[[port]]\nname = \"firewall\"\nbackend = \"ring\"\ndevice = \"net_ring0\"\n")
+                .unwrap_err()
+                .0;
         assert!(e.contains("belong to backend \"dpdk\""), "{e}");
     }
 
