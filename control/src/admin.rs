@@ -54,6 +54,13 @@ impl Admin {
             name: n.to_string(),
             value: v,
         }));
+        // Backend counters (af_packet: hand-offs, kernel drops) as port_<name>_<counter>.
+        for (port, cs) in d.engine.port_counters() {
+            counters.extend(cs.into_iter().map(|(n, v)| Counter {
+                name: format!("port_{port}_{n}"),
+                value: v,
+            }));
+        }
         Stats {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_seconds: d.started.elapsed().as_secs(),

@@ -153,6 +153,11 @@ impl ClosedFeed {
         }
     }
 
+    /// Records a stream is sending now (taken, not yet delivered or given back).
+    pub fn in_flight(&self) -> usize {
+        self.records().by_id.values().filter(|h| h.taken).count()
+    }
+
     /// Records held (taken or not).
     pub fn len(&self) -> usize {
         self.records().by_id.len()

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use dataplane::port::af_packet::AfPacketOptions;
 use serde::Deserialize;
 
 /// Everything offloadd needs to start. Paths are already resolved against the
@@ -49,6 +50,9 @@ pub struct DpdkConfig {
     pub pool_buffers: u32,
     /// Receive frames for any MAC.
     pub promiscuous: bool,
+    /// Slots of each queue-to-queue ring of the software hand-off (devices without
+    /// RSS, several workers).
+    pub handoff_ring: usize,
 }
 
 impl Default for DpdkConfig {
@@ -71,6 +75,7 @@ impl Default for DpdkConfig {
             tx_desc: 1024,
             pool_buffers: 8192,
             promiscuous: true,
+            handoff_ring: 1024,
         }
     }
 }
@@ -102,6 +107,7 @@ impl DpdkConfig {
             tx_desc: self.tx_desc,
             pool_buffers: self.pool_buffers,
             promiscuous: self.promiscuous,
+            handoff_ring: self.handoff_ring,
             steering: match steering {
                 DpdkSteering::Auto => Steer::Auto,
                 DpdkSteering::Rss => Steer::Rss,
@@ -248,6 +254,8 @@ pub enum Backend {
     Pcap,
     /// A DPDK device (`device`: PCI address or vdev string); needs the `dpdk` feature.
     Dpdk,
+    /// A Linux interface (`interface`) through AF_PACKET with TPACKET_V3 rings.
+    AfPacket,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -274,6 +282,46 @@ pub struct PortConfig {
     /// and how flows are steered to their workers.
     pub device: Option<String>,
     pub steering: Option<DpdkSteering>,
+    /// af_packet: the interface, and ring options (unset: `AfPacketOptions` defaults).
+    pub interface: Option<String>,
+    pub block_size: Option<u32>,
+    pub block_count: Option<u32>,
+    pub frame_size: Option<u32>,
+    pub tx_frames: Option<u32>,
+    pub block_timeout_ms: Option<u32>,
+    pub fanout_group: Option<u16>,
+    pub qdisc_bypass: Option<bool>,
+    pub pool_buffers: Option<u32>,
+}
+
+impl PortConfig {
+    /// The af_packet options of this port: its keys over the defaults.
+    pub fn af_packet_options(&self) -> AfPacketOptions {
+        let d = AfPacketOptions::default();
+        AfPacketOptions {
+            block_size: self.block_size.unwrap_or(d.block_size),
+            block_count: self.block_count.unwrap_or(d.block_count),
+            frame_size: self.frame_size.unwrap_or(d.frame_size),
+            tx_frames: self.tx_frames.unwrap_or(d.tx_frames),
+            block_timeout_ms: self.block_timeout_ms.unwrap_or(d.block_timeout_ms),
+            fanout_group: self.fanout_group.or(d.fanout_group),
+            qdisc_bypass: self.qdisc_bypass.unwrap_or(d.qdisc_bypass),
+            pool_buffers: self.pool_buffers.unwrap_or(d.pool_buffers),
+            ..d
+        }
+    }
+
+    fn has_af_packet_keys(&self) -> bool {
+        self.interface.is_some()
+            || self.block_size.is_some()
+            || self.block_count.is_some()
+            || self.frame_size.is_some()
+            || self.tx_frames.is_some()
+            || self.block_timeout_ms.is_some()
+            || self.fanout_group.is_some()
+            || self.qdisc_bypass.is_some()
+            || self.pool_buffers.is_some()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -339,6 +387,15 @@ fn default_ports() -> Vec<PortConfig> {
         output: None,
         device: None,
         steering: None,
+        interface: None,
+        block_size: None,
+        block_count: None,
+        frame_size: None,
+        tx_frames: None,
+        block_timeout_ms: None,
+        fanout_group: None,
+        qdisc_bypass: None,
+        pool_buffers: None,
     };
     vec![
         ring("outside", Some(1), "02:00:00:00:01:01"),
@@ -579,7 +636,23 @@ impl Config {
                     "{key}.next_hop_mac = {m:?}: expected aa:bb:cc:dd:ee:ff"
                 ));
             }
+            if p.backend != Backend::AfPacket && p.has_af_packet_keys() {
+                return bad(format!(
+                    "{key}: interface and ring options belong to backend \"af_packet\""
+                ));
+            }
             match p.backend {
+                Backend::AfPacket => {
+                    if p.interface.as_deref().is_none_or(str::is_empty) {
+                        return bad(format!("{key}.interface: backend \"af_packet\" needs one"));
+                    }
+                    if p.input.is_some() || p.output.is_some() {
+                        return bad(format!("{key}: input/output belong to backend \"pcap\""));
+                    }
+                    if let Err(e) = p.af_packet_options().check() {
+                        return bad(format!("{key}.{e}"));
+                    }
+                }
                 Backend::Ring => {
                     if !(2..=1 << 20).contains(&p.ring_size) {
                         return bad(format!(
@@ -744,6 +817,15 @@ mod tests {
             ),
             ("[simulate]\nenabled = true\nfin_percent = 90\nrst_percent = 20\n", "simulate.fin_percent"),
             ("[dataplane]\nworkers = \"two\"\n", "line 2"),
+            ("[[port]]\nname = \"firewall\"\nbackend = \"af_packet\"\n", "interface"),
+            (
+                "[[port]]\nname = \"firewall\"\nbackend = \"af_packet\"\ninterface = \"x\"\nblock_size = 1000\n",
+                "port[0] (\"firewall\").block_size = 1000",
+            ),
+            (
+                "[[port]]\nname = \"firewall\"\nbackend = \"ring\"\ninterface = \"x\"\n",
+                "belong to backend \"af_packet\"",
+            ),
         ];
         for (text, key) in cases {
             let e = parse(text).unwrap_err().0;
@@ -797,6 +879,26 @@ mod tests {
         .unwrap();
         assert!(c.ports.iter().all(|p| p.backend == Backend::Dpdk));
         assert!(c.dpdk.eal_args.iter().any(|a| a == "--no-huge"));
+    }
+
+    #[test]
+    fn af_packet_ports_take_their_options() {
+        let c = parse(
+            "[[port]]\nname = \"firewall\"\nbackend = \"af_packet\"\ninterface = \"veth0\"\nblock_size = 65536\nblock_count = 4\nfanout_group = 7\nqdisc_bypass = false\n",
+        )
+        .unwrap();
+        let o = c.ports[0].af_packet_options();
+        assert_eq!((o.block_size, o.block_count), (65536, 4));
+        assert_eq!((o.fanout_group, o.qdisc_bypass), (Some(7), false));
+        assert_eq!(o.frame_size, AfPacketOptions::default().frame_size);
+        assert_eq!(c.ports[0].interface.as_deref(), Some("veth0"));
+    }
+
+    #[test]
+    fn example_af_packet_config_parses() {
+        let c = parse(include_str!("../../config/af_packet.toml")).unwrap();
+        assert!(c.ports.iter().all(|p| p.backend == Backend::AfPacket));
+        assert_eq!(c.ports[0].af_packet_options().block_size, 262_144);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use dataplane::engine::{Engine, EngineConfig, NextHop, PortConfig as EnginePort, StopReport};
 use dataplane::packet::PacketPool;
+use dataplane::port::af_packet::AfPacketPort;
 use dataplane::port::pcap::PcapPort;
 use dataplane::port::ring::{ring_port, RingPeer};
 use dataplane::port::Port;
@@ -136,6 +137,15 @@ pub fn start_engine(c: &Config) -> Result<(Engine, Vec<RingEnd>), String> {
             ),
             #[cfg(not(feature = "dpdk"))]
             Backend::Dpdk => return Err("backend \"dpdk\": built without the dpdk feature".into()),
+            Backend::AfPacket => Box::new(
+                AfPacketPort::new(
+                    &p.name,
+                    p.interface.as_deref().expect("checked by Config"),
+                    mac(&p.mac),
+                    p.af_packet_options(),
+                )
+                .map_err(|e| e.to_string())?,
+            ),
         };
         ports.push(EnginePort {
             port,

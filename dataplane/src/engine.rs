@@ -288,6 +288,15 @@ impl Engine {
         &self.port_names
     }
 
+    /// Each port's backend counters (`Port::counters`), by port name.
+    pub fn port_counters(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
+        let ports = self._ports.lock().unwrap_or_else(|e| e.into_inner());
+        ports
+            .iter()
+            .map(|p| (p.name().to_string(), p.counters()))
+            .collect()
+    }
+
     /// Sessions held now (live, and closed ones whose record is not yet in the feed).
     pub fn sessions(&self) -> usize {
         self.live.load(Ordering::Acquire)
@@ -425,6 +434,12 @@ impl Engine {
             }
         }
         report.closed_undelivered += self.closed.len();
+        // The workers are gone: close the ports (pcap writers flush and end, sockets
+        // close) rather than wait for the engine to be dropped.
+        self._ports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         report
     }
 }

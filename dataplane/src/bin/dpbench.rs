@@ -12,6 +12,9 @@
 //! sends and re-injects it on the port it came from, keeping every ring below its
 //! size so that nothing is dropped. The benchmark checks its own result: every packet
 //! must be a hit, and the sessions' counters must add up to the packets sent.
+//!
+//! `dpbench --port af_packet [--sessions N] [--seconds S] [--workers W] [--json]`
+//! measures the device on real interfaces instead (root only): see `af_packet_bench`.
 
 use std::collections::VecDeque;
 use std::process::ExitCode;
@@ -37,10 +40,14 @@ struct Args {
     packets: u64,
     workers: usize,
     json: bool,
+    /// "ring" (in-process rings) or "af_packet" (veth pairs).
+    port: String,
+    /// af_packet: seconds each measurement sends for.
+    seconds: u64,
 }
 
 fn usage() -> &'static str {
-    "usage: dpbench --sessions N --packets P [--workers W] [--json]"
+    "usage: dpbench [--port ring|af_packet] --sessions N [--packets P] [--seconds S] [--workers W] [--json]"
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -49,9 +56,15 @@ fn parse_args() -> Result<Args, String> {
         packets: 10_000_000,
         workers: 1,
         json: false,
+        port: "ring".into(),
+        seconds: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--port" {
+            a.port = it.next().ok_or("--port needs a value")?;
+            continue;
+        }
         let mut value = |name: &str| -> Result<u64, String> {
             let v = it.next().ok_or(format!("{name} needs a value"))?;
             let v = v.replace('_', "");
@@ -63,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
             "--packets" => a.packets = value("--packets")?,
             "--workers" => a.workers = value("--workers")? as usize,
             "--json" => a.json = true,
+            "--seconds" => a.seconds = value("--seconds")?,
             "-h" | "--help" => return Err(usage().into()),
             other => return Err(format!("unknown argument {other:?}\n{}", usage())),
         }
@@ -75,6 +89,12 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.workers == 0 || a.workers > 64 {
         return Err("--workers must be 1 to 64".into());
+    }
+    if a.port != "ring" && a.port != "af_packet" {
+        return Err(format!("--port {:?}: ring or af_packet", a.port));
+    }
+    if a.seconds == 0 || a.seconds > 600 {
+        return Err("--seconds must be 1 to 600".into());
     }
     Ok(a)
 }
@@ -225,7 +245,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&args) {
+    let result = if args.port == "af_packet" {
+        af_packet_bench(&args)
+    } else {
+        run(&args)
+    };
+    match result {
         Ok(ok) => {
             if ok {
                 ExitCode::SUCCESS
@@ -444,4 +469,466 @@ fn run(a: &Args) -> Result<bool, String> {
 
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
+}
+
+// ---------------------------------------------------------------------------------
+// --port af_packet: the device on veth pairs, and kernel forwarding on the same box.
+// ---------------------------------------------------------------------------------
+
+use dataplane::port::af_packet::{AfPacketOptions, AfPacketPort};
+use dataplane::port::tpacket::{self, Geometry, Socket, SocketOptions};
+
+/// Runs `ip`; the error names the command.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Links and namespaces the bench made; removed on drop (also on error or panic).
+#[derive(Default)]
+struct Veths {
+    /// (namespace, link): deleting one end of a pair deletes both.
+    links: Vec<(Option<String>, String)>,
+    namespaces: Vec<String>,
+}
+
+impl Drop for Veths {
+    fn drop(&mut self) {
+        for (ns, l) in self.links.drain(..) {
+            let _ = match ns {
+                Some(ns) => ip(&["-n", &ns, "link", "del", &l]),
+                None => ip(&["link", "del", &l]),
+            };
+        }
+        for n in self.namespaces.drain(..) {
+            let _ = ip(&["netns", "del", &n]);
+        }
+    }
+}
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl Veths {
+    /// A veth pair `a` (in `ns_a`, or ours) <-> `b` (in `ns_b`, or ours), both up, with
+    /// the given MACs and IPv6 off on our ends.
+    fn pair(
+        &mut self,
+        a: &str,
+        mac_a: [u8; 6],
+        ns_a: Option<&str>,
+        b: &str,
+        mac_b: [u8; 6],
+        ns_b: Option<&str>,
+    ) -> Result<(), String> {
+        let (ma, mb) = (mac_str(mac_a), mac_str(mac_b));
+        ip(&[
+            "link", "add", a, "address", &ma, "type", "veth", "peer", "name", b, "address", &mb,
+        ])?;
+        self.links.push((None, a.to_string()));
+        for (dev, ns) in [(a, ns_a), (b, ns_b)] {
+            match ns {
+                Some(ns) => {
+                    ip(&["link", "set", dev, "netns", ns])?;
+                    if dev == a {
+                        self.links.last_mut().expect("pushed above").0 = Some(ns.to_string());
+                    }
+                    ip(&["-n", ns, "link", "set", dev, "up"])?;
+                }
+                None => {
+                    let _ =
+                        std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "1");
+                    ip(&["link", "set", dev, "up"])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn namespace(&mut self, name: &str) -> Result<(), String> {
+        ip(&["netns", "add", name])?;
+        self.namespaces.push(name.to_string());
+        ip(&["-n", name, "link", "set", "lo", "up"])
+    }
+}
+
+/// Runs `f` on a thread inside namespace `ns` (None: here).
+fn in_netns<T: Send + 'static>(
+    ns: Option<&str>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let path = ns.map(|n| format!("/run/netns/{n}"));
+    std::thread::spawn(move || {
+        if let Some(path) = path {
+            use std::os::fd::AsRawFd;
+            let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+            // SAFETY: setns on a namespace file we hold open; changes this thread only.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+            }
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| "thread panicked".to_string())?
+}
+
+/// Packets counted by an interface (`ip -s -j link`): (rx, tx).
+fn link_packets(ns: Option<&str>, dev: &str) -> Result<(u64, u64), String> {
+    let mut args = vec!["-s", "-j"];
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    args.extend(["link", "show", "dev", dev]);
+    let out = std::process::Command::new("ip")
+        .args(&args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("ip -s -j link show {dev}: {e}"))?;
+    let s = &v[0]["stats64"];
+    let get = |d: &str| {
+        s[d]["packets"]
+            .as_u64()
+            .ok_or(format!("no {d} packets for {dev}"))
+    };
+    Ok((get("rx")?, get("tx")?))
+}
+
+/// The sender: one AF_PACKET socket with a tx ring, pinned to core 0, sending the
+/// frames round-robin for `secs`. Returns the frames handed to the kernel and the time.
+fn blast(mut sock: Socket, frames: Arc<Vec<Vec<u8>>>, secs: u64) -> (u64, Duration) {
+    core_affinity::set_for_current(core_affinity::CoreId { id: 0 });
+    let (mut i, mut sent) = (0usize, 0u64);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let mut round = 0u32;
+    loop {
+        let mut n = 0;
+        while n < 256 && sock.tx_put(&frames[i]) {
+            i = (i + 1) % frames.len();
+            n += 1;
+        }
+        sock.tx_kick();
+        sent += n as u64;
+        round = round.wrapping_add(1);
+        if round.is_multiple_of(64) && Instant::now() >= end {
+            break;
+        }
+    }
+    // What is still marked goes out with a last kick.
+    while sock.tx_pending() > 0 {
+        sock.tx_kick();
+    }
+    (sent, start.elapsed())
+}
+
+fn sender_socket(ns: Option<&str>, dev: &str) -> Result<Socket, String> {
+    let dev = dev.to_string();
+    in_netns(ns, move || {
+        let ifindex = tpacket::ifindex(&dev)?;
+        Socket::open(&SocketOptions {
+            ifindex,
+            geometry: Geometry {
+                block_size: 1 << 16,
+                block_count: 1,
+                frame_size: 256,
+                tx_frames: 4096,
+                block_timeout_ms: 1,
+            },
+            qdisc_bypass: true,
+            promiscuous: false,
+        })
+    })?
+}
+
+/// Waits until `read` stops moving (frames still in rings and backlogs); its last value.
+fn settle(mut read: impl FnMut() -> Result<u64, String>) -> Result<u64, String> {
+    let mut last = read()?;
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = read()?;
+        if now == last {
+            return Ok(now);
+        }
+        last = now;
+    }
+}
+
+/// `--port af_packet`: (a) the device: a sender on veth `dpa0` sends 64-byte UDP frames
+/// of N offloaded sessions into the device's outside port (`dpa1`); the worker forwards
+/// them out of its inside port (`dpb0`), and `dpb1`, the far end, drops them (counted
+/// by the kernel). (b) the kernel baseline: the same sender, in namespace `src`, sends
+/// to a router namespace that forwards to a third (`ip_forward`, static neighbour).
+/// Both report frames delivered at the far end per second.
+fn af_packet_bench(a: &Args) -> Result<bool, String> {
+    // SAFETY: plain libc call.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("--port af_packet needs root (veth pairs, AF_PACKET)".into());
+    }
+    let log = |s: String| {
+        if a.json {
+            eprintln!("{s}");
+        } else {
+            println!("{s}");
+        }
+    };
+    let ncores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cores: Vec<usize> = (0..a.workers)
+        .map(|w| (ncores - 1 - w % ncores) % ncores)
+        .collect();
+    let tag = format!("{:x}", std::process::id());
+    let mut v = Veths::default();
+    let (dpa0, dpa1, dpb0, dpb1) = (
+        format!("dpa0{tag}"),
+        format!("dpa1{tag}"),
+        format!("dpb0{tag}"),
+        format!("dpb1{tag}"),
+    );
+    let sender_mac = [2, 0xbe, 0, 0, 0, 1];
+    let far_mac = [2, 0xbe, 0, 0, 0, 4];
+    v.pair(&dpa0, sender_mac, None, &dpa1, [2, 0xbe, 0, 0, 0, 2], None)?;
+    v.pair(&dpb0, [2, 0xbe, 0, 0, 0, 3], None, &dpb1, far_mac, None)?;
+
+    let specs: Vec<SessionSpec> = (0..a.sessions).map(session).collect();
+    let frames: Arc<Vec<Vec<u8>>> = Arc::new(
+        specs
+            .iter()
+            .map(|s| {
+                let mut buf = [0u8; 128];
+                let n = frame(s, false, &mut buf);
+                buf[..n].to_vec()
+            })
+            .collect(),
+    );
+
+    // (a) The device.
+    let opts = AfPacketOptions {
+        block_size: 1 << 20,
+        block_count: 32,
+        ..AfPacketOptions::default()
+    };
+    let outside = AfPacketPort::new("outside", &dpa1, [2, 0xbe, 0, 0, 0, 2], opts.clone())
+        .map_err(|e| e.to_string())?;
+    let inside = AfPacketPort::new("inside", &dpb0, [2, 0xbe, 0, 0, 0, 3], opts)
+        .map_err(|e| e.to_string())?;
+    let (fw, _fw_peer) = ring_port("firewall", [2, 0, 0, 0, 1, 2], a.workers, RING);
+    let ports = vec![
+        PortConfig {
+            port: Box::new(outside),
+            lif: Some(1),
+            next_hop_mac: None,
+        },
+        PortConfig {
+            port: Box::new(inside),
+            lif: Some(2),
+            next_hop_mac: None,
+        },
+        PortConfig {
+            port: Box::new(fw),
+            lif: None,
+            next_hop_mac: None,
+        },
+    ];
+    let mut cfg = EngineConfig::new(ports, 2);
+    cfg.workers = a.workers;
+    cfg.cores = cores;
+    cfg.max_sessions = a.sessions;
+    cfg.poll = PollMode::Busy;
+    cfg.default_timeout_s = 3600;
+    let engine = Engine::start(cfg).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    for chunk in specs.chunks(65_536) {
+        if engine.add(chunk.to_vec()).iter().any(|r| r.is_err()) {
+            return Err("a session was not installed".into());
+        }
+    }
+    let install = t.elapsed();
+    let sock = sender_socket(None, &dpa0)?;
+    let far_before = link_packets(None, &dpb1)?.0;
+    let f = frames.clone();
+    let secs = a.seconds;
+    let (sent, elapsed) = std::thread::spawn(move || blast(sock, f, secs))
+        .join()
+        .map_err(|_| "sender panicked")?;
+    let far = settle(|| link_packets(None, &dpb1).map(|p| p.0))? - far_before;
+    let mpps = far as f64 / elapsed.as_secs_f64() / 1e6;
+    let sender_mpps = sent as f64 / elapsed.as_secs_f64() / 1e6;
+    let report = engine.report();
+    let port_counters = engine.port_counters();
+    let mut counted = 0u64;
+    let mut by_worker: Vec<Vec<u64>> = vec![Vec::new(); a.workers];
+    for s in &specs {
+        by_worker[engine.owner(s)].push(s.id);
+    }
+    for (w, ids) in by_worker.into_iter().enumerate() {
+        for page in ids.chunks(100_000) {
+            let page = page.to_vec();
+            let infos = engine
+                .call(w, |reply| Command::Query { ids: page, reply })
+                .ok_or("worker gone")?;
+            counted += infos
+                .iter()
+                .flatten()
+                .map(|i| i.in_packets + i.out_packets)
+                .sum::<u64>();
+        }
+    }
+    let stop = engine.stop();
+    let counter = |port: &str, name: &str| -> u64 {
+        port_counters
+            .iter()
+            .filter(|(p, _)| p == port)
+            .flat_map(|(_, cs)| cs.iter())
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .sum()
+    };
+    let kernel_drops = counter("outside", "kernel_drops");
+    let handoffs = counter("outside", "handoffs");
+    let hits = report.total.hits;
+    let misses = report.total.misses + report.total.not_flow + report.total.malformed;
+    let tx_drops: u64 = report.ports.iter().map(|p| p.tx_drops).sum();
+    log(format!(
+        "af_packet device: sender {sent} frames ({sender_mpps:.2} Mpps) in {elapsed:.2?}; \
+         device hits {hits}, far end received {far}: {mpps:.2} Mpps \
+         (outside ring drops {kernel_drops}, hand-offs {handoffs}, tx drops {tx_drops}, \
+         idle loops {:.1}%)",
+        100.0 * report.total.idle_polls as f64 / report.total.polls.max(1) as f64
+    ));
+
+    // (b) The kernel: src -> router -> dst, same sender, same frames re-addressed.
+    let (src, rtr, dst) = (
+        format!("dpsrc{tag}"),
+        format!("dprtr{tag}"),
+        format!("dpdst{tag}"),
+    );
+    for n in [&src, &rtr, &dst] {
+        v.namespace(n)?;
+    }
+    let (r0_mac, d0_mac) = ([2, 0xbf, 0, 0, 0, 2], [2, 0xbf, 0, 0, 0, 4]);
+    let (s0, r0, r1, d0) = (
+        format!("s0{tag}"),
+        format!("r0{tag}"),
+        format!("r1{tag}"),
+        format!("d0{tag}"),
+    );
+    v.pair(
+        &s0,
+        [2, 0xbf, 0, 0, 0, 1],
+        Some(&src),
+        &r0,
+        r0_mac,
+        Some(&rtr),
+    )?;
+    v.pair(
+        &r1,
+        [2, 0xbf, 0, 0, 0, 3],
+        Some(&rtr),
+        &d0,
+        d0_mac,
+        Some(&dst),
+    )?;
+    ip(&["-n", &rtr, "addr", "add", "10.0.0.254/8", "dev", &r0])?;
+    ip(&["-n", &rtr, "addr", "add", "192.168.255.254/16", "dev", &r1])?;
+    ip(&["-n", &dst, "addr", "add", "192.168.255.1/16", "dev", &d0])?;
+    for z in 0..=255u32 {
+        // The sessions' destinations 192.168.0.z sit behind dst: static neighbours, so
+        // no ARP is in the measurement.
+        let addr = format!("192.168.0.{z}");
+        ip(&[
+            "-n",
+            &rtr,
+            "neigh",
+            "replace",
+            &addr,
+            "lladdr",
+            &mac_str(d0_mac),
+            "dev",
+            &r1,
+            "nud",
+            "permanent",
+        ])?;
+    }
+    in_netns(Some(&rtr), || {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+    })?
+    .map_err(|e| format!("ip_forward in the router namespace: {e}"))?;
+    let routed: Arc<Vec<Vec<u8>>> = Arc::new(
+        frames
+            .iter()
+            .map(|f| {
+                let mut f = f.clone();
+                f[..6].copy_from_slice(&r0_mac); // to the router
+                f
+            })
+            .collect(),
+    );
+    let sock = sender_socket(Some(&src), &s0)?;
+    let (rtr_ns, r1_dev) = (rtr.clone(), r1.clone());
+    let fwd = move || link_packets(Some(&rtr_ns), &r1_dev).map(|p| p.1);
+    let before = fwd()?;
+    let (ksent, kelapsed) = std::thread::spawn(move || blast(sock, routed, secs))
+        .join()
+        .map_err(|_| "sender panicked")?;
+    let kfwd = settle(fwd)? - before;
+    let baseline_mpps = kfwd as f64 / kelapsed.as_secs_f64() / 1e6;
+    log(format!(
+        "kernel forwarding: sender {ksent} frames ({:.2} Mpps); router forwarded {kfwd}: {baseline_mpps:.2} Mpps",
+        ksent as f64 / kelapsed.as_secs_f64() / 1e6
+    ));
+    drop(v);
+
+    let h = &report.latency.packet_ns;
+    let ok = misses == 0 && counted == hits && stop.crashed == 0 && far <= hits;
+    log(format!(
+        "verify: hits {hits} misses {misses} session counters {counted} far end {far}: {}",
+        if ok { "ok" } else { "MISMATCH" }
+    ));
+    let json = serde_json::json!({
+        "port": "af_packet",
+        "workers": a.workers,
+        "sessions": a.sessions,
+        "packets": sent,
+        "seconds": a.seconds,
+        "mpps_per_worker": round2(mpps / a.workers as f64),
+        "ns_per_packet": round2(1e3 / (mpps / a.workers as f64)),
+        "baseline_mpps": round2(baseline_mpps),
+        "ratio_to_baseline": round2(mpps / baseline_mpps),
+        "sender_mpps": round2(sender_mpps),
+        "p50_ns": h.value_at_quantile(0.5),
+        "p99_ns": h.value_at_quantile(0.99),
+        "p999_ns": h.value_at_quantile(0.999),
+        "bytes_per_session": round2(report.table_bytes as f64 / a.sessions as f64),
+        "hits": hits,
+        "misses": misses,
+        "delivered": far,
+        "kernel_drops": kernel_drops,
+        "handoffs": handoffs,
+        "idle_percent": round2(100.0 * report.total.idle_polls as f64 / report.total.polls.max(1) as f64),
+        "session_counter_total": counted,
+        "install_seconds": round2(install.as_secs_f64()),
+        "verified": ok,
+    });
+    if a.json {
+        println!("{json}");
+    }
+    Ok(ok)
 }

@@ -25,11 +25,10 @@
 //!   queue of the worker the control plane installed it on. Most vdevs have no RSS
 //!   (`net_pcap`: one queue per `rx_pcap`; `net_af_packet`: kernel fanout hash;
 //!   `net_tap`: the kernel's tun queue hash; `net_ring`: per-queue rings): with one
-//!   worker nothing needs steering; with several, `steering = "device"` trusts the
-//!   device's own split (a capture per queue prepared by flow owner), and otherwise
-//!   frames would need the software hand-off between queues that the `af_packet`
-//!   backend brings (`port/handoff.rs`, branch `afp`): until it is merged such a
-//!   configuration is refused with an error saying so.
+//!   worker nothing needs steering; with several, the queues are wrapped in the
+//!   software hand-off of `handoff.rs` (the queue that receives a frame passes it to
+//!   its owner over an SPSC ring), unless `steering = "device"` says the device's own
+//!   split is already by owner (a `net_pcap` capture per queue prepared that way).
 //! - **Buffers: copied, not shared.** The workers' hot path works on `PacketBuf`s from
 //!   a `PacketPool`; DPDK's mbufs come from an `rte_mempool` that the PMD fills and
 //!   drains itself. `rx_burst` receives up to 32 mbufs, copies each frame into a pooled
@@ -62,7 +61,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crossbeam_utils::CachePadded;
 use dpdk_sys as sys;
 
-use super::{Port, PortError, PortQueue};
+use super::{handoff, Port, PortError, PortQueue};
 use crate::packet::{Burst, PacketPool, BURST};
 use crate::steer::{Steering, RETA_SIZE, RSS_KEY};
 
@@ -119,6 +118,8 @@ pub struct DpdkOptions {
     pub steering: Steer,
     /// Receive frames for any MAC (the device is a bump in the wire).
     pub promiscuous: bool,
+    /// Slots of each queue-to-queue ring of the software hand-off.
+    pub handoff_ring: usize,
 }
 
 impl Default for DpdkOptions {
@@ -132,6 +133,7 @@ impl Default for DpdkOptions {
             pool_buffers: 8192,
             steering: Steer::Auto,
             promiscuous: true,
+            handoff_ring: 1024,
         }
     }
 }
@@ -163,6 +165,12 @@ impl DpdkOptions {
             return Err(format!(
                 "pool_buffers = {}: must be 64 to 16777216",
                 self.pool_buffers
+            ));
+        }
+        if !(2..=1 << 20).contains(&self.handoff_ring) {
+            return Err(format!(
+                "handoff_ring = {}: must be 2 to 1048576",
+                self.handoff_ring
             ));
         }
         Ok(())
@@ -390,6 +398,8 @@ pub struct DpdkPort {
     rss: bool,
     info: DeviceInfo,
     held: Arc<AtomicBool>,
+    wakers: Option<handoff::Wakers>,
+    handoff: Option<Arc<handoff::HandoffStats>>,
 }
 
 /// What the device says about itself.
@@ -509,6 +519,8 @@ impl DpdkPort {
             rss: false,
             info,
             held: Arc::new(AtomicBool::new(false)),
+            wakers: None,
+            handoff: None,
         })
     }
 
@@ -537,8 +549,13 @@ impl DpdkPort {
         self.rss
     }
 
-    /// The backend's counters: the device's (`rte_eth_stats`) and this port's copies
-    /// and drops, by name.
+    /// True once `open` wrapped the queues in the software hand-off.
+    pub fn handoff_enabled(&self) -> bool {
+        self.handoff.is_some()
+    }
+
+    /// The backend's counters: the device's (`rte_eth_stats`), this port's copies and
+    /// drops, and the hand-off's, by name.
     pub fn backend_counters(&self) -> Vec<(&'static str, u64)> {
         let mut v = Vec::new();
         let mut st = sys::rte_eth_stats::default();
@@ -564,10 +581,17 @@ impl DpdkPort {
             v.push(("rx_no_buffer", sum(|c| &c.rx_no_buffer)));
             v.push(("tx_no_mbuf", sum(|c| &c.tx_no_mbuf)));
         }
+        if let Some(h) = &self.handoff {
+            let (handed, dropped) = h.totals();
+            v.push(("handoffs", handed));
+            v.push(("handoff_drops", dropped));
+        }
         v
     }
 
-    fn configure(&mut self, dev: &mut Device, n: usize) -> Result<(), String> {
+    /// Configures and starts the device with `n` queue pairs; true when its queues
+    /// need the software hand-off.
+    fn configure(&mut self, dev: &mut Device, n: usize) -> Result<bool, String> {
         let info = &self.info;
         let o = &self.options;
         if (info.max_rx_queues as usize) < n || (info.max_tx_queues as usize) < n {
@@ -578,26 +602,18 @@ impl DpdkPort {
                 self.device, info.driver, info.max_rx_queues, info.max_tx_queues
             ));
         }
-        let rss = match (o.steering, info.has_rss()) {
+        // (rss, handoff)
+        let (rss, handoff) = match (o.steering, info.has_rss()) {
             (Steer::Rss, false) => {
                 return Err(format!(
                     "steering = \"rss\": device {:?} ({}) has no RSS",
                     self.device, info.driver
                 ))
             }
-            (Steer::Rss | Steer::Auto, true) if n > 1 => true,
-            (Steer::Handoff, _) | (Steer::Auto, false) if n > 1 => {
-                // TODO(afp merge): wrap the queues with port::handoff::wrap.
-                return Err(format!(
-                    "device {:?} ({}) cannot steer flows by the symmetric hash and the \
-                     software hand-off is not in this build yet: run one worker, or set \
-                     steering = \"device\" if the device's queues are already split by owner",
-                    self.device, info.driver
-                ));
-            }
-            _ => false,
+            (Steer::Rss | Steer::Auto, true) if n > 1 => (true, false),
+            (Steer::Handoff, _) | (Steer::Auto, false) if n > 1 => (false, true),
+            _ => (false, false),
         };
-
         let mut conf = sys::rte_eth_conf::default();
         let key_len = match info.hash_key_size {
             0 => RSS_KEY.len(),
@@ -694,7 +710,7 @@ impl DpdkPort {
             program_reta(pid, info.reta_size, n)?;
         }
         self.rss = rss;
-        Ok(())
+        Ok(handoff)
     }
 }
 
@@ -789,13 +805,17 @@ impl Port for DpdkPort {
         dev.counters = (0..queues)
             .map(|_| CachePadded::new(QueueCounters::default()))
             .collect();
+        let handoff;
         {
             let _g = control_lock();
             // On error `dev` is dropped after the lock is released: closed and unplugged.
-            if let Err(e) = self.configure(&mut dev, queues) {
-                drop(_g);
-                drop(dev);
-                return Err(err(e));
+            match self.configure(&mut dev, queues) {
+                Ok(h) => handoff = h,
+                Err(e) => {
+                    drop(_g);
+                    drop(dev);
+                    return Err(err(e));
+                }
             }
         }
         let pool = PacketPool::new(
@@ -805,7 +825,7 @@ impl Port for DpdkPort {
         .map_err(|e| err(format!("cannot reserve packet buffers: {e}")))?;
         let dev = Arc::new(dev);
         self.opened = Some(dev.clone());
-        Ok((0..queues)
+        let queues: Vec<Box<dyn PortQueue>> = (0..queues)
             .map(|q| {
                 Box::new(DpdkQueue {
                     port: self.port_id,
@@ -820,7 +840,25 @@ impl Port for DpdkPort {
                     mbufs: [ptr::null_mut(); BURST],
                 }) as Box<dyn PortQueue>
             })
-            .collect())
+            .collect();
+        if !handoff {
+            return Ok(queues);
+        }
+        let wakers = handoff::wakers(queues.len());
+        let (wrapped, stats) = handoff::wrap(queues, self.options.handoff_ring, wakers.clone());
+        self.wakers = Some(wakers);
+        self.handoff = Some(stats);
+        Ok(wrapped)
+    }
+
+    fn set_waker(&mut self, queue: usize, waker: std::thread::Thread) {
+        if let Some(slot) = self.wakers.as_ref().and_then(|w| w.get(queue)) {
+            let _ = slot.set(waker);
+        }
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.backend_counters()
     }
 }
 

@@ -5,14 +5,20 @@
 //! - `ring`: in-process rings, the default device, for tests, benchmarks and the
 //!   traffic simulator; the outside end steers injected frames with the symmetric hash.
 //! - `pcap`: replays a capture as input and writes what the port sends to a capture.
+//! - `af_packet`: a Linux interface through AF_PACKET sockets with TPACKET_V3 rings
+//!   (`tpacket.rs` holds the sockets and rings), one per queue in a fanout group;
+//!   `handoff.rs` passes each frame to the queue of the worker that owns it.
 //! - `dpdk` (cargo feature `dpdk`): NICs and DPDK virtual devices through the system
 //!   DPDK; see `dpdk.rs` for EAL, RSS and buffers.
 
+pub mod af_packet;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+pub mod handoff;
 pub mod pcap;
 pub mod ring;
 pub mod spsc;
+pub mod tpacket;
 
 use crate::packet::Burst;
 
@@ -44,6 +50,12 @@ pub trait Port: Send {
 
     /// Lets the backend wake a sleeping worker when traffic arrives on `queue`.
     fn set_waker(&mut self, _queue: usize, _waker: std::thread::Thread) {}
+
+    /// Counters of the backend itself (hand-offs, kernel drops), by name. Readable
+    /// while the workers run; updated by them at most once per burst.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// Why a port could not be opened or used.

@@ -1,0 +1,278 @@
+//! A lab of network namespaces for tests of the af_packet device: each host is a
+//! namespace with one veth (`eth0`) whose peer stays in the test's namespace, where
+//! the device's af_packet ports attach. Built with `ip` from iproute2; everything the
+//! lab made is removed when it is dropped, also when the test panics.
+//!
+//! Hosts send and receive frames through an af_packet queue opened inside their
+//! namespace (a dedicated thread enters it with `setns`; the socket stays in that
+//! namespace after the thread ends), so tests use the same code on both sides of the
+//! wire and see every frame, VLAN tags included.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use dataplane::packet::{Burst, PacketPool};
+use dataplane::port::af_packet::{AfPacketOptions, AfPacketPort};
+use dataplane::port::{Port, PortQueue};
+use dataplane::wire::frame::{self, FrameInfo, FrameSpec};
+
+/// Why the lab cannot run here (not root, no namespaces); the test prints it and skips.
+pub fn unavailable() -> Option<String> {
+    // SAFETY: plain libc call.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root: network namespaces and AF_PACKET need root".into());
+    }
+    match Command::new("ip").arg("-V").output() {
+        Ok(o) if o.status.success() => {}
+        _ => return Some("`ip` (iproute2) is not installed".into()),
+    }
+    None
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `f` on a thread inside namespace `ns`.
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+        // SAFETY: setns on a namespace file we hold open; it changes this (dedicated,
+        // short-lived) thread only.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| "netns thread panicked".to_string())?
+}
+
+/// Namespaces and links of one test run; removed on drop.
+pub struct Lab {
+    tag: String,
+    namespaces: Vec<String>,
+    links: Vec<String>,
+}
+
+static LABS: AtomicU32 = AtomicU32::new(0);
+
+impl Lab {
+    pub fn new() -> Lab {
+        let n = LABS.fetch_add(1, Ordering::Relaxed);
+        Lab {
+            tag: format!("{:x}{n}", std::process::id()),
+            namespaces: Vec::new(),
+            links: Vec::new(),
+        }
+    }
+
+    /// A host: namespace `<role>-<tag>` with `eth0` (MAC `host_mac`, the addresses
+    /// given), whose peer `<prefix><tag>` (MAC `dev_mac`) is up in the test's
+    /// namespace with IPv6 off (no router solicitations or MLD from our side).
+    /// Returns the namespace and the peer's name.
+    pub fn host(
+        &mut self,
+        role: &str,
+        prefix: &str,
+        host_mac: [u8; 6],
+        dev_mac: [u8; 6],
+        addrs: &[&str],
+    ) -> Result<(String, String), String> {
+        let ns = format!("{role}-{}", self.tag);
+        let dev = format!("{prefix}{}", self.tag);
+        assert!(dev.len() <= 15, "interface name {dev} too long");
+        ip(&["netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        ip(&[
+            "link",
+            "add",
+            &dev,
+            "address",
+            &mac(dev_mac),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "address",
+            &mac(host_mac),
+            "netns",
+            &ns,
+        ])?;
+        self.links.push(dev.clone());
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "1");
+        ip(&["link", "set", &dev, "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        for a in addrs {
+            let mut args = vec!["-n", &ns, "addr", "add", a, "dev", "eth0"];
+            if a.contains(':') {
+                args.push("nodad");
+            }
+            ip(&args)?;
+        }
+        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        Ok((ns, dev))
+    }
+
+    /// A static neighbour in namespace `ns`.
+    pub fn neighbour(&self, ns: &str, addr: &str, lladdr: [u8; 6]) -> Result<(), String> {
+        ip(&[
+            "-n",
+            ns,
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            &mac(lladdr),
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ])
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Deleting a link takes its peer with it at once; namespace deletion alone is
+        // asynchronous and would leave the peer in our namespace for a while.
+        for l in self.links.drain(..) {
+            let _ = ip(&["link", "del", &l]);
+        }
+        for ns in self.namespaces.drain(..) {
+            let _ = ip(&["netns", "del", &ns]);
+        }
+    }
+}
+
+pub fn mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Small rings: tests send tens of frames, and start fast.
+pub fn small_options() -> AfPacketOptions {
+    AfPacketOptions {
+        block_size: 1 << 16,
+        block_count: 4,
+        tx_frames: 128,
+        pool_buffers: 512,
+        ..AfPacketOptions::default()
+    }
+}
+
+/// One end of the wire inside a host namespace: sends frames, keeps what it received.
+pub struct Wire {
+    pub name: String,
+    queue: Box<dyn PortQueue>,
+    pool: PacketPool,
+    _port: AfPacketPort,
+    /// Every frame received so far that parses as a TCP/UDP flow, oldest first.
+    pub seen: VecDeque<(FrameInfo, Vec<u8>)>,
+}
+
+impl Wire {
+    /// Opens `eth0` of namespace `ns` with one queue.
+    pub fn open(ns: &str) -> Result<Wire, String> {
+        let name = ns.to_string();
+        in_netns(ns, move || {
+            let mut port = AfPacketPort::new(&name, "eth0", [0; 6], small_options())
+                .map_err(|e| e.to_string())?;
+            let mut queues = port.open(1).map_err(|e| e.to_string())?;
+            Ok(Wire {
+                name,
+                queue: queues.pop().expect("one queue"),
+                pool: port.pool().clone(),
+                _port: port,
+                seen: VecDeque::new(),
+            })
+        })?
+    }
+
+    /// Builds and sends one frame; returns its length.
+    pub fn send(&mut self, spec: &FrameSpec) -> usize {
+        let mut buf = [0u8; 2048];
+        let len = frame::build(spec, &mut buf).expect("frame builds");
+        let mut burst = Burst::new();
+        burst.push(self.pool.alloc_from(&buf[..len]).expect("pool has buffers"));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.queue.tx_burst(&mut burst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{}: tx ring stays full",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        len
+    }
+
+    /// Moves what arrived into `seen` (frames that are no flow are dropped).
+    pub fn pump(&mut self) {
+        loop {
+            let mut burst = Burst::new();
+            if self.queue.rx_burst(&mut burst) == 0 {
+                return;
+            }
+            for p in burst {
+                if let Ok(f) = frame::parse(p.data()) {
+                    self.seen.push_back((f, p.data().to_vec()));
+                }
+            }
+        }
+    }
+
+    /// Waits until `n` frames matching `pred` were seen (or `timeout`); returns how
+    /// many match then.
+    pub fn wait_for(
+        &mut self,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&FrameInfo) -> bool,
+    ) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.pump();
+            let c = self.count(&pred);
+            if c >= n || Instant::now() >= deadline {
+                return c;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    pub fn count(&self, pred: impl Fn(&FrameInfo) -> bool) -> usize {
+        self.seen.iter().filter(|(f, _)| pred(f)).count()
+    }
+
+    /// The frames seen that match.
+    pub fn matching(&self, pred: impl Fn(&FrameInfo) -> bool) -> Vec<&[u8]> {
+        self.seen
+            .iter()
+            .filter(|(f, _)| pred(f))
+            .map(|(_, d)| d.as_slice())
+            .collect()
+    }
+}
