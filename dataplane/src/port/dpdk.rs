@@ -714,26 +714,35 @@ impl DpdkPort {
     }
 }
 
-/// Fills the device's redirection table so that it agrees with `Steering`: the device
-/// sends hash h to table[h % reta_size], ours to entries[h % 128]. That is the same
-/// queue for every h when the device's table is a multiple of 128 long (entry i =
-/// entries[i % 128]), or divides 128 and our table repeats with its period.
+/// The device's redirection table that agrees with `Steering`: the device sends hash h
+/// to table[h % reta_size], offloadd to entries[h % 128]. That is the same queue for
+/// every h when the device's table is a multiple of 128 long (entry i = entries[i %
+/// 128]), or divides 128 and offloadd's table repeats with its period.
 // `%` rather than `is_multiple_of`: the workspace's rust-version is 1.80.
 #[allow(clippy::manual_is_multiple_of)]
-fn program_reta(port: u16, reta_size: u16, workers: usize) -> Result<(), String> {
+pub fn reta_table(reta_size: u16, workers: usize) -> Result<Vec<u16>, String> {
     let ours = Steering::new(workers).reta;
     let ours = ours.entries();
     let size = reta_size as usize;
-    let table: Vec<u16> = if size % RETA_SIZE == 0 {
-        (0..size).map(|i| ours[i % RETA_SIZE]).collect()
+    if size == 0 {
+        return Err("the device's RSS redirection table is empty".into());
+    }
+    if size % RETA_SIZE == 0 {
+        Ok((0..size).map(|i| ours[i % RETA_SIZE]).collect())
     } else if RETA_SIZE % size == 0 && (0..RETA_SIZE).all(|i| ours[i] == ours[i % size]) {
-        ours[..size].to_vec()
+        Ok(ours[..size].to_vec())
     } else {
-        return Err(format!(
+        Err(format!(
             "the device's RSS redirection table has {size} entries, which cannot agree with \
              offloadd's {RETA_SIZE} for {workers} workers"
-        ));
-    };
+        ))
+    }
+}
+
+/// Programs the device's redirection table (`reta_table`).
+fn program_reta(port: u16, reta_size: u16, workers: usize) -> Result<(), String> {
+    let table = reta_table(reta_size, workers)?;
+    let size = table.len();
     // SAFETY: shim constant.
     let group = unsafe { sys::OFFLOADD_RETA_GROUP_SIZE } as usize;
     let mut conf: Vec<sys::rte_eth_rss_reta_entry64> = (0..size.div_ceil(group))
@@ -1056,6 +1065,34 @@ mod tests {
         );
         let allow = vec!["-a".to_string(), "0000:02:00.0".to_string()];
         assert_eq!(Eal::arguments(&allow, &["net_ring0"]), allow);
+    }
+
+    #[test]
+    fn device_redirection_tables_agree_with_steering() {
+        let t = crate::steer::Toeplitz::new();
+        for workers in [2, 3, 4] {
+            let s = Steering::new(workers);
+            for size in [64u16, 128, 512] {
+                match reta_table(size, workers) {
+                    Ok(table) => {
+                        assert_eq!(table.len(), size as usize);
+                        for i in 0..5000u32 {
+                            let a = (0x0a00_0000 + i).to_be_bytes();
+                            let h = t.hash_v4(a, [10, 1, 0, 2], 1000 + i as u16, 80);
+                            assert_eq!(
+                                table[h as usize % table.len()] as usize,
+                                s.reta.queue(h),
+                                "{workers} workers, {size} entries"
+                            );
+                        }
+                    }
+                    // Only a table shorter than 128 for a worker count that does not
+                    // divide it can disagree.
+                    Err(e) => assert!(size == 64 && workers == 3, "{e}"),
+                }
+            }
+        }
+        assert!(reta_table(0, 2).is_err());
     }
 
     #[test]
