@@ -3,11 +3,16 @@
 //!
 //! GetClosedSessions takes records from the feed into a `Ledger`, in the order it
 //! sends them. `DeliveryLayer` wraps the response body of such a call and counts
-//! the gRPC messages (5-byte length-prefixed frames) in each chunk it passes on; a
-//! chunk is in the transport once the server asks for the next chunk (or the
-//! trailers), and its messages' records are then forgotten. If the body is dropped
-//! first (the client went away, the connection broke), the ledger gives every
-//! record not yet confirmed back to the feed.
+//! the gRPC messages (5-byte length-prefixed frames) in each chunk the HTTP/2 server
+//! takes from it: the server asks for a chunk only for a live stream with room to
+//! send, so a chunk taken is a chunk handed to the transport, and the records of the
+//! messages it completes are forgotten then. If the body is dropped first (the
+//! client went away, the connection broke), the ledger gives every record not yet
+//! handed over back to the feed.
+//!
+//! Confirming later (say, when the server asks for the next chunk) would send a
+//! record twice whenever a client read it and then hung up; the contract asks for
+//! once.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -130,8 +135,6 @@ pub struct DeliveryBody<B> {
     inner: B,
     ledger: Arc<Ledger>,
     counter: MessageCounter,
-    /// Messages in chunks handed out but not yet confirmed.
-    unconfirmed: usize,
 }
 
 impl<B: Body<Data = Bytes> + Unpin> Body for DeliveryBody<B> {
@@ -143,15 +146,11 @@ impl<B: Body<Data = Bytes> + Unpin> Body for DeliveryBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
-        // Asked again: the chunks handed out before went to the transport.
-        if this.unconfirmed > 0 {
-            this.ledger.delivered(this.unconfirmed);
-            this.unconfirmed = 0;
-        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
-                this.unconfirmed = this.counter.feed(data.chunk());
+                let complete = this.counter.feed(data.chunk());
+                this.ledger.delivered(complete);
             }
         }
         polled
@@ -207,7 +206,6 @@ where
                         inner,
                         ledger,
                         counter: MessageCounter::default(),
-                        unconfirmed: 0,
                     })
                 });
             }
