@@ -27,6 +27,97 @@ pub struct Config {
     pub next_hops: Vec<NextHopConfig>,
     #[serde(default)]
     pub simulate: SimulateConfig,
+    #[serde(default)]
+    pub dpdk: DpdkConfig,
+}
+
+/// The `[dpdk]` section: EAL arguments and the buffers of every `backend = "dpdk"`
+/// port (feature `dpdk`; ignored without dpdk ports).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpdkConfig {
+    /// EAL arguments, without the program name. `--no-pci` is added when no port is a
+    /// PCI device and these say nothing about PCI.
+    pub eal_args: Vec<String>,
+    /// mbufs in each port's mempool.
+    pub mbufs: u32,
+    /// Per-lcore mempool cache.
+    pub mbuf_cache: u32,
+    /// mbuf data room after DPDK's headroom: the longest frame received.
+    pub mbuf_data_room: u16,
+    /// Descriptors per rx / tx queue.
+    pub rx_desc: u16,
+    pub tx_desc: u16,
+    /// Packet buffers received frames are copied into, per port.
+    pub pool_buffers: u32,
+    /// Receive frames for any MAC.
+    pub promiscuous: bool,
+    /// Slots of each queue-to-queue ring of the software hand-off (devices without
+    /// RSS, several workers).
+    pub handoff_ring: usize,
+}
+
+impl Default for DpdkConfig {
+    fn default() -> Self {
+        DpdkConfig {
+            eal_args: [
+                "-l",
+                "0",
+                "--in-memory",
+                "--no-telemetry",
+                "--log-level",
+                "lib.eal:warning",
+            ]
+            .map(String::from)
+            .to_vec(),
+            mbufs: 8191,
+            mbuf_cache: 256,
+            mbuf_data_room: 2048,
+            rx_desc: 1024,
+            tx_desc: 1024,
+            pool_buffers: 8192,
+            promiscuous: true,
+            handoff_ring: 1024,
+        }
+    }
+}
+
+/// How a dpdk port's frames reach the worker that owns their flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpdkSteering {
+    /// RSS (symmetric key, our redirection table) where the device has it; nothing
+    /// with one worker; otherwise the software hand-off.
+    #[default]
+    Auto,
+    Rss,
+    /// Queue k is worker k's as the device delivers it.
+    Device,
+    Handoff,
+}
+
+#[cfg(feature = "dpdk")]
+impl DpdkConfig {
+    /// The options of a dpdk port with `steering`.
+    pub fn port_options(&self, steering: DpdkSteering) -> dataplane::port::dpdk::DpdkOptions {
+        use dataplane::port::dpdk::{DpdkOptions, Steer};
+        DpdkOptions {
+            mbufs: self.mbufs,
+            mbuf_cache: self.mbuf_cache,
+            mbuf_data_room: self.mbuf_data_room,
+            rx_desc: self.rx_desc,
+            tx_desc: self.tx_desc,
+            pool_buffers: self.pool_buffers,
+            promiscuous: self.promiscuous,
+            handoff_ring: self.handoff_ring,
+            steering: match steering {
+                DpdkSteering::Auto => Steer::Auto,
+                DpdkSteering::Rss => Steer::Rss,
+                DpdkSteering::Device => Steer::Device,
+                DpdkSteering::Handoff => Steer::Handoff,
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -163,6 +254,8 @@ pub enum Backend {
     Ring,
     /// Replay `input` as what the port receives; write what it sends to `output`.
     Pcap,
+    /// A DPDK device (`device`: PCI address or vdev string); needs the `dpdk` feature.
+    Dpdk,
     /// A Linux interface (`interface`) through AF_PACKET with TPACKET_V3 rings.
     AfPacket,
     /// A Linux interface (`interface`) through AF_XDP sockets (cargo feature `afxdp`).
@@ -229,6 +322,10 @@ pub struct PortConfig {
     /// pcap: capture to replay, and capture to write.
     pub input: Option<PathBuf>,
     pub output: Option<PathBuf>,
+    /// dpdk: PCI address or vdev string (`net_pcap0,rx_pcap=in.pcap,tx_pcap=out.pcap`),
+    /// and how flows are steered to their workers.
+    pub device: Option<String>,
+    pub steering: Option<DpdkSteering>,
     /// af_packet: the interface, and ring options (unset: `AfPacketOptions` defaults).
     pub interface: Option<String>,
     pub block_size: Option<u32>,
@@ -391,6 +488,8 @@ fn default_ports() -> Vec<PortConfig> {
         ring_size: default_ring_size(),
         input: None,
         output: None,
+        device: None,
+        steering: None,
         interface: None,
         block_size: None,
         block_count: None,
@@ -437,6 +536,21 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// A dpdk device string with the capture files of `net_pcap` (`rx_pcap=`, `tx_pcap=`)
+/// made relative to the config file's directory, like every other path in a config.
+fn resolve_device_paths(device: &str, base: &Path) -> String {
+    device
+        .split(',')
+        .map(|part| match part.split_once('=') {
+            Some((k @ ("rx_pcap" | "tx_pcap"), v)) if Path::new(v).is_relative() => {
+                format!("{k}={}", base.join(v).display())
+            }
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
@@ -512,6 +626,9 @@ impl Config {
             }
             if let Some(p) = port.output.as_mut() {
                 fix(p);
+            }
+            if let Some(d) = port.device.as_mut() {
+                *d = resolve_device_paths(d, base);
             }
         }
     }
@@ -689,6 +806,30 @@ impl Config {
                         return bad(format!("{key}.input = {}: no such file", f.display()));
                     }
                 }
+                Backend::Dpdk => {
+                    if !cfg!(feature = "dpdk") {
+                        return bad(format!(
+                            "{key}.backend = \"dpdk\": offloadd was built without the dpdk feature (cargo build --features dpdk)"
+                        ));
+                    }
+                    if p.device.as_deref().is_none_or(|d| d.trim().is_empty()) {
+                        return bad(format!(
+                            "{key}.device: backend \"dpdk\" needs a PCI address or a vdev string"
+                        ));
+                    }
+                    if p.input.is_some() || p.output.is_some() {
+                        return bad(format!("{key}: input/output belong to backend \"pcap\""));
+                    }
+                    #[cfg(feature = "dpdk")]
+                    if let Err(e) = self.dpdk.port_options(DpdkSteering::Auto).check() {
+                        return bad(format!("dpdk.{e}"));
+                    }
+                }
+            }
+            if p.backend != Backend::Dpdk && (p.device.is_some() || p.steering.is_some()) {
+                return bad(format!(
+                    "{key}: device and steering belong to backend \"dpdk\""
+                ));
             }
         }
         if self.port_index(&d.firewall_port).is_none() {
@@ -828,6 +969,53 @@ mod tests {
             assert!(e.contains(key), "{text:?}: {e}");
             assert!(!e.contains('\n'), "one line: {e}");
         }
+    }
+
+    #[test]
+    fn dpdk_ports_without_the_feature_are_one_line() {
+        let text = "[[port]]\nname = \"firewall\"\nbackend = \"dpdk\"\ndevice = \"net_ring0\"\n";
+        let r = parse(text);
+        if cfg!(feature = "dpdk") {
+            let c = r.unwrap();
+            assert_eq!(c.ports[0].device.as_deref(), Some("net_ring0"));
+        } else {
+            let e = r.unwrap_err().0;
+            assert!(e.contains("built without the dpdk feature"), "{e}");
+            assert!(!e.contains('\n'));
+        }
+        let e =
+            parse("[[port]]\nname = \"firewall\"\nbackend = \"ring\"\ndevice = \"net_ring0\"\n")
+                .unwrap_err()
+                .0;
+        assert!(e.contains("belong to backend \"dpdk\""), "{e}");
+    }
+
+    #[test]
+    fn dpdk_capture_paths_are_relative_to_the_config() {
+        assert_eq!(
+            resolve_device_paths(
+                "net_pcap0,rx_pcap=in.pcap,tx_pcap=/tmp/out.pcap,infinite_rx=0",
+                Path::new("/etc/offloadd")
+            ),
+            "net_pcap0,rx_pcap=/etc/offloadd/in.pcap,tx_pcap=/tmp/out.pcap,infinite_rx=0"
+        );
+        assert_eq!(
+            resolve_device_paths("0000:01:00.0", Path::new("/x")),
+            "0000:01:00.0"
+        );
+    }
+
+    #[cfg(feature = "dpdk")]
+    #[test]
+    fn example_dpdk_config_parses() {
+        let c = Config::parse(
+            include_str!("../../config/dpdk.toml"),
+            Path::new("/etc/offloadd"),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(c.ports.iter().all(|p| p.backend == Backend::Dpdk));
+        assert!(c.dpdk.eal_args.iter().any(|a| a == "--no-huge"));
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub fn start_engine(c: &Config) -> Result<(Engine, Vec<RingEnd>), String> {
     let mut ports = Vec::new();
     let mut ends = Vec::new();
     let mac = |s: &str| parse_mac(s).expect("checked by Config");
+    #[cfg(feature = "dpdk")]
+    let eal = dpdk_eal(c)?;
     for p in &c.ports {
         let port: Box<dyn Port> = match p.backend {
             Backend::Ring => {
@@ -124,6 +126,19 @@ pub fn start_engine(c: &Config) -> Result<(Engine, Vec<RingEnd>), String> {
                     .map_err(|e| e.to_string())?,
                 )
             }
+            #[cfg(feature = "dpdk")]
+            Backend::Dpdk => Box::new(
+                dataplane::port::dpdk::DpdkPort::new(
+                    eal.as_ref().expect("started for dpdk ports"),
+                    &p.name,
+                    p.device.as_deref().expect("checked by Config"),
+                    mac(&p.mac),
+                    c.dpdk.port_options(p.steering.unwrap_or_default()),
+                )
+                .map_err(|e| e.to_string())?,
+            ),
+            #[cfg(not(feature = "dpdk"))]
+            Backend::Dpdk => return Err("backend \"dpdk\": built without the dpdk feature".into()),
             Backend::AfPacket => Box::new(
                 AfPacketPort::new(
                     &p.name,
@@ -179,6 +194,24 @@ pub fn start_engine(c: &Config) -> Result<(Engine, Vec<RingEnd>), String> {
         .collect();
     let engine = Engine::start(ec).map_err(|e| e.to_string())?;
     Ok((engine, ends))
+}
+
+/// The process's DPDK EAL, started with `[dpdk] eal_args` when a port uses DPDK.
+#[cfg(feature = "dpdk")]
+fn dpdk_eal(c: &Config) -> Result<Option<dataplane::port::dpdk::Eal>, String> {
+    use dataplane::port::dpdk::Eal;
+    let devices: Vec<&str> = c
+        .ports
+        .iter()
+        .filter(|p| p.backend == Backend::Dpdk)
+        .filter_map(|p| p.device.as_deref())
+        .collect();
+    if devices.is_empty() {
+        return Ok(None);
+    }
+    Eal::init(&Eal::arguments(&c.dpdk.eal_args, &devices))
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// What an unknown id, or an add that was never answered, looks like.

@@ -10,10 +10,14 @@
 //!   `handoff.rs` passes each frame to the queue of the worker that owns it.
 //! - `af_xdp` (cargo feature `afxdp`): a Linux interface through AF_XDP sockets, one
 //!   per queue with its own UMEM (xsk-rs); native or generic XDP, zero-copy or copy.
+//! - `dpdk` (cargo feature `dpdk`): NICs and DPDK virtual devices through the system
+//!   DPDK; see `dpdk.rs` for EAL, RSS and buffers.
 
 pub mod af_packet;
 #[cfg(feature = "afxdp")]
 pub mod af_xdp;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod handoff;
 pub mod pcap;
 pub mod ring;
