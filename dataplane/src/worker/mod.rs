@@ -27,6 +27,7 @@ use crate::port::PortQueue;
 use crate::session::SessionInfo;
 use crate::stats::{Latency, PortCounters, WorkerCounters, WorkerReport};
 pub use command::{Command, Reply};
+use pipeline::Pipe;
 
 /// Commands taken per loop iteration, so a flood of commands cannot starve packets.
 const COMMANDS_PER_POLL: usize = 64;
@@ -84,8 +85,9 @@ pub struct WorkerPort {
     /// Destination MAC written on frames forwarded out of this port without a
     /// session next hop; None leaves frames as they are.
     pub next_hop_mac: Option<[u8; 6]>,
-    /// Received last time, headers prefetched, processed next time.
-    staged: Burst,
+    /// Packets between the stages of the hot path (see pipeline.rs). Taken out of the
+    /// port while the pipeline runs, so that the stages can borrow the worker.
+    pipe: Option<Box<Pipe>>,
     tx: Burst,
     counters: PortCounters,
 }
@@ -103,7 +105,7 @@ impl WorkerPort {
             lif,
             mac,
             next_hop_mac,
-            staged: Burst::new(),
+            pipe: Some(Pipe::new()),
             tx: Burst::new(),
             counters: PortCounters {
                 name: name.to_string(),
@@ -180,6 +182,9 @@ pub struct Worker {
     counters: WorkerCounters,
     latency: Latency,
     pinned: Option<usize>,
+    /// The port of each lif (low 16 bits): the hot path finds a packet's way out
+    /// here instead of storing ports in the entry. Lifs of sessions are checked at add.
+    lif_port: Box<[u8; 1 << 16]>,
 }
 
 impl Worker {
@@ -194,6 +199,13 @@ impl Worker {
     ) -> Result<Worker, ReserveError> {
         let table = FlowTable::with_capacity(plan.capacity_per_worker)?;
         let clock = Clock::new(plan.tick);
+        let mut lif_port: Box<[u8; 1 << 16]> = vec![0u8; 1 << 16]
+            .into_boxed_slice()
+            .try_into()
+            .expect("65536 bytes");
+        for (&lif, &port) in &plan.lif_ports {
+            lif_port[usize::from(lif)] = port;
+        }
         Ok(Worker {
             id,
             wheel: TimerWheel::new(0),
@@ -210,6 +222,7 @@ impl Worker {
             counters: WorkerCounters::default(),
             latency: Latency::default(),
             pinned: None,
+            lif_port,
         })
     }
 
@@ -304,7 +317,7 @@ impl Worker {
     /// refused so that no caller waits forever.
     fn finish(mut self) -> WorkerExit {
         for p in 0..self.ports.len() {
-            self.process_staged(p);
+            self.drain_pipe(p);
         }
         for p in 0..self.ports.len() {
             self.flush_port(p);
