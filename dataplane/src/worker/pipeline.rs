@@ -22,8 +22,6 @@
 //! Rules: no allocation, no locks, no syscalls (transmit is batched in `flush_port`),
 //! counters are plain fields of the worker.
 
-use std::time::Instant;
-
 use super::Worker;
 use crate::flow::{Dir, FlowKey};
 use crate::packet::{Burst, PacketBuf, BURST};
@@ -137,23 +135,25 @@ impl Worker {
         }
     }
 
-    /// Runs the stages, each its distance behind the one before (no distance when
-    /// `drain`); returns the packets finished.
+    /// Runs the stages, each its distance behind the one before; returns the packets
+    /// finished. When draining, a stage whose predecessor has taken every packet in
+    /// the pipe stops keeping its distance (no packet will come to fill the gap): the
+    /// stages then sweep the rest one after the other, each issuing all its
+    /// prefetches before the next stage needs them, as a burst-at-a-time loop would.
     fn advance(&mut self, lif: u16, pipe: &mut Pipe, drain: bool) -> usize {
-        let t0 = Instant::now();
+        let t0 = super::cycles();
         let first = pipe.done;
-        let (header, bucket, entry) = if drain {
-            (0, 0, 0)
-        } else {
-            (HEADER_AHEAD, BUCKET_AHEAD, ENTRY_AHEAD)
-        };
         loop {
             let mut moved = false;
-            if pipe.received - pipe.parsed > header {
+            let parse_all = drain && pipe.parsed < pipe.received;
+            if parse_all || pipe.received - pipe.parsed > HEADER_AHEAD {
                 self.parse_stage(pipe, lif);
                 moved = true;
             }
-            if pipe.parsed - pipe.matched > bucket {
+            let parsed_all = drain && pipe.parsed == pipe.received;
+            if (parsed_all && pipe.matched < pipe.parsed)
+                || pipe.parsed - pipe.matched > BUCKET_AHEAD
+            {
                 let i = at(pipe.matched);
                 if pipe.kinds[i] == Kind::Flow {
                     self.table.prefetch_entry(pipe.hashes[i]);
@@ -161,7 +161,8 @@ impl Worker {
                 pipe.matched += 1;
                 moved = true;
             }
-            if pipe.matched - pipe.done > entry {
+            let matched_all = parsed_all && pipe.matched == pipe.parsed;
+            if (matched_all && pipe.done < pipe.matched) || pipe.matched - pipe.done > ENTRY_AHEAD {
                 self.finish_stage(pipe);
                 moved = true;
             }
@@ -171,7 +172,8 @@ impl Worker {
         }
         let n = pipe.done - first;
         if n > 0 {
-            let per_packet = t0.elapsed().as_nanos() as u64 / u64::from(n);
+            let ns = self.clock.cycles_to_ns(super::cycles().wrapping_sub(t0));
+            let per_packet = ns / u64::from(n);
             let _ = self
                 .latency
                 .packet_ns
