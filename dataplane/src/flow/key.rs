@@ -8,13 +8,14 @@
 
 use crate::wire::FrameInfo;
 
-/// Which way a packet goes relative to the session as it was offloaded.
+/// Which way a packet goes relative to the session as it was offloaded. As a number
+/// (`dir as usize`) it indexes per-direction counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dir {
     /// From the session's source toward its destination (arrives on `in_lif`).
-    In,
+    In = 0,
     /// The reverse (arrives on `out_lif`).
-    Out,
+    Out = 1,
 }
 
 /// A directional lookup key. IPv4 addresses sit in the first four bytes.

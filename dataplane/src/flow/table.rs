@@ -1,8 +1,11 @@
-//! The flow table of one worker: a slab of 128-byte entries and a compact index.
+//! The flow table of one worker: a slab of 64-byte hot entries, a parallel slab of
+//! cold records, and a compact index.
 //!
-//! - Entries: one per session, in a slab reserved at start. Line 0 holds what every
-//!   packet reads (the key, action, ports, close state, last-seen tick); line 1 the
-//!   counters and what only commands and the timer wheel touch.
+//! - Hot entries (`Entry`, one cache line): everything a packet reads or writes: the
+//!   key, the action and state, the next hop, the last-seen tick and the low bits of
+//!   the per-direction counters. A hit touches this line and nothing else.
+//! - Cold records (`Cold`): the 64-bit counter totals the low bits carry into, and
+//!   what only commands and the timer wheel use (id, times, timeout, wheel links).
 //! - Index: open addressing over 64-byte buckets of 8 (tag, reference) pairs, probed
 //!   bucket by bucket. A bucket's `overflow` counts the keys that probed past it, so a
 //!   lookup stops at the first bucket with no match and no overflow, and a removal
@@ -10,8 +13,15 @@
 //!   probe answers "which session, which way".
 //! - Ids: the client's session id -> slot, for commands only.
 //!
-//! Lookups for a burst are split into stages (`prefetch_bucket`, `prefetch_entry`,
-//! `lookup`) so that the caller can keep many cache misses in flight.
+//! Lookups are split into stages (`prefetch_bucket`, `prefetch_entry`, `lookup`) so
+//! that the caller can keep many cache misses in flight.
+//!
+//! Counters: a hit adds to a 32-bit byte counter and a 16-bit packet counter in the
+//! hot line. The packet whose addition wraps one of them adds the wrapped amount
+//! (2^32 bytes, 2^16 packets) to the 64-bit total in the cold record at once
+//! (`fold_carry`, a branch taken at most once per 65536 packets of a direction), so
+//! `total = cold + hot` is exact at every moment, whatever the packet rate: no timer
+//! has to visit the entry before a counter can wrap. See worker/DESIGN.md.
 
 use hashbrown::HashMap;
 
@@ -22,43 +32,48 @@ use crate::prefetch;
 /// Largest capacity: references keep the direction in their lowest bit.
 pub const MAX_CAPACITY: usize = 1 << 30;
 
-/// One session. All-zero is a valid (unused) entry.
+/// The hot part of a session: what every packet of it reads and writes, in one cache
+/// line. All-zero is a valid (unused) entry.
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Entry {
-    // Line 0: read by every packet of the session.
     pub src: [u8; 16],
     pub dst: [u8; 16],
     pub sport: u16,
     pub dport: u16,
     pub in_lif: u32,
     pub out_lif: u32,
-    pub proto: u8,
-    pub v6: bool,
-    /// The worker's action code.
-    pub action: u8,
-    /// `SessionState` as a number.
-    pub state: u8,
-    /// FIN seen: bit 0 from the source (in), bit 1 from the destination (out).
-    pub fin: u8,
-    /// Port that out-direction packets leave by (the in_lif's port).
-    pub in_port: u8,
-    /// Port that in-direction packets leave by (out_lif's, or the next hop's).
-    pub out_port: u8,
-    /// `CloseCause` as a number once closed.
-    pub cause: u8,
     /// Worker clock tick of the last packet (or of the add).
     pub last_seen: u32,
+    /// Low 32 bits of the byte counters, by direction (`Dir as usize`); the carries
+    /// are in `Cold::bytes`.
+    pub bytes: [u32; 2],
+    /// Low 16 bits of the packet counters, by direction; carries in `Cold::packets`.
+    pub packets: [u16; 2],
     /// 1 + index in the worker's next-hop table; 0: the out port's default.
     pub next_hop: u16,
-    /// Worker bookkeeping bits (see `worker::sessions`).
-    pub flags: u8,
-    pub _pad: [u8; 5],
-    // Line 1: counters, and what commands and the timer wheel use.
-    pub in_packets: u64,
-    pub in_bytes: u64,
-    pub out_packets: u64,
-    pub out_bytes: u64,
+    pub proto: u8,
+    /// Action (bits 0-1), `SessionState` (bits 2-3), IPv6 (bit 4): packed so that
+    /// the entry fits one cache line. Read through `action()`, `state()`, `v6()`.
+    pub meta: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 64);
+
+const META_ACTION: u8 = 0b11;
+const META_STATE_SHIFT: u8 = 2;
+const META_STATE: u8 = 0b11 << META_STATE_SHIFT;
+const META_V6: u8 = 1 << 4;
+
+/// The cold part of a session: counter totals and what commands and the timer wheel
+/// use. All-zero is a valid (unused) record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cold {
+    /// Packets carried out of `Entry::packets`, by direction (multiples of 2^16).
+    pub packets: [u64; 2],
+    /// Bytes carried out of `Entry::bytes`, by direction (multiples of 2^32).
+    pub bytes: [u64; 2],
     pub id: u64,
     /// Wall clock at the add, ns since the Unix epoch.
     pub start_ns: u64,
@@ -68,17 +83,49 @@ pub struct Entry {
     /// While live: the wheel's next and previous links (slot + 1, 0 = none).
     /// Once closed: the end time, ns since the Unix epoch (`end_ns`).
     pub timer: [u32; 2],
+    /// FIN seen: bit 0 from the source (in), bit 1 from the destination (out).
+    pub fin: u8,
+    /// `CloseCause` as a number once closed.
+    pub cause: u8,
+    /// Worker bookkeeping bits (see `worker::sessions`).
+    pub flags: u8,
 }
 
-const _: () = assert!(std::mem::size_of::<Entry>() == 128);
-
 impl Entry {
+    /// The `meta` byte of a session with this action, state and address family.
+    pub fn pack_meta(action: u8, state: u8, v6: bool) -> u8 {
+        debug_assert!(action <= META_ACTION && state <= 3);
+        action | (state << META_STATE_SHIFT) | if v6 { META_V6 } else { 0 }
+    }
+
+    /// The worker's action code (`Action as u8`).
+    #[inline(always)]
+    pub fn action(&self) -> u8 {
+        self.meta & META_ACTION
+    }
+
+    /// `SessionState` as a number.
+    #[inline(always)]
+    pub fn state(&self) -> u8 {
+        (self.meta & META_STATE) >> META_STATE_SHIFT
+    }
+
+    #[inline]
+    pub fn set_state(&mut self, state: u8) {
+        self.meta = (self.meta & !META_STATE) | ((state << META_STATE_SHIFT) & META_STATE);
+    }
+
+    #[inline(always)]
+    pub fn v6(&self) -> bool {
+        self.meta & META_V6 != 0
+    }
+
     /// The key of packets going in direction `dir`.
     #[inline]
     pub fn key(&self, dir: Dir) -> FlowKey {
         let k = FlowKey {
             lif: self.in_lif,
-            v6: self.v6,
+            v6: self.v6(),
             proto: self.proto,
             src: self.src,
             dst: self.dst,
@@ -94,7 +141,7 @@ impl Entry {
     /// Whether `key` is this session's key for `dir`.
     #[inline(always)]
     pub fn matches(&self, key: &FlowKey, dir: Dir) -> bool {
-        let common = key.proto == self.proto && key.v6 == self.v6;
+        let common = key.proto == self.proto && key.v6 == self.v6();
         common
             && match dir {
                 Dir::In => {
@@ -113,7 +160,9 @@ impl Entry {
                 }
             }
     }
+}
 
+impl Cold {
     pub fn end_ns(&self) -> u64 {
         (u64::from(self.timer[0]) << 32) | u64::from(self.timer[1])
     }
@@ -122,6 +171,13 @@ impl Entry {
     pub fn set_end_ns(&mut self, ns: u64) {
         self.timer = [(ns >> 32) as u32, ns as u32];
     }
+}
+
+/// A session's counters, 64-bit, in one direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 const WAYS: usize = 8;
@@ -139,6 +195,40 @@ struct Bucket {
 }
 
 const _: () = assert!(std::mem::size_of::<Bucket>() == 64);
+
+impl Bucket {
+    /// The ways holding `tag`: bit 2w is set when way w matches (the layout SSE2's
+    /// byte mask gives; `way_of` turns a bit back into a way).
+    #[inline(always)]
+    fn matching(&self, tag: u16) -> u32 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::*;
+            // SAFETY: SSE2 is part of x86_64; the load reads exactly the 16 bytes of
+            // `tags` (unaligned load, no alignment assumed).
+            unsafe {
+                let tags = _mm_loadu_si128(self.tags.as_ptr() as *const __m128i);
+                let eq = _mm_cmpeq_epi16(tags, _mm_set1_epi16(tag as i16));
+                // Two mask bits per 16-bit lane: keep the lower one.
+                (_mm_movemask_epi8(eq) as u32) & 0x5555
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let mut m = 0;
+            for w in 0..WAYS {
+                m |= u32::from(self.tags[w] == tag) << (2 * w);
+            }
+            m
+        }
+    }
+}
+
+/// The way of the lowest bit of a `Bucket::matching` mask.
+#[inline(always)]
+fn way_of(mask: u32) -> usize {
+    (mask.trailing_zeros() / 2) as usize
+}
 
 #[inline(always)]
 fn tag_of(hash: u64) -> u16 {
@@ -166,6 +256,7 @@ pub enum InsertError {
 pub struct FlowTable {
     index: Region<Bucket>,
     entries: Region<Entry>,
+    cold: Region<Cold>,
     /// Free slots, popped from the end.
     free: Vec<u32>,
     ids: HashMap<u64, u32>,
@@ -179,11 +270,13 @@ impl FlowTable {
         let buckets = (2 * capacity).div_ceil(WAYS * 3 / 4) + 1;
         let index = Region::zeroed(buckets)?;
         let entries = Region::zeroed(capacity)?;
+        let cold = Region::zeroed(capacity)?;
         let free = (0..capacity as u32).rev().collect();
         let ids = HashMap::with_capacity(capacity);
         Ok(FlowTable {
             index,
             entries,
+            cold,
             free,
             ids,
         })
@@ -206,6 +299,7 @@ impl FlowTable {
     pub fn bytes(&self) -> usize {
         self.index.bytes()
             + self.entries.bytes()
+            + self.cold.bytes()
             + self.free.capacity() * 4
             + self.ids.allocation_size()
     }
@@ -230,18 +324,15 @@ impl FlowTable {
         prefetch::read(&self.index[self.home(hash)]);
     }
 
-    /// Stage 2: bring the entry of the first tag match toward the cache (both lines).
+    /// Stage 2: bring the entry of the first tag match toward the cache (one line).
+    /// Only a hint: `lookup` probes again, so an index changed in between by a command
+    /// costs a miss, never a wrong answer.
     #[inline(always)]
     pub fn prefetch_entry(&self, hash: u64) {
         let b = &self.index[self.home(hash)];
-        let tag = tag_of(hash);
-        for w in 0..WAYS {
-            if b.tags[w] == tag {
-                let e: *const Entry = &self.entries[(b.refs[w] >> 1) as usize];
-                prefetch::read(e);
-                prefetch::read((e as *const u8).wrapping_add(64));
-                return;
-            }
+        let m = b.matching(tag_of(hash));
+        if m != 0 {
+            prefetch::write(&self.entries[(b.refs[way_of(m)] >> 1) as usize]);
         }
     }
 
@@ -252,14 +343,14 @@ impl FlowTable {
         let mut b = self.home(hash);
         for _ in 0..self.index.len() {
             let bucket = &self.index[b];
-            for w in 0..WAYS {
-                if bucket.tags[w] == tag {
-                    let r = bucket.refs[w];
-                    let dir = dir_of(r);
-                    if self.entries[(r >> 1) as usize].matches(key, dir) {
-                        return Some((r >> 1, dir));
-                    }
+            let mut m = bucket.matching(tag);
+            while m != 0 {
+                let r = bucket.refs[way_of(m)];
+                let dir = dir_of(r);
+                if self.entries[(r >> 1) as usize].matches(key, dir) {
+                    return Some((r >> 1, dir));
                 }
+                m &= m - 1;
             }
             if bucket.overflow == 0 {
                 return None;
@@ -269,9 +360,52 @@ impl FlowTable {
         None
     }
 
-    /// Adds a session. The entry's id and both of its keys must be new.
-    pub fn insert(&mut self, entry: &Entry) -> Result<u32, InsertError> {
-        if self.ids.contains_key(&entry.id) {
+    /// Counts one packet of `len` bytes going `dir` in the session in `slot`, seen at
+    /// tick `now`, and returns the entry. Touches the hot line only, except for the
+    /// packet that wraps a low counter (see the module note).
+    #[inline(always)]
+    pub fn count(&mut self, slot: u32, dir: Dir, len: u16, now: u32) -> &Entry {
+        let d = dir as usize;
+        let e = &mut self.entries[slot as usize];
+        e.last_seen = now;
+        let (bytes, byte_carry) = e.bytes[d].overflowing_add(u32::from(len));
+        e.bytes[d] = bytes;
+        let packets = e.packets[d].wrapping_add(1);
+        e.packets[d] = packets;
+        if byte_carry | (packets == 0) {
+            self.fold_carry(slot, d, byte_carry, packets == 0);
+        }
+        &self.entries[slot as usize]
+    }
+
+    /// A low counter wrapped: its 64-bit total takes the wrapped amount.
+    #[cold]
+    #[inline(never)]
+    fn fold_carry(&mut self, slot: u32, d: usize, bytes: bool, packets: bool) {
+        let c = &mut self.cold[slot as usize];
+        if bytes {
+            c.bytes[d] += 1 << 32;
+        }
+        if packets {
+            c.packets[d] += 1 << 16;
+        }
+    }
+
+    /// The session's 64-bit counters in direction `dir`: the carried total plus what
+    /// the hot line holds now.
+    pub fn totals(&self, slot: u32, dir: Dir) -> Totals {
+        let d = dir as usize;
+        let e = &self.entries[slot as usize];
+        let c = &self.cold[slot as usize];
+        Totals {
+            packets: c.packets[d] + u64::from(e.packets[d]),
+            bytes: c.bytes[d] + u64::from(e.bytes[d]),
+        }
+    }
+
+    /// Adds a session. Its id and both of its keys must be new.
+    pub fn insert(&mut self, entry: &Entry, cold: &Cold) -> Result<u32, InsertError> {
+        if self.ids.contains_key(&cold.id) {
             return Err(InsertError::Exists);
         }
         let kin = entry.key(Dir::In);
@@ -281,11 +415,12 @@ impl FlowTable {
         }
         let slot = self.free.pop().ok_or(InsertError::Full)?;
         self.entries[slot as usize] = *entry;
+        self.cold[slot as usize] = *cold;
         self.index_insert(kin.hash(), slot << 1);
         if kout != kin {
             self.index_insert(kout.hash(), (slot << 1) | 1);
         }
-        self.ids.insert(entry.id, slot);
+        self.ids.insert(cold.id, slot);
         Ok(slot)
     }
 
@@ -346,7 +481,7 @@ impl FlowTable {
     /// Forgets the id of the session in `slot` (the slot stays taken); the id can be
     /// used again at once.
     pub fn forget_id(&mut self, slot: u32) {
-        let id = self.entries[slot as usize].id;
+        let id = self.cold[slot as usize].id;
         if self.ids.get(&id) == Some(&slot) {
             self.ids.remove(&id);
         }
@@ -356,6 +491,7 @@ impl FlowTable {
     pub fn release(&mut self, slot: u32) {
         self.forget_id(slot);
         self.entries[slot as usize] = Entry::default();
+        self.cold[slot as usize] = Cold::default();
         self.free.push(slot);
     }
 
@@ -372,20 +508,35 @@ impl FlowTable {
     pub fn entry_mut(&mut self, slot: u32) -> &mut Entry {
         &mut self.entries[slot as usize]
     }
-}
 
+    #[inline]
+    pub fn cold(&self, slot: u32) -> &Cold {
+        &self.cold[slot as usize]
+    }
+
+    #[inline]
+    pub fn cold_mut(&mut self, slot: u32) -> &mut Cold {
+        &mut self.cold[slot as usize]
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashMap as StdMap;
 
-    fn entry(id: u64, n: u32, in_lif: u32, out_lif: u32, v6: bool) -> Entry {
+    /// A session as the table stores it: hot entry and cold record.
+    type Sess = (Entry, Cold);
+
+    fn put(t: &mut FlowTable, s: &Sess) -> Result<u32, InsertError> {
+        t.insert(&s.0, &s.1)
+    }
+
+    fn entry(id: u64, n: u32, in_lif: u32, out_lif: u32, v6: bool) -> Sess {
         let mut e = Entry {
-            id,
             in_lif,
             out_lif,
-            v6,
+            meta: Entry::pack_meta(1, 0, v6),
             proto: 17,
             sport: (n % 60_000) as u16 + 1,
             dport: 53,
@@ -397,16 +548,22 @@ mod tests {
             e.src[15] = 7;
             e.dst[15] = 9;
         }
-        e
+        (
+            e,
+            Cold {
+                id,
+                ..Cold::default()
+            },
+        )
     }
 
     #[test]
     fn both_directions_find_the_entry() {
         let mut t = FlowTable::with_capacity(16).unwrap();
         let e = entry(7, 1, 1, 2, false);
-        let slot = t.insert(&e).unwrap();
-        let kin = e.key(Dir::In);
-        let kout = e.key(Dir::Out);
+        let slot = put(&mut t, &e).unwrap();
+        let kin = e.0.key(Dir::In);
+        let kout = e.0.key(Dir::Out);
         assert_eq!(t.lookup(&kin, kin.hash()), Some((slot, Dir::In)));
         assert_eq!(t.lookup(&kout, kout.hash()), Some((slot, Dir::Out)));
         // The in-key on the wrong lif is not the session.
@@ -416,24 +573,68 @@ mod tests {
     }
 
     #[test]
+    fn counters_stay_exact_across_wraps() {
+        let mut t = FlowTable::with_capacity(2).unwrap();
+        let s = put(&mut t, &entry(1, 1, 1, 2, false)).unwrap();
+        // 200k packets of 60000 bytes: the 16-bit packet counter wraps 3 times and
+        // the 32-bit byte counter twice.
+        for i in 0..200_000u32 {
+            t.count(s, Dir::In, 60_000, i);
+        }
+        for _ in 0..70_000 {
+            t.count(s, Dir::Out, 64, 7);
+        }
+        let want_in = Totals {
+            packets: 200_000,
+            bytes: 12_000_000_000,
+        };
+        assert_eq!(t.totals(s, Dir::In), want_in);
+        let want_out = Totals {
+            packets: 70_000,
+            bytes: 70_000 * 64,
+        };
+        assert_eq!(t.totals(s, Dir::Out), want_out);
+        assert_eq!(t.entry(s).last_seen, 7);
+        // Nothing of the key or the state was touched.
+        assert_eq!(
+            t.entry(s).key(Dir::In),
+            entry(1, 1, 1, 2, false).0.key(Dir::In)
+        );
+        assert_eq!(t.entry(s).action(), 1);
+    }
+
+    #[test]
+    fn meta_packs_action_state_family() {
+        let mut e = Entry {
+            meta: Entry::pack_meta(3, 2, true),
+            ..Entry::default()
+        };
+        assert_eq!((e.action(), e.state(), e.v6()), (3, 2, true));
+        e.set_state(3);
+        assert_eq!((e.action(), e.state(), e.v6()), (3, 3, true));
+        e.set_state(0);
+        assert_eq!((e.action(), e.state(), e.v6()), (3, 0, true));
+    }
+
+    #[test]
     fn duplicates_by_id_and_by_key() {
         let mut t = FlowTable::with_capacity(16).unwrap();
-        t.insert(&entry(1, 1, 1, 2, false)).unwrap();
+        put(&mut t, &entry(1, 1, 1, 2, false)).unwrap();
         assert_eq!(
-            t.insert(&entry(1, 2, 1, 2, false)),
+            put(&mut t, &entry(1, 2, 1, 2, false)),
             Err(InsertError::Exists)
         );
         assert_eq!(
-            t.insert(&entry(2, 1, 1, 2, false)),
+            put(&mut t, &entry(2, 1, 1, 2, false)),
             Err(InsertError::Exists)
         );
         // The reverse of an offloaded session is that session.
         let mut rev = entry(3, 1, 2, 1, false);
-        std::mem::swap(&mut rev.src, &mut rev.dst);
-        std::mem::swap(&mut rev.sport, &mut rev.dport);
-        assert_eq!(t.insert(&rev), Err(InsertError::Exists));
+        std::mem::swap(&mut rev.0.src, &mut rev.0.dst);
+        std::mem::swap(&mut rev.0.sport, &mut rev.0.dport);
+        assert_eq!(put(&mut t, &rev), Err(InsertError::Exists));
         // Same addresses on other lifs is another session.
-        t.insert(&entry(4, 1, 3, 4, false)).unwrap();
+        put(&mut t, &entry(4, 1, 3, 4, false)).unwrap();
         assert_eq!(t.len(), 2);
     }
 
@@ -441,29 +642,32 @@ mod tests {
     fn full_is_an_answer() {
         let mut t = FlowTable::with_capacity(3).unwrap();
         for i in 0..3 {
-            t.insert(&entry(i, i as u32, 1, 2, false)).unwrap();
+            put(&mut t, &entry(i, i as u32, 1, 2, false)).unwrap();
         }
-        assert_eq!(t.insert(&entry(9, 9, 1, 2, false)), Err(InsertError::Full));
+        assert_eq!(
+            put(&mut t, &entry(9, 9, 1, 2, false)),
+            Err(InsertError::Full)
+        );
         let s = t.slot_of(1).unwrap();
         t.unindex(s);
         t.release(s);
-        t.insert(&entry(9, 9, 1, 2, false)).unwrap();
+        put(&mut t, &entry(9, 9, 1, 2, false)).unwrap();
     }
 
     #[test]
     fn overflow_chains_survive_removal() {
         // A tiny index so that probes run across buckets.
         let mut t = FlowTable::with_capacity(40).unwrap();
-        let es: Vec<Entry> = (0..40)
+        let es: Vec<Sess> = (0..40)
             .map(|i| entry(i, i as u32 * 7919, 1, 2, i % 2 == 0))
             .collect();
-        let slots: Vec<u32> = es.iter().map(|e| t.insert(e).unwrap()).collect();
+        let slots: Vec<u32> = es.iter().map(|e| put(&mut t, e).unwrap()).collect();
         for i in (0..40).step_by(3) {
             t.unindex(slots[i]);
             t.release(slots[i]);
         }
         for (i, e) in es.iter().enumerate() {
-            let k = e.key(Dir::Out);
+            let k = e.0.key(Dir::Out);
             let found = t.lookup(&k, k.hash());
             if i % 3 == 0 {
                 assert_eq!(found, None);
@@ -496,10 +700,10 @@ mod tests {
     #[test]
     fn forget_id_lets_the_id_return() {
         let mut t = FlowTable::with_capacity(4).unwrap();
-        let s = t.insert(&entry(5, 1, 1, 2, false)).unwrap();
+        let s = put(&mut t, &entry(5, 1, 1, 2, false)).unwrap();
         t.unindex(s);
         t.forget_id(s);
-        let s2 = t.insert(&entry(5, 1, 1, 2, false)).unwrap();
+        let s2 = put(&mut t, &entry(5, 1, 1, 2, false)).unwrap();
         assert_ne!(s, s2);
         t.release(s); // the old slot goes; the id stays with the new one
         assert_eq!(t.slot_of(5), Some(s2));
@@ -524,14 +728,14 @@ mod tests {
         fn matches_a_model(ops in proptest::collection::vec(op(), 1..300)) {
             let cap = 24;
             let mut t = FlowTable::with_capacity(cap).unwrap();
-            let mut model: StdMap<u64, Entry> = StdMap::new();
+            let mut model: StdMap<u64, Sess> = StdMap::new();
             for op in ops {
                 match op {
                     Op::Insert(id, n, v6) => {
                         let e = entry(id, n, 1, 2, v6);
                         let clash = model.contains_key(&id)
-                            || model.values().any(|m| m.key(Dir::In) == e.key(Dir::In));
-                        let got = t.insert(&e);
+                            || model.values().any(|m| m.0.key(Dir::In) == e.0.key(Dir::In));
+                        let got = put(&mut t, &e);
                         if clash {
                             prop_assert_eq!(got, Err(InsertError::Exists));
                         } else if model.len() == cap {
@@ -557,11 +761,11 @@ mod tests {
                 for v6 in [false, true] {
                     let probe = entry(0, n, 1, 2, v6);
                     for dir in [Dir::In, Dir::Out] {
-                        let k = probe.key(dir);
-                        let want = model.values().find(|m| m.key(dir) == k).map(|m| m.id);
+                        let k = probe.0.key(dir);
+                        let want = model.values().find(|m| m.0.key(dir) == k).map(|m| m.1.id);
                         let got = t.lookup(&k, k.hash()).map(|(s, d)| {
                             assert_eq!(d, dir);
-                            t.entry(s).id
+                            t.cold(s).id
                         });
                         prop_assert_eq!(got, want);
                     }

@@ -1,7 +1,7 @@
 //! The session cleaner's clock: a hashed timer wheel threaded through the entries.
 //!
 //! Each live entry sits in the slot of the tick it is due at (`sched`), in a doubly
-//! linked list whose links live in the entry (`Entry::timer`), so scheduling and
+//! linked list whose links live in the session's cold record (`Cold::timer`), so scheduling and
 //! unlinking are O(1) and need no memory of their own. Packets do not touch the
 //! wheel: they only write `last_seen`. When a slot comes due the cleaner looks at each
 //! entry once: idle long enough -> expire; otherwise it is rescheduled at its real
@@ -35,9 +35,9 @@ impl TimerWheel {
         let w = due as usize % SLOTS;
         let head = self.heads[w];
         if head != 0 {
-            table.entry_mut(head - 1).timer[1] = slot + 1;
+            table.cold_mut(head - 1).timer[1] = slot + 1;
         }
-        let e = table.entry_mut(slot);
+        let e = table.cold_mut(slot);
         e.sched = due;
         e.timer = [head, 0];
         self.heads[w] = slot + 1;
@@ -45,19 +45,19 @@ impl TimerWheel {
 
     /// Takes `slot` out of the wheel.
     pub fn unlink(&mut self, table: &mut FlowTable, slot: u32) {
-        let e = table.entry(slot);
+        let e = table.cold(slot);
         let [next, prev] = e.timer;
         let w = e.sched as usize % SLOTS;
         if prev == 0 {
             debug_assert_eq!(self.heads[w], slot + 1);
             self.heads[w] = next;
         } else {
-            table.entry_mut(prev - 1).timer[0] = next;
+            table.cold_mut(prev - 1).timer[0] = next;
         }
         if next != 0 {
-            table.entry_mut(next - 1).timer[1] = prev;
+            table.cold_mut(next - 1).timer[1] = prev;
         }
-        table.entry_mut(slot).timer = [0, 0];
+        table.cold_mut(slot).timer = [0, 0];
     }
 
     /// Processes due ticks up to `now_tick`, looking at no more than `budget` entries.
@@ -81,8 +81,8 @@ impl TimerWheel {
             let mut cur = std::mem::take(&mut self.heads[w]);
             while cur != 0 && seen < budget {
                 let slot = cur - 1;
-                cur = table.entry(slot).timer[0];
-                table.entry_mut(slot).timer = [0, 0];
+                cur = table.cold(slot).timer[0];
+                table.cold_mut(slot).timer = [0, 0];
                 seen += 1;
                 let due = due_at(table, slot);
                 if due <= self.cursor {
@@ -94,7 +94,7 @@ impl TimerWheel {
             }
             if cur != 0 {
                 // Out of budget: what is left waits in its slot for the next call.
-                table.entry_mut(cur - 1).timer[1] = 0;
+                table.cold_mut(cur - 1).timer[1] = 0;
                 self.append(table, w, cur);
                 return seen;
             }
@@ -106,13 +106,13 @@ impl TimerWheel {
     /// Puts the list starting at `first` (slot + 1) in front of wheel slot `w`.
     fn append(&mut self, table: &mut FlowTable, w: usize, first: u32) {
         let mut last = first;
-        while table.entry(last - 1).timer[0] != 0 {
-            last = table.entry(last - 1).timer[0];
+        while table.cold(last - 1).timer[0] != 0 {
+            last = table.cold(last - 1).timer[0];
         }
         let head = self.heads[w];
-        table.entry_mut(last - 1).timer[0] = head;
+        table.cold_mut(last - 1).timer[0] = head;
         if head != 0 {
-            table.entry_mut(head - 1).timer[1] = last;
+            table.cold_mut(head - 1).timer[1] = last;
         }
         self.heads[w] = first;
     }
@@ -126,14 +126,13 @@ impl TimerWheel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::table::Entry;
+    use crate::flow::table::{Cold, Entry};
 
     fn table_with(n: u32) -> (FlowTable, Vec<u32>) {
         let mut t = FlowTable::with_capacity(n as usize).unwrap();
         let slots = (0..n)
             .map(|i| {
                 let mut e = Entry {
-                    id: u64::from(i),
                     proto: 6,
                     in_lif: 1,
                     out_lif: 2,
@@ -141,15 +140,18 @@ mod tests {
                     ..Entry::default()
                 };
                 e.src[0] = 1;
-                t.insert(&e).unwrap()
+                let c = Cold {
+                    id: u64::from(i),
+                    ..Cold::default()
+                };
+                t.insert(&e, &c).unwrap()
             })
             .collect();
         (t, slots)
     }
 
     fn due(t: &FlowTable, s: u32) -> u32 {
-        let e = t.entry(s);
-        e.last_seen + e.timeout_ticks
+        t.entry(s).last_seen + t.cold(s).timeout_ticks
     }
 
     #[test]
@@ -157,7 +159,7 @@ mod tests {
         let (mut t, slots) = table_with(3);
         let mut w = TimerWheel::new(0);
         for (i, &s) in slots.iter().enumerate() {
-            t.entry_mut(s).timeout_ticks = 10 * (i as u32 + 1);
+            t.cold_mut(s).timeout_ticks = 10 * (i as u32 + 1);
             w.schedule(&mut t, s, 10 * (i as u32 + 1));
         }
         let mut gone = vec![];
@@ -214,7 +216,7 @@ mod tests {
         let s = slots[0];
         let mut w = TimerWheel::new(0);
         let long = SLOTS as u32 * 2 + 5;
-        t.entry_mut(s).timeout_ticks = long;
+        t.cold_mut(s).timeout_ticks = long;
         w.schedule(&mut t, s, long);
         let mut gone = vec![];
         for now in 0..=long {

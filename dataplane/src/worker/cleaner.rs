@@ -9,15 +9,16 @@ use crossbeam_channel::TrySendError;
 
 use super::sessions::FLAG_SUPPRESS;
 use super::{Worker, AGING_BUDGET, CLOSED_BUDGET};
-use crate::flow::Entry;
+use crate::flow::FlowTable;
 use crate::session::{CloseCause, SessionState};
 
 /// The tick at which a session has been idle for its whole timeout: `last_seen` is
 /// the tick its last packet arrived in, so one more tick makes sure the idle time is
 /// never short of the timeout.
-pub(super) fn due_tick(e: &Entry) -> u32 {
-    e.last_seen
-        .saturating_add(e.timeout_ticks)
+pub(super) fn due_tick(t: &FlowTable, slot: u32) -> u32 {
+    t.entry(slot)
+        .last_seen
+        .saturating_add(t.cold(slot).timeout_ticks)
         .saturating_add(1)
 }
 
@@ -25,17 +26,19 @@ impl Worker {
     /// Expires sessions idle past their timeout; returns entries looked at.
     pub(super) fn age(&mut self) -> usize {
         let now = self.clock.tick;
+        if self.wheel.cursor() > now {
+            // Nothing due yet: the common case, checked before any other work.
+            return 0;
+        }
         let mut expired = arrayvec::ArrayVec::<u32, AGING_BUDGET>::new();
-        let seen = self.wheel.advance(
-            &mut self.table,
-            now,
-            AGING_BUDGET,
-            |t, slot| due_tick(t.entry(slot)),
-            |_, slot| expired.push(slot),
-        );
-        for slot in expired {
+        let seen = self
+            .wheel
+            .advance(&mut self.table, now, AGING_BUDGET, due_tick, |_, slot| {
+                expired.push(slot)
+            });
+        for &slot in &expired {
             // Both FINs were seen and only the last ACK went missing: still a FIN close.
-            let cause = if self.table.entry(slot).state == SessionState::Closing2 as u8 {
+            let cause = if self.table.entry(slot).state() == SessionState::Closing2 as u8 {
                 CloseCause::FinAck
             } else {
                 CloseCause::Timeout
@@ -53,7 +56,7 @@ impl Worker {
             let Some(&slot) = self.closed_waiting.front() else {
                 break;
             };
-            if self.table.entry(slot).flags & FLAG_SUPPRESS == 0 {
+            if self.table.cold(slot).flags & FLAG_SUPPRESS == 0 {
                 match self.closed_feed.try_send(self.info(slot)) {
                     Ok(()) => self.counters.closed_sent += 1,
                     Err(TrySendError::Full(_)) => {

@@ -1,15 +1,26 @@
-//! The hot path: a received burst is parsed, looked up and acted on.
+//! The hot path: received packets are parsed, looked up and acted on.
 //!
-//! Stages over the whole burst, so that many cache misses are in flight at once:
-//! 1. prefetch every frame's headers;
-//! 2. parse, build the key, hash it and prefetch its index bucket;
-//! 3. find the tag and prefetch the entry;
-//! 4. compare the key, count, apply the action, queue for transmit.
+//! Packets flow through a rolling software pipeline (one `Pipe` per port), each
+//! stage a few packets behind the one before it, so that several cache misses are in
+//! flight at any time and each has had the time of a few packets to arrive:
+//! 0. on receive: prefetch the frame's headers;
+//! 1. `HEADER_AHEAD` packets later: parse, build the key, hash it, prefetch its index
+//!    bucket;
+//! 2. `BUCKET_AHEAD` packets later: match the tag in the bucket, prefetch the entry;
+//! 3. `ENTRY_AHEAD` packets later: compare the key, count, apply the action, queue
+//!    for transmit.
+//!
+//! The pipeline rolls across bursts: while more packets are waiting (a full burst was
+//! received), the last packets of a burst stay in the pipe, their early stages done,
+//! and finish during the next call; when the queue ran dry (a short burst) the pipe
+//! is drained at once, so a lone packet is never held back.
+//!
+//! Stages 1 and 2 are only hints: stage 3 looks the key up again in the (now cached)
+//! bucket, so a command that changed the table between the stages costs a cache miss,
+//! never a wrong answer.
 //!
 //! Rules: no allocation, no locks, no syscalls (transmit is batched in `flush_port`),
 //! counters are plain fields of the worker.
-
-use std::time::Instant;
 
 use super::Worker;
 use crate::flow::{Dir, FlowKey};
@@ -30,119 +41,217 @@ const ACTION_SNOOP: u8 = Action::Snoop as u8;
 const CLOSING_2: u8 = SessionState::Closing2 as u8;
 const CONTROL_FLAGS: u8 = tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST;
 
+/// Packets between a frame's header prefetch and its parse.
+const HEADER_AHEAD: u32 = 8;
+/// Packets between a bucket's prefetch and the tag match that reads it.
+const BUCKET_AHEAD: u32 = 8;
+/// Packets between an entry's prefetch and the packet's use of it.
+const ENTRY_AHEAD: u32 = 8;
+/// Slots in a pipe: what stays in it between calls (the three distances) plus one
+/// burst, rounded up to a power of two.
+const PIPE: usize = 64;
+const _: () = assert!(
+    (HEADER_AHEAD + BUCKET_AHEAD + ENTRY_AHEAD) as usize + BURST <= PIPE && PIPE.is_power_of_two()
+);
+
+/// The packets of one port in flight through the stages: a ring of `PIPE` slots
+/// indexed by free-running counters, with `done <= matched <= parsed <= received`.
+pub(super) struct Pipe {
+    pkts: [Option<PacketBuf>; PIPE],
+    keys: [FlowKey; PIPE],
+    hashes: [u64; PIPE],
+    tcp: [u8; PIPE],
+    kinds: [Kind; PIPE],
+    /// Packets that entered the pipe (headers prefetched).
+    received: u32,
+    /// Packets through stage 1 (parsed, bucket prefetched).
+    parsed: u32,
+    /// Packets through stage 2 (entry prefetched).
+    matched: u32,
+    /// Packets through stage 3 (gone from the pipe).
+    done: u32,
+}
+
+impl Pipe {
+    pub(super) fn new() -> Box<Pipe> {
+        Box::new(Pipe {
+            pkts: std::array::from_fn(|_| None),
+            keys: [FlowKey::default(); PIPE],
+            hashes: [0; PIPE],
+            tcp: [0; PIPE],
+            kinds: [Kind::NotFlow; PIPE],
+            received: 0,
+            parsed: 0,
+            matched: 0,
+            done: 0,
+        })
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.done == self.received
+    }
+}
+
+#[inline(always)]
+fn at(i: u32) -> usize {
+    i as usize & (PIPE - 1)
+}
+
 impl Worker {
-    /// Receives a burst from port `p` and processes the one received the time before:
-    /// the new burst's headers are prefetched now and are in cache by the next call.
-    /// Returns the packets received and processed.
+    /// Receives a burst from port `p` and moves the port's pipe on. Returns the
+    /// packets received plus those finished.
     pub(super) fn receive(&mut self, p: usize) -> usize {
-        let mut next = Burst::new();
-        let n = self.ports[p].queue.rx_burst(&mut next);
-        for pkt in next.iter() {
-            pkt.prefetch();
-        }
+        let mut burst = Burst::new();
+        let n = self.ports[p].queue.rx_burst(&mut burst);
         self.ports[p].counters.rx += n as u64;
         self.counters.rx += n as u64;
-        let current = std::mem::replace(&mut self.ports[p].staged, next);
-        let m = current.len();
-        if m > 0 {
-            self.process_burst(p, current);
-        }
-        n + m
-    }
-
-    /// Processes what `receive` holds back (the worker is stopping).
-    pub(super) fn process_staged(&mut self, p: usize) {
-        let current = std::mem::take(&mut self.ports[p].staged);
-        if !current.is_empty() {
-            self.process_burst(p, current);
-        }
-    }
-
-    fn process_burst(&mut self, p: usize, burst: Burst) {
-        let n = burst.len() as u64;
-        let t0 = Instant::now();
-        match self.ports[p].lif {
-            Some(lif) => self.process(lif, burst),
-            None => {
-                // Not session traffic: counted, and the buffers go back to the pool.
-                self.counters.rx_no_lif += n;
-                drop(burst);
+        let Some(lif) = self.ports[p].lif else {
+            // Not session traffic: counted, and the buffers go back to the pool.
+            self.counters.rx_no_lif += n as u64;
+            return n;
+        };
+        let mut pipe = self.ports[p].pipe.take().expect("the pipe is in its port");
+        let mut done = 0;
+        if n > 0 || !pipe.is_empty() {
+            for pkt in burst.drain(..) {
+                pkt.prefetch();
+                pipe.pkts[at(pipe.received)] = Some(pkt);
+                pipe.received += 1;
             }
+            // A short burst means the queue is empty: finish everything now rather
+            // than hold packets for traffic that may not come.
+            done = self.advance(lif, &mut pipe, n < BURST);
         }
-        let per_packet = t0.elapsed().as_nanos() as u64 / n;
-        let _ = self.latency.packet_ns.record_n(per_packet.max(1), n);
+        self.ports[p].pipe = Some(pipe);
+        n + done
     }
 
-    fn process(&mut self, lif: u16, mut burst: Burst) {
-        let n = burst.len();
-        let mut keys = [FlowKey::default(); BURST];
-        let mut hashes = [0u64; BURST];
-        let mut flags = [0u8; BURST];
-        let mut kinds = [Kind::NotFlow; BURST];
-        for i in 0..n {
-            match wire::parse(burst[i].data()) {
-                Ok(f) => {
-                    keys[i] = FlowKey::of_frame(&f, lif);
-                    hashes[i] = keys[i].hash();
-                    flags[i] = if f.proto == PROTO_TCP { f.tcp_flags } else { 0 };
-                    kinds[i] = Kind::Flow;
-                    self.table.prefetch_bucket(hashes[i]);
+    /// Finishes every packet in port `p`'s pipe (the worker is stopping).
+    pub(super) fn drain_pipe(&mut self, p: usize) {
+        if let Some(lif) = self.ports[p].lif {
+            let mut pipe = self.ports[p].pipe.take().expect("the pipe is in its port");
+            self.advance(lif, &mut pipe, true);
+            self.ports[p].pipe = Some(pipe);
+        }
+    }
+
+    /// Runs the stages, each its distance behind the one before; returns the packets
+    /// finished. When draining, a stage whose predecessor has taken every packet in
+    /// the pipe stops keeping its distance (no packet will come to fill the gap): the
+    /// stages then sweep the rest one after the other, each issuing all its
+    /// prefetches before the next stage needs them, as a burst-at-a-time loop would.
+    fn advance(&mut self, lif: u16, pipe: &mut Pipe, drain: bool) -> usize {
+        let t0 = super::cycles();
+        let first = pipe.done;
+        loop {
+            let mut moved = false;
+            let parse_all = drain && pipe.parsed < pipe.received;
+            if parse_all || pipe.received - pipe.parsed > HEADER_AHEAD {
+                self.parse_stage(pipe, lif);
+                moved = true;
+            }
+            let parsed_all = drain && pipe.parsed == pipe.received;
+            if (parsed_all && pipe.matched < pipe.parsed)
+                || pipe.parsed - pipe.matched > BUCKET_AHEAD
+            {
+                let i = at(pipe.matched);
+                if pipe.kinds[i] == Kind::Flow {
+                    self.table.prefetch_entry(pipe.hashes[i]);
                 }
-                Err(Unparsed::NotFlow(_)) => kinds[i] = Kind::NotFlow,
-                Err(Unparsed::Malformed(_)) => kinds[i] = Kind::Malformed,
+                pipe.matched += 1;
+                moved = true;
+            }
+            let matched_all = parsed_all && pipe.matched == pipe.parsed;
+            if (matched_all && pipe.done < pipe.matched) || pipe.matched - pipe.done > ENTRY_AHEAD {
+                self.finish_stage(pipe);
+                moved = true;
+            }
+            if !moved {
+                break;
             }
         }
-        for i in 0..n {
-            if kinds[i] == Kind::Flow {
-                self.table.prefetch_entry(hashes[i]);
-            }
+        let n = pipe.done - first;
+        if n > 0 {
+            let ns = self.clock.cycles_to_ns(super::cycles().wrapping_sub(t0));
+            let per_packet = ns / u64::from(n);
+            let _ = self
+                .latency
+                .packet_ns
+                .record_n(per_packet.max(1), u64::from(n));
         }
-        for (i, pkt) in burst.drain(..).enumerate() {
-            match kinds[i] {
-                Kind::Flow => match self.table.lookup(&keys[i], hashes[i]) {
+        n as usize
+    }
+
+    /// Stage 1: parse, key, hash, prefetch the bucket.
+    #[inline(always)]
+    fn parse_stage(&mut self, pipe: &mut Pipe, lif: u16) {
+        let i = at(pipe.parsed);
+        pipe.parsed += 1;
+        let pkt = pipe.pkts[i].as_ref().expect("a received packet");
+        pipe.kinds[i] = match wire::parse(pkt.data()) {
+            Ok(f) => {
+                let key = FlowKey::of_frame(&f, lif);
+                let hash = key.hash();
+                self.table.prefetch_bucket(hash);
+                pipe.keys[i] = key;
+                pipe.hashes[i] = hash;
+                pipe.tcp[i] = if f.proto == PROTO_TCP { f.tcp_flags } else { 0 };
+                Kind::Flow
+            }
+            Err(Unparsed::NotFlow(_)) => Kind::NotFlow,
+            Err(Unparsed::Malformed(_)) => Kind::Malformed,
+        };
+    }
+
+    /// Stage 3: look up, count, act.
+    #[inline(always)]
+    fn finish_stage(&mut self, pipe: &mut Pipe) {
+        let i = at(pipe.done);
+        pipe.done += 1;
+        let pkt = pipe.pkts[i].take().expect("a received packet");
+        match pipe.kinds[i] {
+            Kind::Flow => {
+                let key = &pipe.keys[i];
+                match self.table.lookup(key, pipe.hashes[i]) {
                     Some((slot, dir)) => {
-                        self.hit(slot, dir, (keys[i].lif >> 16) as u16, flags[i], pkt)
+                        let vlan = (key.lif >> 16) as u16;
+                        self.hit(slot, dir, vlan, pipe.tcp[i], pkt)
                     }
                     None => {
                         self.counters.misses += 1;
                         self.send_to_firewall(pkt);
                     }
-                },
-                Kind::NotFlow => {
-                    self.counters.not_flow += 1;
-                    self.send_to_firewall(pkt);
                 }
-                Kind::Malformed => {
-                    self.counters.malformed += 1;
-                    self.send_to_firewall(pkt);
-                }
+            }
+            Kind::NotFlow => {
+                self.counters.not_flow += 1;
+                self.send_to_firewall(pkt);
+            }
+            Kind::Malformed => {
+                self.counters.malformed += 1;
+                self.send_to_firewall(pkt);
             }
         }
     }
 
     /// A packet of the session in `slot`, going `dir`, that arrived tagged `vlan`.
-    #[inline]
+    #[inline(always)]
     fn hit(&mut self, slot: u32, dir: Dir, vlan: u16, tcp: u8, pkt: PacketBuf) {
         self.counters.hits += 1;
-        let now = self.clock.tick;
-        let e = self.table.entry_mut(slot);
-        let len = pkt.len() as u64;
-        e.last_seen = now;
-        let (port, to_vlan, next_hop) = match dir {
-            Dir::In => {
-                e.in_packets += 1;
-                e.in_bytes += len;
-                (e.out_port, (e.out_lif >> 16) as u16, e.next_hop)
-            }
-            Dir::Out => {
-                e.out_packets += 1;
-                e.out_bytes += len;
-                (e.in_port, (e.in_lif >> 16) as u16, 0)
-            }
+        let e = self
+            .table
+            .count(slot, dir, pkt.len() as u16, self.clock.tick);
+        // Where the packet goes: the other side's lif (its port and VLAN) and, going
+        // in, the session's next hop.
+        let (lif, next_hop) = match dir {
+            Dir::In => (e.out_lif, e.next_hop),
+            Dir::Out => (e.in_lif, 0),
         };
-        let action = e.action;
+        let port = self.lif_port[lif as u16 as usize];
+        let to_vlan = (lif >> 16) as u16;
+        let action = e.action();
         let closing_state = e.proto == PROTO_TCP
-            && (tcp & (tcp_flags::FIN | tcp_flags::RST) != 0 || e.state == CLOSING_2);
+            && (tcp & (tcp_flags::FIN | tcp_flags::RST) != 0 || e.state() == CLOSING_2);
 
         // The firewall owns TCP state: it sees every SYN, FIN and RST.
         let control = tcp & CONTROL_FLAGS != 0;
@@ -191,11 +300,13 @@ impl Worker {
         self.send(self.plan.firewall_port as usize, pkt);
     }
 
-    /// Sends a session's packet on: VLAN tag of the target lif, next-hop MAC.
+    /// Sends a session's packet on: VLAN tag of the target lif, next-hop MAC. `port`
+    /// is the target lif's port; a next hop may name another.
+    #[inline(always)]
     fn forward(
         &mut self,
         mut pkt: PacketBuf,
-        port: u8,
+        mut port: u8,
         from_vlan: u16,
         to_vlan: u16,
         next_hop: u16,
@@ -204,12 +315,14 @@ impl Worker {
             self.counters.retag_failures += 1;
             return;
         }
-        let out = &self.ports[port as usize];
         let dst = if next_hop != 0 {
-            Some(self.plan.next_hops[next_hop as usize - 1].mac)
+            let h = &self.plan.next_hops[next_hop as usize - 1];
+            port = h.port.unwrap_or(port);
+            Some(h.mac)
         } else {
-            out.next_hop_mac
+            self.ports[port as usize].next_hop_mac
         };
+        let out = &self.ports[port as usize];
         if let Some(mac) = dst {
             let src = out.mac;
             let data = pkt.data_mut();

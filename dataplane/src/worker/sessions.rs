@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use super::{Command, Worker};
-use crate::flow::{Dir, Entry, InsertError};
+use crate::flow::{Cold, Dir, Entry, InsertError};
 use crate::session::{AddError, CloseCause, SessionInfo, SessionSpec, SessionState};
 use crate::wire::{tcp_flags, PROTO_TCP, PROTO_UDP};
 
@@ -61,9 +61,12 @@ impl Worker {
         if spec.proto != PROTO_TCP && spec.proto != PROTO_UDP {
             return Err(AddError::BadProtocol);
         }
-        let port_of = |lif: u32| self.plan.lif_ports.get(&(lif as u16)).copied();
-        let in_port = port_of(spec.in_lif).ok_or(AddError::UnknownLif)?;
-        let mut out_port = port_of(spec.out_lif).ok_or(AddError::UnknownLif)?;
+        // The ports themselves are not stored: the hot path finds them from the lifs
+        // (`Worker::lif_port`) and the next hop, which keeps the entry one cache line.
+        let known = |lif: u32| self.plan.lif_ports.contains_key(&(lif as u16));
+        if !known(spec.in_lif) || !known(spec.out_lif) {
+            return Err(AddError::UnknownLif);
+        }
         if spec.action == crate::session::Action::Mirror && self.plan.collector_port.is_none() {
             return Err(AddError::NoCollector);
         }
@@ -76,9 +79,6 @@ impl Worker {
                 .position(|h| h.addr == addr)
                 .ok_or(AddError::UnknownNextHop)?;
             next_hop = i as u16 + 1;
-            if let Some(p) = self.plan.next_hops[i].port {
-                out_port = p;
-            }
         }
         // Capacity is device-wide: take a place before taking a slot.
         let max = self.plan.max_sessions;
@@ -104,19 +104,18 @@ impl Worker {
             in_lif: spec.in_lif,
             out_lif: spec.out_lif,
             proto: spec.proto,
-            v6: spec.v6,
-            action: spec.action as u8,
-            state: SessionState::Established as u8,
-            in_port,
-            out_port,
+            meta: Entry::pack_meta(spec.action as u8, SessionState::Established as u8, spec.v6),
             last_seen: self.clock.tick,
             next_hop,
+            ..Entry::default()
+        };
+        let cold = Cold {
             id: spec.id,
             start_ns: self.clock.wall_ns,
             timeout_ticks: timeout,
-            ..Entry::default()
+            ..Cold::default()
         };
-        match self.table.insert(&entry) {
+        match self.table.insert(&entry, &cold) {
             Ok(slot) => {
                 self.wheel.schedule(
                     &mut self.table,
@@ -141,20 +140,21 @@ impl Worker {
     fn delete(&mut self, id: u64) -> Option<SessionInfo> {
         let slot = self.table.slot_of(id)?;
         self.counters.deletes += 1;
-        let e = self.table.entry(slot);
-        if e.state == SessionState::Closed as u8 {
+        if self.table.entry(slot).state() == SessionState::Closed as u8 {
             let info = self.info(slot);
-            self.table.entry_mut(slot).flags |= FLAG_SUPPRESS;
+            self.table.cold_mut(slot).flags |= FLAG_SUPPRESS;
             self.table.forget_id(slot);
             return Some(info);
         }
         self.wheel.unlink(&mut self.table, slot);
         self.table.unindex(slot);
         let wall = self.clock.wall_ns;
-        let e = self.table.entry_mut(slot);
-        e.state = SessionState::Closed as u8;
-        e.cause = CloseCause::Deleted as u8;
-        e.set_end_ns(wall);
+        self.table
+            .entry_mut(slot)
+            .set_state(SessionState::Closed as u8);
+        let c = self.table.cold_mut(slot);
+        c.cause = CloseCause::Deleted as u8;
+        c.set_end_ns(wall);
         let info = self.info(slot);
         self.release(slot);
         Some(info)
@@ -165,18 +165,21 @@ impl Worker {
     }
 
     pub(super) fn info(&self, slot: u32) -> SessionInfo {
-        let e = self.table.entry(slot);
-        let state = SessionState::from_code(e.state);
+        let state = SessionState::from_code(self.table.entry(slot).state());
+        let c = self.table.cold(slot);
+        // 64-bit totals: what carried into the cold record plus the hot low bits.
+        let t_in = self.table.totals(slot, Dir::In);
+        let t_out = self.table.totals(slot, Dir::Out);
         SessionInfo {
-            id: e.id,
-            in_packets: e.in_packets,
-            in_bytes: e.in_bytes,
-            out_packets: e.out_packets,
-            out_bytes: e.out_bytes,
+            id: c.id,
+            in_packets: t_in.packets,
+            in_bytes: t_in.bytes,
+            out_packets: t_out.packets,
+            out_bytes: t_out.bytes,
             state,
-            cause: CloseCause::from_code(e.cause),
-            start_ns: e.start_ns,
-            end_ns: (state == SessionState::Closed).then(|| e.end_ns()),
+            cause: CloseCause::from_code(c.cause),
+            start_ns: c.start_ns,
+            end_ns: (state == SessionState::Closed).then(|| c.end_ns()),
         }
     }
 
@@ -186,8 +189,7 @@ impl Worker {
         if flags & tcp_flags::RST != 0 {
             return self.close(slot, CloseCause::Rst);
         }
-        let e = self.table.entry_mut(slot);
-        if e.state == SessionState::Closing2 as u8 {
+        if self.table.entry(slot).state() == SessionState::Closing2 as u8 {
             // Both FINs were seen: the ACK of the last one ends the session.
             if flags & tcp_flags::ACK != 0 && flags & tcp_flags::FIN == 0 {
                 self.close(slot, CloseCause::FinAck);
@@ -195,15 +197,17 @@ impl Worker {
             return;
         }
         if flags & tcp_flags::FIN != 0 {
-            e.fin |= match dir {
+            let c = self.table.cold_mut(slot);
+            c.fin |= match dir {
                 Dir::In => 1,
                 Dir::Out => 2,
             };
-            e.state = if e.fin == 3 {
-                SessionState::Closing2 as u8
+            let state = if c.fin == 3 {
+                SessionState::Closing2
             } else {
-                SessionState::Closing1 as u8
+                SessionState::Closing1
             };
+            self.table.entry_mut(slot).set_state(state as u8);
         }
     }
 
@@ -218,10 +222,12 @@ impl Worker {
     pub(super) fn close_unlinked(&mut self, slot: u32, cause: CloseCause) {
         self.table.unindex(slot);
         let wall = self.clock.wall_ns;
-        let e = self.table.entry_mut(slot);
-        e.state = SessionState::Closed as u8;
-        e.cause = cause as u8;
-        e.set_end_ns(wall);
+        self.table
+            .entry_mut(slot)
+            .set_state(SessionState::Closed as u8);
+        let c = self.table.cold_mut(slot);
+        c.cause = cause as u8;
+        c.set_end_ns(wall);
         match cause {
             CloseCause::FinAck => self.counters.closed_finack += 1,
             CloseCause::Rst => self.counters.closed_rst += 1,
