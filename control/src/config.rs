@@ -217,6 +217,8 @@ pub struct DataplaneConfig {
     pub tick_ms: u64,
     pub poll: Poll,
     pub command_queue: usize,
+    /// Real-time (SCHED_FIFO) priority of the workers, 1..=99; 0: ordinary threads.
+    pub realtime_priority: u8,
     /// Closed records that may wait between the workers and the control plane.
     pub closed_queue: usize,
     /// Closed records the control plane holds for GetClosedSessions; when full, the
@@ -239,6 +241,7 @@ impl Default for DataplaneConfig {
             tick_ms: 100,
             poll: Poll::Adaptive,
             command_queue: 1024,
+            realtime_priority: 0,
             closed_queue: 65_536,
             closed_held: 2_000_000,
             firewall_port: "firewall".into(),
@@ -704,6 +707,12 @@ impl Config {
         }
         if d.default_timeout == 0 {
             return bad("dataplane.default_timeout = 0: must be at least 1 second".into());
+        }
+        if d.realtime_priority > 99 {
+            return bad(format!(
+                "dataplane.realtime_priority = {}: must be 0 (off) to 99",
+                d.realtime_priority
+            ));
         }
         if d.tick_ms == 0 || d.tick_ms > 10_000 {
             return bad(format!(

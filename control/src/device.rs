@@ -80,8 +80,8 @@ pub struct Device {
     pub port_roles: Vec<String>,
     /// Accepted sessions are told to the traffic simulator, when it runs.
     pub simulator: Option<crossbeam_channel::Sender<SessionSpec>>,
-    /// Add batches each worker may have in flight (`api.add_batches_in_flight`).
-    pub add_slots: Vec<Arc<tokio::sync::Semaphore>>,
+    /// Add rounds in flight, device-wide (`api.add_batches_in_flight` per worker).
+    pub add_rounds: Arc<tokio::sync::Semaphore>,
     pump_stop: AtomicBool,
 }
 
@@ -183,6 +183,7 @@ pub fn start_engine(c: &Config) -> Result<(Engine, Vec<RingEnd>), String> {
     ec.collector_port = d.collector_port.as_deref().and_then(|n| c.port_index(n));
     ec.command_queue = d.command_queue;
     ec.closed_queue = d.closed_queue;
+    ec.realtime_priority = (d.realtime_priority > 0).then_some(d.realtime_priority);
     ec.next_hops = c
         .next_hops
         .iter()
@@ -240,15 +241,11 @@ impl Device {
                 roles.join(", ")
             })
             .collect();
-        let add_slots = (0..engine.workers())
-            .map(|_| {
-                Arc::new(tokio::sync::Semaphore::new(
-                    config.api.add_batches_in_flight,
-                ))
-            })
-            .collect();
+        let add_rounds = Arc::new(tokio::sync::Semaphore::new(
+            config.api.add_batches_in_flight * engine.workers(),
+        ));
         Device {
-            add_slots,
+            add_rounds,
             engine,
             directory: Directory::default(),
             feed,
@@ -362,14 +359,14 @@ impl Device {
         &self,
         w: usize,
         specs: Vec<SessionSpec>,
-        queued: Instant,
+        received: Vec<Instant>,
         done: impl FnOnce(Vec<Result<(), AddError>>) + Send + 'static,
     ) {
         self.engine.send(
             w,
             Command::Add {
                 specs,
-                queued,
+                received,
                 reply: Box::new(done),
             },
         );

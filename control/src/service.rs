@@ -36,11 +36,13 @@ pub struct SessionTable {
 }
 
 /// Adds waiting to go to one worker.
+#[derive(Default)]
 struct Batch {
     /// (position in the stream, id) of each spec.
     items: Vec<(u32, u64)>,
     specs: Vec<SessionSpec>,
-    first: Instant,
+    /// When each request was taken from the stream.
+    received: Vec<Instant>,
 }
 
 type AddAnswer = (Vec<(u32, u64)>, Vec<SessionSpec>, Vec<Result<(), AddError>>);
@@ -61,104 +63,100 @@ impl SessionTable {
 
     pub async fn add(
         &self,
-        mut stream: impl Stream<Item = Result<SessionRequest, Status>> + Unpin,
+        stream: impl Stream<Item = Result<SessionRequest, Status>> + Unpin,
     ) -> Result<Response<AddSessionResponse>, Status> {
         let d = &self.device;
         ControlCounters::bump(&d.counters.add_calls, 1);
         let max = d.config.api.max_add_stream;
         let keep_specs = d.simulator.is_some();
-        let batch_size = d.config.api.add_batch;
+        let round_size = d.config.api.add_batch;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AddAnswer>();
-        let mut batches: Vec<Option<Batch>> = (0..d.engine.workers()).map(|_| None).collect();
         let mut rejected: Vec<(u32, u64, AddSessionStatus)> = Vec::new();
         let mut sent = 0usize;
         let mut n: u32 = 0;
         let mut failure = None;
+        let mut stream = stream.peekable();
 
-        // A batch goes out when its worker has a free slot (`api.add_batches_in_flight`
-        // per worker, shared by all streams): waiting here, rather than in the worker's
-        // queue, keeps add-to-live short and stops reading the client meanwhile.
-        let flush = |w: usize, b: Batch| {
-            let tx = tx.clone();
-            let slots = d.add_slots[w].clone();
-            async move {
-                let slot = slots.acquire_owned().await.ok();
-                let items = b.items;
+        // Rounds: wait (holding nothing) until the client has sent something, take a
+        // round slot (`api.add_batches_in_flight` per worker, device-wide), then take
+        // up to `api.add_batch` requests that are ready and send them to their
+        // workers at once. Requests wait in the stream, not in a worker's queue, so
+        // the time from taking a request to its session being live stays short.
+        'rounds: loop {
+            if Pin::new(&mut stream).peek().await.is_none() {
+                break;
+            }
+            let Ok(slot) = d.add_rounds.clone().acquire_owned().await else {
+                failure = Some(Status::unavailable("the device is stopping"));
+                break;
+            };
+            let slot = Arc::new(slot);
+            let mut batches: Vec<Option<Batch>> = (0..d.engine.workers()).map(|_| None).collect();
+            let mut ended = false;
+            for _ in 0..round_size {
+                let req = match stream.next().now_or_never() {
+                    None => break,
+                    Some(None) => {
+                        ended = true;
+                        break;
+                    }
+                    Some(Some(Err(status))) => {
+                        failure = Some(status);
+                        ended = true;
+                        break;
+                    }
+                    Some(Some(Ok(req))) => req,
+                };
+                let received = Instant::now();
+                if n as usize >= max {
+                    failure = Some(Status::resource_exhausted(format!(
+                        "more than {max} sessions in one AddSession stream (api.max_add_stream)"
+                    )));
+                    ended = true;
+                    break;
+                }
+                let pos = n;
+                n += 1;
+                let id = req.session_id;
+                let spec = match wire::spec_from_request(&req) {
+                    Ok(s) => s,
+                    Err(reason) => {
+                        tracing::debug!(id, %reason, "add rejected");
+                        ControlCounters::bump(&d.counters.add_invalid, 1);
+                        rejected.push((pos, id, AddSessionStatus::SessionRejected));
+                        continue;
+                    }
+                };
+                let w = d.engine.owner(&spec);
+                if !d.directory.reserve(id, w) {
+                    ControlCounters::bump(&d.counters.add_duplicate_id, 1);
+                    rejected.push((pos, id, AddSessionStatus::SessionAlreadyExists));
+                    continue;
+                }
+                let b = batches[w].get_or_insert_with(Batch::default);
+                b.items.push((pos, id));
+                b.specs.push(spec);
+                b.received.push(received);
+            }
+            for (w, b) in batches.into_iter().enumerate() {
+                let Some(b) = b else { continue };
+                let tx = tx.clone();
+                // The round's slot is free again once every batch of it is answered.
+                let slot = slot.clone();
                 let copies = if keep_specs {
                     b.specs.clone()
                 } else {
                     Vec::new()
                 };
-                d.send_adds(w, b.specs, b.first, move |results| {
+                let items = b.items;
+                d.send_adds(w, b.specs, b.received, move |results| {
                     drop(slot);
                     let _ = tx.send((items, copies, results));
                 });
-            }
-        };
-
-        loop {
-            // Send what waits before sleeping on the client.
-            let next = match stream.next().now_or_never() {
-                Some(next) => next,
-                None => {
-                    for (w, b) in batches.iter_mut().enumerate() {
-                        if let Some(b) = b.take() {
-                            flush(w, b).await;
-                            sent += 1;
-                        }
-                    }
-                    stream.next().await
-                }
-            };
-            let req = match next {
-                None => break,
-                Some(Err(status)) => {
-                    failure = Some(status);
-                    break;
-                }
-                Some(Ok(req)) => req,
-            };
-            if n as usize >= max {
-                failure = Some(Status::resource_exhausted(format!(
-                    "more than {max} sessions in one AddSession stream (api.max_add_stream)"
-                )));
-                break;
-            }
-            let pos = n;
-            n += 1;
-            let id = req.session_id;
-            let spec = match wire::spec_from_request(&req) {
-                Ok(s) => s,
-                Err(reason) => {
-                    tracing::debug!(id, %reason, "add rejected");
-                    ControlCounters::bump(&d.counters.add_invalid, 1);
-                    rejected.push((pos, id, AddSessionStatus::SessionRejected));
-                    continue;
-                }
-            };
-            let w = d.engine.owner(&spec);
-            if !d.directory.reserve(id, w) {
-                ControlCounters::bump(&d.counters.add_duplicate_id, 1);
-                rejected.push((pos, id, AddSessionStatus::SessionAlreadyExists));
-                continue;
-            }
-            let b = batches[w].get_or_insert_with(|| Batch {
-                items: Vec::with_capacity(batch_size),
-                specs: Vec::with_capacity(batch_size),
-                first: Instant::now(),
-            });
-            b.items.push((pos, id));
-            b.specs.push(spec);
-            if b.specs.len() >= batch_size {
-                let b = batches[w].take().expect("just filled");
-                flush(w, b).await;
                 sent += 1;
             }
-        }
-        for (w, b) in batches.iter_mut().enumerate() {
-            if let Some(b) = b.take() {
-                flush(w, b).await;
-                sent += 1;
+            if ended {
+                break 'rounds;
             }
         }
         drop(tx);

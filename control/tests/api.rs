@@ -648,3 +648,48 @@ async fn garbage_on_the_port_does_not_hurt() {
     assert_eq!(c.add(vec![v4(1)]).await.unwrap().request_status, 0);
     dev.stop().await;
 }
+
+/// The scheduling policy of this process's thread named `name` (from /proc).
+fn thread_policy(name: &str) -> Option<u32> {
+    for t in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = t.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+        if comm.trim() == name {
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            // Fields after the command's closing parenthesis; policy is field 41.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            return rest.split(' ').nth(41 - 3)?.parse().ok();
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_workers_or_a_clear_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = control::config::Config::parse(
+        "[api]\nplaintext = true\n[dataplane]\nrealtime_priority = 10\n",
+        dir.path(),
+        &control::config::Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    match control::server::start(config).await {
+        Ok(running) => {
+            const SCHED_FIFO: u32 = 1;
+            assert_eq!(thread_policy("worker-0"), Some(SCHED_FIFO));
+            running.shutdown().await;
+        }
+        Err(e) => {
+            // Without CAP_SYS_NICE the device says so and does not start.
+            assert!(e.contains("SCHED_FIFO"), "{e}");
+            // SAFETY: geteuid has no preconditions.
+            assert!(
+                unsafe { libc::geteuid() } != 0,
+                "root may use SCHED_FIFO: {e}"
+            );
+        }
+    }
+}

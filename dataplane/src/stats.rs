@@ -70,7 +70,8 @@ pub struct PortCounters {
 pub struct Latency {
     /// Time a packet spends in the worker, per burst divided by its size.
     pub packet_ns: Histogram<u64>,
-    /// From an add command being queued to the session being live in the table.
+    /// From an add being received (or its command queued) to the session being live
+    /// in the table.
     pub add_ns: Histogram<u64>,
 }
 

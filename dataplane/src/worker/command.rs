@@ -18,8 +18,9 @@ pub enum Command {
     /// Install sessions (all owned by this worker), in order; one result each.
     Add {
         specs: Vec<SessionSpec>,
-        /// When the caller queued the command, for the add-to-effect histogram.
-        queued: Instant,
+        /// When each spec was received (the control plane) or queued (others), for
+        /// the add-to-effect histogram; one per spec (a missing one reads as the last).
+        received: Vec<Instant>,
         reply: Reply<Vec<Result<(), AddError>>>,
     },
     /// Remove a session at once; its final state, or None for an unknown id.

@@ -18,16 +18,19 @@ impl Worker {
         match cmd {
             Command::Add {
                 specs,
-                queued,
+                received,
                 reply,
             } => {
                 let results = specs
                     .iter()
-                    .map(|spec| {
+                    .enumerate()
+                    .map(|(i, spec)| {
                         let r = self.add(spec);
                         if r.is_ok() {
-                            let ns = queued.elapsed().as_nanos() as u64;
-                            let _ = self.latency.add_ns.record(ns.max(1));
+                            if let Some(t) = received.get(i).or(received.last()) {
+                                let ns = t.elapsed().as_nanos() as u64;
+                                let _ = self.latency.add_ns.record(ns.max(1));
+                            }
                         }
                         r
                     })
