@@ -115,11 +115,7 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
     let simulator = if keep_rings {
         None
     } else if device.config.simulate.enabled {
-        let (sim, offers) = Simulator::start(
-            device.config.simulate.clone(),
-            ring_ends,
-            device.engine.workers(),
-        );
+        let (sim, offers) = Simulator::start(device.config.simulate.clone(), ring_ends);
         device.simulator = Some(offers);
         Some(sim)
     } else {

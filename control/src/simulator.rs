@@ -77,11 +77,7 @@ pub struct Simulator {
 
 impl Simulator {
     /// Starts simulating; send accepted sessions on the returned channel.
-    pub fn start(
-        cfg: SimulateConfig,
-        ends: Vec<RingEnd>,
-        _workers: usize,
-    ) -> (Simulator, Sender<SessionSpec>) {
+    pub fn start(cfg: SimulateConfig, ends: Vec<RingEnd>) -> (Simulator, Sender<SessionSpec>) {
         let (tx, rx) = crossbeam_channel::bounded(1 << 16);
         (Simulator::spawn(Some((cfg, rx)), ends), tx)
     }
