@@ -47,7 +47,7 @@ struct Args {
 }
 
 fn usage() -> &'static str {
-    "usage: dpbench [--port ring|af_packet|af_xdp] --sessions N [--packets P] [--seconds S] [--workers W] [--json]"
+    "usage: dpbench [--port ring|af_packet|af_xdp|dpdk] --sessions N [--packets P] [--seconds S] [--workers W] [--json]"
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -95,8 +95,16 @@ fn parse_args() -> Result<Args, String> {
             "--port af_xdp: dpbench was built without the afxdp feature (--features afxdp)".into(),
         );
     }
-    if a.port != "ring" && a.port != "af_packet" && a.port != "af_xdp" {
-        return Err(format!("--port {:?}: ring, af_packet or af_xdp", a.port));
+    if a.port == "dpdk" && !cfg!(feature = "dpdk") {
+        return Err(
+            "--port dpdk: dpbench was built without the dpdk feature (--features dpdk)".into(),
+        );
+    }
+    if !["ring", "af_packet", "af_xdp", "dpdk"].contains(&a.port.as_str()) {
+        return Err(format!(
+            "--port {:?}: ring, af_packet, af_xdp or dpdk",
+            a.port
+        ));
     }
     if a.seconds == 0 || a.seconds > 600 {
         return Err("--seconds must be 1 to 600".into());
@@ -250,7 +258,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = if args.port == "af_packet" || args.port == "af_xdp" {
+    let result = if args.port != "ring" {
         af_packet_bench(&args)
     } else {
         run(&args)
@@ -693,7 +701,42 @@ fn xdp_ports(_outside: &str, _inside: &str, _workers: usize) -> Result<[Box<dyn 
     Err("--port af_xdp: dpbench was built without the afxdp feature".into())
 }
 
-/// `--port af_packet` or `--port af_xdp`: (a) the device: a sender on veth `dpa0` sends 64-byte UDP frames
+/// The device's two ports for `--port dpdk`: DPDK's `net_af_packet` vdevs on the veths,
+/// in an EAL without hugepages or PCI.
+#[cfg(feature = "dpdk")]
+fn dpdk_ports(outside: &str, inside: &str) -> Result<[Box<dyn Port>; 2], String> {
+    use dataplane::port::dpdk::{DpdkOptions, DpdkPort, Eal};
+    let args: Vec<String> = [
+        "--no-huge",
+        "--no-shconf",
+        "-m",
+        "512",
+        "-l",
+        "0",
+        "--no-telemetry",
+        "--log-level",
+        "lib.eal:warning",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let o_dev = format!("net_af_packet0,iface={outside}");
+    let i_dev = format!("net_af_packet1,iface={inside}");
+    let eal = Eal::init(&Eal::arguments(&args, &[&o_dev, &i_dev])).map_err(|e| e.to_string())?;
+    let opts = DpdkOptions::default();
+    let o = DpdkPort::new(&eal, "outside", &o_dev, [2, 0xbe, 0, 0, 0, 2], opts.clone())
+        .map_err(|e| e.to_string())?;
+    let i = DpdkPort::new(&eal, "inside", &i_dev, [2, 0xbe, 0, 0, 0, 3], opts)
+        .map_err(|e| e.to_string())?;
+    Ok([Box::new(o), Box::new(i)])
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn dpdk_ports(_outside: &str, _inside: &str) -> Result<[Box<dyn Port>; 2], String> {
+    Err("--port dpdk: dpbench was built without the dpdk feature".into())
+}
+
+/// `--port af_packet`, `--port af_xdp` or `--port dpdk`: (a) the device: a sender on veth `dpa0` sends 64-byte UDP frames
 /// of N offloaded sessions into the device's outside port (`dpa1`); the worker forwards
 /// them out of its inside port (`dpb0`), and `dpb1`, the far end, drops them (counted
 /// by the kernel). (b) the kernel baseline: the same sender, in namespace `src`, sends
@@ -745,6 +788,8 @@ fn af_packet_bench(a: &Args) -> Result<bool, String> {
     // (a) The device.
     let [outside, inside]: [Box<dyn Port>; 2] = if a.port == "af_xdp" {
         xdp_ports(&dpa1, &dpb0, a.workers)?
+    } else if a.port == "dpdk" {
+        dpdk_ports(&dpa1, &dpb0)?
     } else {
         let opts = AfPacketOptions {
             block_size: 1 << 20,
