@@ -649,19 +649,29 @@ async fn garbage_on_the_port_does_not_hurt() {
     dev.stop().await;
 }
 
-/// The scheduling policy of this process's thread named `name` (from /proc).
-fn thread_policy(name: &str) -> Option<u32> {
-    for t in std::fs::read_dir("/proc/self/task").ok()? {
-        let dir = t.ok()?.path();
-        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
-        if comm.trim() == name {
-            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-            // Fields after the command's closing parenthesis; policy is field 41.
-            let rest = &stat[stat.rfind(')')? + 2..];
-            return rest.split(' ').nth(41 - 3)?.parse().ok();
+/// The scheduling policies of this process's threads named `name` (from /proc).
+/// Tests run in parallel, so other devices' workers may share the name.
+fn thread_policies(name: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let dir = t.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the command's closing parenthesis; policy is field 41.
+        if let Some(p) = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].split(' ').nth(41 - 3))
+        {
+            out.extend(p.parse::<u32>().ok());
         }
     }
-    None
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -679,7 +689,12 @@ async fn realtime_workers_or_a_clear_refusal() {
     match control::server::start(config).await {
         Ok(running) => {
             const SCHED_FIFO: u32 = 1;
-            assert_eq!(thread_policy("worker-0"), Some(SCHED_FIFO));
+            // Only this test makes real-time workers.
+            assert!(
+                thread_policies("worker-0").contains(&SCHED_FIFO),
+                "{:?}",
+                thread_policies("worker-0")
+            );
             running.shutdown().await;
         }
         Err(e) => {
