@@ -14,6 +14,8 @@ async fn af_packet_sessions_over_veth_pairs_between_namespaces() {
         prefix: "af",
         queues: 1,
         workers: 2,
+        attach: "",
+        extra: "",
     })
     .await;
 }

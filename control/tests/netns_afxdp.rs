@@ -23,6 +23,8 @@ async fn af_xdp_native_two_workers_over_veth_pairs() {
         prefix: "xn",
         queues: 2,
         workers: 2,
+        attach: "",
+        extra: "",
     })
     .await;
 }
@@ -35,6 +37,8 @@ async fn af_xdp_skb_one_worker_over_veth_pairs() {
         prefix: "xs",
         queues: 1,
         workers: 1,
+        attach: "",
+        extra: "",
     })
     .await;
 }

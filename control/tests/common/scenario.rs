@@ -1,5 +1,5 @@
 //! The device on real interfaces, whatever the backend of its ports (af_packet,
-//! af_xdp): ports on veth pairs whose other ends are in network namespaces
+//! af_xdp, dpdk): ports on veth pairs whose other ends are in network namespaces
 //! `outside-host`, `inside-host`, `firewall` and `collector`. Sessions are offloaded
 //! over gRPC (TLS); the hosts send real TCP and UDP frames, IPv4 and IPv6, tagged and
 //! untagged, and the scenario checks what arrives where, the counters, and how sessions
@@ -238,6 +238,11 @@ pub struct Backend<'a> {
     /// Queues of each veth (at least the workers for backends that bind queue k).
     pub queues: usize,
     pub workers: usize,
+    /// How a port names its interface; `{iface}` and `{n}` (the port's index) are
+    /// replaced. Empty: `interface = "{iface}"`.
+    pub attach: &'a str,
+    /// Config sections added after the ports (e.g. `[dpdk]`).
+    pub extra: &'a str,
 }
 
 fn config(devs: &[String], b: &Backend) -> String {
@@ -255,9 +260,16 @@ fn config(devs: &[String], b: &Backend) -> String {
     .into_iter()
     .enumerate()
     {
+        let attach = if b.attach.is_empty() {
+            "interface = \"{iface}\""
+        } else {
+            b.attach
+        };
+        let attach = attach
+            .replace("{iface}", &devs[i])
+            .replace("{n}", &i.to_string());
         c += &format!(
-            "[[port]]\nname = \"{name}\"\ninterface = \"{}\"\nmac = \"{}\"\n{}\n",
-            devs[i],
+            "[[port]]\nname = \"{name}\"\n{attach}\nmac = \"{}\"\n{}\n",
             super::netns::mac(DEV[i]),
             b.keys.trim_end()
         );
@@ -265,7 +277,7 @@ fn config(devs: &[String], b: &Backend) -> String {
             c += &format!("lif = {l}\n");
         }
     }
-    c
+    c + b.extra
 }
 
 /// Builds the four hosts; None (after printing why) where the lab cannot run.
