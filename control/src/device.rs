@@ -215,12 +215,6 @@ fn dpdk_eal(c: &Config) -> Result<Option<dataplane::port::dpdk::Eal>, String> {
         .map_err(|e| e.to_string())
 }
 
-/// What an unknown id, or an add that was never answered, looks like.
-pub enum Lookup {
-    Found(SessionInfo),
-    Unknown,
-}
-
 impl Device {
     pub fn new(engine: Engine, config: Config) -> Device {
         let feed = ClosedFeed::new(engine.closed().clone(), config.dataplane.closed_held);
@@ -284,11 +278,10 @@ impl Device {
         rx.await.ok()
     }
 
-    /// A session wherever it is: live in its worker, or closed and undelivered.
-    pub async fn lookup(&self, id: u64) -> Lookup {
-        let Some(w) = self.directory.get(id) else {
-            return Lookup::Unknown;
-        };
+    /// A session wherever it is: live in its worker, or closed and undelivered; None
+    /// for an id the device does not hold.
+    pub async fn lookup(&self, id: u64) -> Option<SessionInfo> {
+        let w = self.directory.get(id)?;
         let live = self
             .call(w, |reply| Command::Query {
                 ids: vec![id],
@@ -296,28 +289,20 @@ impl Device {
             })
             .await
             .and_then(|mut v| v.pop().flatten());
-        match live.or_else(|| self.feed.find(id)) {
-            Some(info) => Lookup::Found(info),
-            None => Lookup::Unknown,
-        }
+        live.or_else(|| self.feed.find(id))
     }
 
-    /// Removes a session now: from its worker, or from the closed feed.
-    pub async fn delete(&self, id: u64) -> Lookup {
-        let Some(w) = self.directory.get(id) else {
-            return Lookup::Unknown;
-        };
+    /// Removes a session now: from its worker, or from the closed feed; its last
+    /// state, or None for an id the device does not hold.
+    pub async fn delete(&self, id: u64) -> Option<SessionInfo> {
+        let w = self.directory.get(id)?;
         let live = self
             .call(w, |reply| Command::Delete { id, reply })
             .await
             .flatten();
-        match live.or_else(|| self.feed.remove(id)) {
-            Some(info) => {
-                self.directory.remove(id);
-                Lookup::Found(info)
-            }
-            None => Lookup::Unknown,
-        }
+        let info = live.or_else(|| self.feed.remove(id))?;
+        self.directory.remove(id);
+        Some(info)
     }
 
     /// States of sessions (id, worker) in the given order; ids gone meanwhile are left

@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::UnknownSession;
 use crate::delivery::{Ledger, LedgerHandle};
-use crate::device::{ControlCounters, Device, Lookup};
+use crate::device::{ControlCounters, Device};
 use crate::wire;
 
 /// A cursor of 0 or 4294967295 means "from the beginning" (the C++ client starts
@@ -226,8 +226,8 @@ impl SessionTable {
         ControlCounters::bump(&self.device.counters.get_calls, 1);
         let id = req.into_inner().session_id;
         match self.device.lookup(id).await {
-            Lookup::Found(info) => Ok(Response::new(wire::response_from_info(&info))),
-            Lookup::Unknown => self.unknown(id),
+            Some(info) => Ok(Response::new(wire::response_from_info(&info))),
+            None => self.unknown(id),
         }
     }
 
@@ -238,7 +238,7 @@ impl SessionTable {
         ControlCounters::bump(&self.device.counters.delete_calls, 1);
         let id = req.into_inner().session_id;
         match self.device.delete(id).await {
-            Lookup::Found(info) => {
+            Some(info) => {
                 let mut r = wire::response_from_info(&info);
                 r.session_state = SessionState::Closed as i32;
                 if r.end_time.is_none() {
@@ -246,7 +246,7 @@ impl SessionTable {
                 }
                 Ok(Response::new(r))
             }
-            Lookup::Unknown => self.unknown(id),
+            None => self.unknown(id),
         }
     }
 
