@@ -1151,6 +1151,24 @@ mod tests {
     }
 
     #[test]
+    fn default_demo_and_bench_configs_parse() {
+        let c = parse(include_str!("../../config/offloadd.toml")).unwrap();
+        assert_eq!(c.dataplane.max_sessions, 1_000_000);
+        assert!(!c.simulate.enabled && !c.api.plaintext);
+        let d = parse(include_str!("../../config/demo.toml")).unwrap();
+        assert_eq!(d.dataplane.max_sessions, 19);
+        assert!(d.simulate.enabled);
+        // bench.toml pins its worker to core 1: only where a second core exists.
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+            let b = parse(include_str!("../../config/bench.toml")).unwrap();
+            assert_eq!(
+                (b.dataplane.cores.clone(), b.dataplane.realtime_priority),
+                (vec![1], 50)
+            );
+        }
+    }
+
+    #[test]
     fn macs() {
         assert_eq!(parse_mac("02:00:0a:ff:10:01"), Some([2, 0, 10, 255, 16, 1]));
         assert_eq!(parse_mac("02:00:0a:ff:10"), None);
