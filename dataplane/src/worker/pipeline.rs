@@ -105,8 +105,8 @@ fn at(i: u32) -> usize {
 }
 
 /// Stage 0: prefetches headers up to `HEADER_FETCH` packets past the parse stage, no
-/// further: prefetching a whole burst at once on receive put more misses in flight
-/// than the core holds (at 1M sessions the bucket prefetches then stalled).
+/// further: with a whole burst prefetched at once on receive, the bucket prefetches
+/// stalled at 1M sessions (too many misses in flight, it seems; DESIGN.md).
 #[inline(always)]
 fn fetch_headers(pipe: &mut Pipe) {
     let ahead = pipe.received.wrapping_sub(pipe.parsed).min(HEADER_FETCH);
