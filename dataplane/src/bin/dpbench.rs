@@ -163,7 +163,11 @@ fn drive(
     packets: u64,
 ) -> (Duration, u64) {
     let queues = peers[0].queues();
-    let mut inflight = vec![0u64; queues];
+    // In flight per queue and direction (by the port a frame is injected on): each
+    // direction gets half the ring, so neither starves the other (both directions of
+    // every session are sent) and no ring overflows.
+    let cap = (RING as u64 - 2 * BURST as u64) / 2;
+    let mut inflight = vec![[0u64; 2]; queues];
     let (mut injected, mut received) = (0u64, 0u64);
     let start = Instant::now();
     let mut burst = Burst::new();
@@ -176,11 +180,11 @@ fn drive(
                 // What leaves one port came in on the other: send it in again there.
                 let n = peers[port].collect_queue(q, &mut burst) as u64;
                 received += n;
-                inflight[q] -= n;
+                inflight[q][1 - port] -= n;
                 pending[1 - port][q].extend(burst.drain(..));
             }
             for port in 0..2 {
-                let room = (RING as u64 - 2 * BURST as u64).saturating_sub(inflight[q]);
+                let room = cap.saturating_sub(inflight[q][port]);
                 let want = (packets - injected).min(room).min(BURST as u64) as usize;
                 let src = &mut pending[port][q];
                 while burst.len() < want {
@@ -191,7 +195,7 @@ fn drive(
                 }
                 let n = peers[port].inject_burst(q, &mut burst) as u64;
                 injected += n;
-                inflight[q] += n;
+                inflight[q][port] += n;
                 while let Some(p) = burst.pop() {
                     src.push_front(p);
                 }
@@ -402,6 +406,8 @@ fn run(a: &Args) -> Result<bool, String> {
     // Refill the pending queues with every buffer not in flight: the baseline's leftovers
     // were dropped with its rings and came back to the pool.
     let mut peers = [peer_a, peer_b];
+    // The worker loops counted before the run (install, start-up) are not the run's.
+    let before = engine.report().total;
     let (secs, got) = drive(&mut peers, &mut fw_peer, &mut pending, a.packets);
     let mpps = got as f64 / secs.as_secs_f64() / 1e6 / a.workers as f64;
     log(format!(
@@ -409,11 +415,23 @@ fn run(a: &Args) -> Result<bool, String> {
     ));
 
     let report = engine.report();
+    let polls = report.total.polls - before.polls;
+    let idle_polls = report.total.idle_polls - before.idle_polls;
+    let busy = (polls - idle_polls).max(1);
     log(format!(
-        "worker loops: {} of which idle {} ({:.1}%)",
-        report.total.polls,
-        report.total.idle_polls,
-        100.0 * report.total.idle_polls as f64 / report.total.polls.max(1) as f64
+        "worker loops during the run: {polls} of which idle {idle_polls} ({:.1}%); \
+         {:.1} packets received per busy loop",
+        100.0 * idle_polls as f64 / polls.max(1) as f64,
+        (report.total.rx - before.rx) as f64 / busy as f64
+    ));
+    log(format!(
+        "received by port: {}",
+        report
+            .ports
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.rx))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     // Every session's counters, asked of its owner in pages.
     let mut counted = 0u64;

@@ -337,7 +337,7 @@ impl FlowTable {
     }
 
     /// Stage 3: the slot and direction of the session `key` belongs to.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<(u32, Dir)> {
         let tag = tag_of(hash);
         let mut b = self.home(hash);

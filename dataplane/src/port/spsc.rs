@@ -145,8 +145,24 @@ impl<T: Send> Consumer<T> {
         self.head += n;
         if n > 0 {
             self.shared.head.store(self.head, Ordering::Release);
+            self.prefetch_next(N);
         }
         n
+    }
+
+    /// Brings the slots of the next `count` items into cache while this burst is
+    /// processed: they were written by the other core, and reading them cold costs a
+    /// cross-core transfer per line. Only slots the producer has published (below the
+    /// tail seen) are touched. A hint: it changes no state.
+    #[inline]
+    fn prefetch_next(&self, count: usize) {
+        let per_line = (64 / std::mem::size_of::<T>().max(1)).max(1);
+        let end = self.tail_cache.min(self.head + count) & !(per_line - 1);
+        let mut i = self.head;
+        while i < end {
+            crate::prefetch::read(self.shared.slots[i & self.shared.mask].get());
+            i += per_line;
+        }
     }
 
     /// Pops one item.

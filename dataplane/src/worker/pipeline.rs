@@ -3,9 +3,10 @@
 //! Packets flow through a rolling software pipeline (one `Pipe` per port), each
 //! stage a few packets behind the one before it, so that several cache misses are in
 //! flight at any time and each has had the time of a few packets to arrive:
-//! 0. on receive: prefetch the frame's headers;
-//! 1. `HEADER_AHEAD` packets later: parse, build the key, hash it, prefetch its index
-//!    bucket;
+//! 0. 8-16 packets ahead of stage 1 (`HEADER_FETCH`, refilled in batches of
+//!    `HEADER_AHEAD`): prefetch the frame's headers;
+//! 1. with at least `HEADER_AHEAD` received packets behind it: parse, build the key,
+//!    hash it, prefetch its index bucket;
 //! 2. `BUCKET_AHEAD` packets later: match the tag in the bucket, prefetch the entry;
 //! 3. `ENTRY_AHEAD` packets later: compare the key, count, apply the action, queue
 //!    for transmit.
@@ -43,6 +44,9 @@ const CONTROL_FLAGS: u8 = tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST;
 
 /// Packets between a frame's header prefetch and its parse.
 const HEADER_AHEAD: u32 = 8;
+/// Headers prefetched ahead of the parse stage (at most; refilled when fewer than
+/// `HEADER_AHEAD` are left).
+const HEADER_FETCH: u32 = 2 * HEADER_AHEAD;
 /// Packets between a bucket's prefetch and the tag match that reads it.
 const BUCKET_AHEAD: u32 = 8;
 /// Packets between an entry's prefetch and the packet's use of it.
@@ -62,8 +66,10 @@ pub(super) struct Pipe {
     hashes: [u64; PIPE],
     tcp: [u8; PIPE],
     kinds: [Kind; PIPE],
-    /// Packets that entered the pipe (headers prefetched).
+    /// Packets that entered the pipe.
     received: u32,
+    /// Packets whose headers were prefetched (at most `HEADER_FETCH` past `parsed`).
+    fetched: u32,
     /// Packets through stage 1 (parsed, bucket prefetched).
     parsed: u32,
     /// Packets through stage 2 (entry prefetched).
@@ -81,6 +87,7 @@ impl Pipe {
             tcp: [0; PIPE],
             kinds: [Kind::NotFlow; PIPE],
             received: 0,
+            fetched: 0,
             parsed: 0,
             matched: 0,
             done: 0,
@@ -95,6 +102,22 @@ impl Pipe {
 #[inline(always)]
 fn at(i: u32) -> usize {
     i as usize & (PIPE - 1)
+}
+
+/// Stage 0: prefetches headers up to `HEADER_FETCH` packets past the parse stage, no
+/// further: with a whole burst prefetched at once on receive, the bucket prefetches
+/// stalled at 1M sessions (too many misses in flight, it seems; DESIGN.md).
+#[inline(always)]
+fn fetch_headers(pipe: &mut Pipe) {
+    let ahead = pipe.received.wrapping_sub(pipe.parsed).min(HEADER_FETCH);
+    let limit = pipe.parsed.wrapping_add(ahead);
+    // `fetched` only moves toward `limit`, which only grows.
+    while pipe.fetched != limit {
+        if let Some(p) = &pipe.pkts[at(pipe.fetched)] {
+            p.prefetch();
+        }
+        pipe.fetched = pipe.fetched.wrapping_add(1);
+    }
 }
 
 impl Worker {
@@ -114,10 +137,10 @@ impl Worker {
         let mut done = 0;
         if n > 0 || !pipe.is_empty() {
             for pkt in burst.drain(..) {
-                pkt.prefetch();
                 pipe.pkts[at(pipe.received)] = Some(pkt);
                 pipe.received += 1;
             }
+            fetch_headers(&mut pipe);
             // A short burst means the queue is empty: finish everything now rather
             // than hold packets for traffic that may not come.
             done = self.advance(lif, &mut pipe, n < BURST);
@@ -148,6 +171,10 @@ impl Worker {
             let parse_all = drain && pipe.parsed < pipe.received;
             if parse_all || pipe.received - pipe.parsed > HEADER_AHEAD {
                 self.parse_stage(pipe, lif);
+                // Refilled in batches: a check per packet, a loop per `HEADER_AHEAD`.
+                if pipe.fetched.wrapping_sub(pipe.parsed) < HEADER_AHEAD {
+                    fetch_headers(pipe);
+                }
                 moved = true;
             }
             let parsed_all = drain && pipe.parsed == pipe.received;
