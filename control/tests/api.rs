@@ -708,3 +708,32 @@ async fn realtime_workers_or_a_clear_refusal() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_timeout_zero_is_the_configured_default() {
+    let dev = TestDevice::start("[dataplane]\ndefault_timeout = 1\ntick_ms = 20\n").await;
+    let mut c = dev.client(ApiVersion::V2).await;
+    let mut quick = v4(1);
+    quick.cache_timeout = 0;
+    let mut slow = v4(2);
+    slow.cache_timeout = 30;
+    assert_eq!(c.add(vec![quick, slow]).await.unwrap().request_status, 0);
+    let started = std::time::Instant::now();
+    let closed = wait_for("the default timeout", Duration::from_secs(5), || {
+        let mut c = c.clone();
+        async move {
+            let s = c.get(1).await.unwrap();
+            (s.session_close_code == SessionCloseCode::Timeout as i32).then_some(s)
+        }
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(900), "not early");
+    assert_eq!(closed.session_state, SessionState::Closed as i32);
+    let s = c.get(2).await.unwrap();
+    assert_eq!(
+        s.session_state,
+        SessionState::Established as i32,
+        "its own 30 s"
+    );
+    dev.stop().await;
+}
