@@ -23,7 +23,7 @@ use std::thread::Thread;
 
 use crossbeam_utils::CachePadded;
 
-use super::handoff::{self, HandoffStats, Wakers};
+use super::handoff::PortHandoff;
 use super::tpacket::{self, Geometry, Socket, SocketOptions, StatsHandle};
 use super::{Port, PortError, PortQueue};
 use crate::packet::{Burst, PacketBuf, PacketPool};
@@ -122,8 +122,7 @@ pub struct AfPacketPort {
     ifindex: u32,
     options: AfPacketOptions,
     pool: PacketPool,
-    wakers: Option<Wakers>,
-    handoff: Option<Arc<HandoffStats>>,
+    handoff: PortHandoff,
     counters: Vec<Arc<CachePadded<QueueCounters>>>,
     kernel: Vec<StatsHandle>,
     /// Kernel drops read so far (the kernel resets its counter on every read).
@@ -151,8 +150,7 @@ impl AfPacketPort {
             ifindex,
             options,
             pool,
-            wakers: None,
-            handoff: None,
+            handoff: PortHandoff::default(),
             counters: Vec::new(),
             kernel: Vec::new(),
             kernel_drops: Mutex::new(0),
@@ -171,7 +169,7 @@ impl AfPacketPort {
     /// Frames handed to another queue's worker, and frames dropped because that
     /// queue's ring was full (zero with one queue).
     pub fn handoffs(&self) -> (u64, u64) {
-        self.handoff.as_ref().map_or((0, 0), |s| s.totals())
+        self.handoff.totals()
     }
 }
 
@@ -227,20 +225,11 @@ impl Port for AfPacketPort {
                 tx_too_long: 0,
             }));
         }
-        if queues == 1 {
-            return Ok(opened);
-        }
-        let wakers = handoff::wakers(queues);
-        let (wrapped, stats) = handoff::wrap(opened, self.options.handoff_ring, wakers.clone());
-        self.wakers = Some(wakers);
-        self.handoff = Some(stats);
-        Ok(wrapped)
+        Ok(self.handoff.wrap(opened, self.options.handoff_ring))
     }
 
     fn set_waker(&mut self, queue: usize, waker: Thread) {
-        if let Some(slot) = self.wakers.as_ref().and_then(|w| w.get(queue)) {
-            let _ = slot.set(waker);
-        }
+        self.handoff.set_waker(queue, waker);
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

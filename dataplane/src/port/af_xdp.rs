@@ -54,7 +54,7 @@ use xsk_rs::config::{
 };
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
-use super::handoff::{self, HandoffStats, Wakers};
+use super::handoff::PortHandoff;
 use super::{Port, PortError, PortQueue};
 use crate::packet::{Burst, PacketBuf, PacketPool, BURST};
 
@@ -294,8 +294,7 @@ pub struct AfXdpPort {
     pool: PacketPool,
     counters: Vec<Arc<CachePadded<QueueCounters>>>,
     bound: Option<Bound>,
-    wakers: Option<Wakers>,
-    handoff: Option<Arc<HandoffStats>>,
+    handoff: PortHandoff,
     /// An AF_PACKET socket holding the interface promiscuous (undone when it closes).
     _promisc: Option<OwnedFd>,
 }
@@ -322,8 +321,7 @@ impl AfXdpPort {
             pool,
             counters: Vec::new(),
             bound: None,
-            wakers: None,
-            handoff: None,
+            handoff: PortHandoff::default(),
             _promisc: None,
         })
     }
@@ -349,7 +347,7 @@ impl AfXdpPort {
     /// Frames handed to another queue's worker, and frames dropped because that
     /// queue's ring was full (zero with one queue).
     pub fn handoffs(&self) -> (u64, u64) {
-        self.handoff.as_ref().map_or((0, 0), |s| s.totals())
+        self.handoff.totals()
     }
 
     fn open_queue(&self, k: usize, bound: Bound) -> Result<XdpQueue, String> {
@@ -600,22 +598,13 @@ impl Port for AfXdpPort {
             out.push(Box::new(self.open_queue(k, bound).map_err(err)?));
         }
         self.bound = Some(bound);
-        if queues == 1 {
-            return Ok(out);
-        }
         // The interface's queue choice (RSS, a veth's sender) is not our Toeplitz
         // owner in general: the queue that receives a frame hands it to its owner.
-        let wakers = handoff::wakers(queues);
-        let (wrapped, stats) = handoff::wrap(out, self.options.handoff_ring, wakers.clone());
-        self.wakers = Some(wakers);
-        self.handoff = Some(stats);
-        Ok(wrapped)
+        Ok(self.handoff.wrap(out, self.options.handoff_ring))
     }
 
     fn set_waker(&mut self, queue: usize, waker: Thread) {
-        if let Some(slot) = self.wakers.as_ref().and_then(|w| w.get(queue)) {
-            let _ = slot.set(waker);
-        }
+        self.handoff.set_waker(queue, waker);
     }
 
     /// The port's own counters, all queues together.

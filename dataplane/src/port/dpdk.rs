@@ -398,8 +398,7 @@ pub struct DpdkPort {
     rss: bool,
     info: DeviceInfo,
     held: Arc<AtomicBool>,
-    wakers: Option<handoff::Wakers>,
-    handoff: Option<Arc<handoff::HandoffStats>>,
+    handoff: handoff::PortHandoff,
 }
 
 /// What the device says about itself.
@@ -519,8 +518,7 @@ impl DpdkPort {
             rss: false,
             info,
             held: Arc::new(AtomicBool::new(false)),
-            wakers: None,
-            handoff: None,
+            handoff: handoff::PortHandoff::default(),
         })
     }
 
@@ -551,7 +549,7 @@ impl DpdkPort {
 
     /// True once `open` wrapped the queues in the software hand-off.
     pub fn handoff_enabled(&self) -> bool {
-        self.handoff.is_some()
+        self.handoff.enabled()
     }
 
     /// The backend's counters: the device's (`rte_eth_stats`), this port's copies and
@@ -581,8 +579,8 @@ impl DpdkPort {
             v.push(("rx_no_buffer", sum(|c| &c.rx_no_buffer)));
             v.push(("tx_no_mbuf", sum(|c| &c.tx_no_mbuf)));
         }
-        if let Some(h) = &self.handoff {
-            let (handed, dropped) = h.totals();
+        if self.handoff.enabled() {
+            let (handed, dropped) = self.handoff.totals();
             v.push(("handoffs", handed));
             v.push(("handoff_drops", dropped));
         }
@@ -853,17 +851,11 @@ impl Port for DpdkPort {
         if !handoff {
             return Ok(queues);
         }
-        let wakers = handoff::wakers(queues.len());
-        let (wrapped, stats) = handoff::wrap(queues, self.options.handoff_ring, wakers.clone());
-        self.wakers = Some(wakers);
-        self.handoff = Some(stats);
-        Ok(wrapped)
+        Ok(self.handoff.wrap(queues, self.options.handoff_ring))
     }
 
     fn set_waker(&mut self, queue: usize, waker: std::thread::Thread) {
-        if let Some(slot) = self.wakers.as_ref().and_then(|w| w.get(queue)) {
-            let _ = slot.set(waker);
-        }
+        self.handoff.set_waker(queue, waker);
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

@@ -65,6 +65,50 @@ impl HandoffStats {
     }
 }
 
+/// What a port keeps of its hand-off: nothing until `open` wraps its queues, then the
+/// wakers the engine fills in and the counters. One per backend port, so each backend
+/// does not repeat the wiring.
+#[derive(Default)]
+pub struct PortHandoff {
+    wakers: Option<Wakers>,
+    stats: Option<Arc<HandoffStats>>,
+}
+
+impl PortHandoff {
+    /// Wraps `queues` (one per worker) in the hand-off; one queue needs none.
+    pub fn wrap(
+        &mut self,
+        queues: Vec<Box<dyn PortQueue>>,
+        ring: usize,
+    ) -> Vec<Box<dyn PortQueue>> {
+        if queues.len() < 2 {
+            return queues;
+        }
+        let w = wakers(queues.len());
+        let (wrapped, stats) = wrap(queues, ring, w.clone());
+        self.wakers = Some(w);
+        self.stats = Some(stats);
+        wrapped
+    }
+
+    /// The worker of `queue`, for `Port::set_waker`.
+    pub fn set_waker(&self, queue: usize, waker: Thread) {
+        if let Some(slot) = self.wakers.as_ref().and_then(|w| w.get(queue)) {
+            let _ = slot.set(waker);
+        }
+    }
+
+    /// True once the queues were wrapped.
+    pub fn enabled(&self) -> bool {
+        self.stats.is_some()
+    }
+
+    /// Frames handed over and frames dropped for a full ring, all queues together.
+    pub fn totals(&self) -> (u64, u64) {
+        self.stats.as_ref().map_or((0, 0), |s| s.totals())
+    }
+}
+
 /// Wraps one backend queue per worker so that each frame reaches the queue of the
 /// worker that owns its flow. `ring` is the size of each queue-to-queue ring.
 pub fn wrap(
