@@ -10,13 +10,11 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{frame_of, udp, MAC_A};
+use common::{frame_of, read_capture, udp, write_capture, MAC_A};
 use dataplane::port::dpdk::{DpdkOptions, DpdkPort, Eal, Steer};
 use dataplane::port::Port;
 use dataplane::steer::Steering;
 use dataplane::{Action, Engine, EngineConfig, PortConfig};
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
-use pcap_file::DataLink;
 
 const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
@@ -36,29 +34,6 @@ fn eal() -> Eal {
     .map(|s| s.to_string())
     .collect();
     Eal::init(&Eal::arguments(&args, &["net_pcap0"])).expect("EAL starts (run as root)")
-}
-
-fn write_capture(path: &Path, frames: &[Vec<u8>]) {
-    let file = std::fs::File::create(path).unwrap();
-    let header = PcapHeader {
-        datalink: DataLink::ETHERNET,
-        ..PcapHeader::default()
-    };
-    let mut w = PcapWriter::with_header(file, header).unwrap();
-    for (i, f) in frames.iter().enumerate() {
-        let ts = Duration::from_millis(i as u64);
-        w.write_packet(&PcapPacket::new(ts, f.len() as u32, f))
-            .unwrap();
-    }
-}
-
-fn read_capture(path: &Path) -> Vec<Vec<u8>> {
-    let mut r = PcapReader::new(std::fs::File::open(path).unwrap()).unwrap();
-    let mut out = Vec::new();
-    while let Some(p) = r.next_packet() {
-        out.push(p.unwrap().data.into_owned());
-    }
-    out
 }
 
 /// A `net_pcap` device string with one rx and one tx capture per queue.

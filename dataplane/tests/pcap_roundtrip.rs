@@ -2,38 +2,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{frame_of, udp, MAC_A};
+use common::{frame_of, read_capture, udp, write_capture, MAC_A};
 use dataplane::packet::PacketPool;
 use dataplane::port::pcap::PcapPort;
 use dataplane::{Action, Engine, EngineConfig, PortConfig};
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
-use pcap_file::DataLink;
-
-fn write_capture(path: &Path, frames: &[Vec<u8>]) {
-    let file = std::fs::File::create(path).unwrap();
-    let header = PcapHeader {
-        datalink: DataLink::ETHERNET,
-        ..PcapHeader::default()
-    };
-    let mut w = PcapWriter::with_header(file, header).unwrap();
-    for (i, f) in frames.iter().enumerate() {
-        let ts = Duration::from_millis(i as u64);
-        w.write_packet(&PcapPacket::new(ts, f.len() as u32, f))
-            .unwrap();
-    }
-}
-
-fn read_capture(path: &Path) -> Vec<Vec<u8>> {
-    let mut r = PcapReader::new(std::fs::File::open(path).unwrap()).unwrap();
-    let mut out = Vec::new();
-    while let Some(p) = r.next_packet() {
-        out.push(p.unwrap().data.into_owned());
-    }
-    out
-}
 
 #[test]
 fn capture_through_the_workers() {

@@ -433,25 +433,7 @@ fn run(a: &Args) -> Result<bool, String> {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    // Every session's counters, asked of its owner in pages.
-    let mut counted = 0u64;
-    let mut by_worker: Vec<Vec<u64>> = vec![Vec::new(); a.workers];
-    for s in &specs {
-        by_worker[engine.owner(s)].push(s.id);
-    }
-    for (w, ids) in by_worker.into_iter().enumerate() {
-        for page in ids.chunks(100_000) {
-            let page = page.to_vec();
-            let infos = engine
-                .call(w, |reply| Command::Query { ids: page, reply })
-                .ok_or("worker gone")?;
-            counted += infos
-                .iter()
-                .flatten()
-                .map(|i| i.in_packets + i.out_packets)
-                .sum::<u64>();
-        }
-    }
+    let counted = session_packets(&engine, &specs, a.workers)?;
     let stop = engine.stop();
     let hits = report.total.hits;
     let misses = report.total.misses + report.total.not_flow + report.total.malformed;
@@ -617,6 +599,29 @@ fn in_netns<T: Send + 'static>(
     })
     .join()
     .map_err(|_| "thread panicked".to_string())?
+}
+
+/// Packets of every session by its counters, asked of its owner in pages.
+fn session_packets(engine: &Engine, specs: &[SessionSpec], workers: usize) -> Result<u64, String> {
+    let mut by_worker: Vec<Vec<u64>> = vec![Vec::new(); workers];
+    for s in specs {
+        by_worker[engine.owner(s)].push(s.id);
+    }
+    let mut counted = 0u64;
+    for (w, ids) in by_worker.into_iter().enumerate() {
+        for page in ids.chunks(100_000) {
+            let page = page.to_vec();
+            let infos = engine
+                .call(w, |reply| Command::Query { ids: page, reply })
+                .ok_or("worker gone")?;
+            counted += infos
+                .iter()
+                .flatten()
+                .map(|i| i.in_packets + i.out_packets)
+                .sum::<u64>();
+        }
+    }
+    Ok(counted)
 }
 
 /// Packets counted by an interface (`ip -s -j link`): (rx, tx).
@@ -864,24 +869,7 @@ fn af_packet_bench(a: &Args) -> Result<bool, String> {
     let sender_mpps = sent as f64 / elapsed.as_secs_f64() / 1e6;
     let report = engine.report();
     let port_counters = engine.port_counters();
-    let mut counted = 0u64;
-    let mut by_worker: Vec<Vec<u64>> = vec![Vec::new(); a.workers];
-    for s in &specs {
-        by_worker[engine.owner(s)].push(s.id);
-    }
-    for (w, ids) in by_worker.into_iter().enumerate() {
-        for page in ids.chunks(100_000) {
-            let page = page.to_vec();
-            let infos = engine
-                .call(w, |reply| Command::Query { ids: page, reply })
-                .ok_or("worker gone")?;
-            counted += infos
-                .iter()
-                .flatten()
-                .map(|i| i.in_packets + i.out_packets)
-                .sum::<u64>();
-        }
-    }
+    let counted = session_packets(&engine, &specs, a.workers)?;
     let stop = engine.stop();
     let counter = |port: &str, name: &str| -> u64 {
         port_counters

@@ -175,3 +175,29 @@ pub fn frame_vlan(
     buf.truncate(n);
     buf
 }
+
+/// Writes `frames` as an Ethernet pcap capture, a millisecond apart.
+pub fn write_capture(path: &std::path::Path, frames: &[Vec<u8>]) {
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    let file = std::fs::File::create(path).unwrap();
+    let header = PcapHeader {
+        datalink: pcap_file::DataLink::ETHERNET,
+        ..PcapHeader::default()
+    };
+    let mut w = PcapWriter::with_header(file, header).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        let ts = Duration::from_millis(i as u64);
+        w.write_packet(&PcapPacket::new(ts, f.len() as u32, f))
+            .unwrap();
+    }
+}
+
+/// The frames of a pcap capture, in order.
+pub fn read_capture(path: &std::path::Path) -> Vec<Vec<u8>> {
+    let mut r = pcap_file::pcap::PcapReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut out = Vec::new();
+    while let Some(p) = r.next_packet() {
+        out.push(p.unwrap().data.into_owned());
+    }
+    out
+}
