@@ -158,6 +158,28 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// `ip -s link` of every link the lab made, both ends: for failure reports.
+    pub fn link_stats(&self) -> String {
+        let mut out = String::new();
+        let show = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        for l in &self.links {
+            out += &show(&["-s", "link", "show", l]);
+        }
+        for ns in &self.namespaces {
+            out += &format!("[{ns}]\n");
+            out += &show(&["-n", ns, "-s", "link", "show", "eth0"]);
+        }
+        out
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         // Deleting a link takes its peer with it at once; namespace deletion alone is
@@ -178,11 +200,14 @@ pub fn mac(m: [u8; 6]) -> String {
         .join(":")
 }
 
-/// Small rings: tests send tens of frames, and start fast.
-pub fn small_options() -> AfPacketOptions {
+/// A host's socket. The test reads it only while it waits on that host, and the
+/// kernel retires an rx block 1 ms after its first frame: frames trickling in (the
+/// hosts' own IPv6 chatter reaches the firewall port too) each take a block. Many
+/// small blocks keep hundreds of such frames, so none is dropped unread.
+pub fn host_options() -> AfPacketOptions {
     AfPacketOptions {
-        block_size: 1 << 16,
-        block_count: 4,
+        block_size: 1 << 14,
+        block_count: 256,
         tx_frames: 128,
         pool_buffers: 512,
         ..AfPacketOptions::default()
@@ -204,7 +229,7 @@ impl Wire {
     pub fn open(ns: &str) -> Result<Wire, String> {
         let name = ns.to_string();
         in_netns(ns, move || {
-            let mut port = AfPacketPort::new(&name, "eth0", [0; 6], small_options())
+            let mut port = AfPacketPort::new(&name, "eth0", [0; 6], host_options())
                 .map_err(|e| e.to_string())?;
             let mut queues = port.open(1).map_err(|e| e.to_string())?;
             Ok(Wire {
@@ -267,6 +292,11 @@ impl Wire {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// The host socket's own counters (kernel drops among them).
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        self._port.counters()
     }
 
     pub fn count(&self, pred: impl Fn(&FrameInfo) -> bool) -> usize {

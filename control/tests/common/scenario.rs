@@ -343,7 +343,7 @@ fn build_lab(b: &Backend) -> Option<(Lab, Vec<String>, Vec<String>)> {
 /// The whole scenario on ports of backend `b`; returns without a check (after printing
 /// why) where namespaces cannot be made.
 pub async fn sessions_over_veth_pairs_between_namespaces(b: Backend<'_>) {
-    let Some((_lab, nss, devs)) = build_lab(&b) else {
+    let Some((lab, nss, devs)) = build_lab(&b) else {
         return;
     };
     let started = Instant::now();
@@ -483,6 +483,12 @@ pub async fn sessions_over_veth_pairs_between_namespaces(b: Backend<'_>) {
                 "backend counters: {:?}",
                 dev.device().engine.port_counters()
             );
+            eprintln!("firewall host counters: {:?}", net.firewall.counters());
+            eprintln!("firewall host saw:");
+            for (f, _) in &net.firewall.seen {
+                eprintln!("  {f:?}");
+            }
+            eprintln!("links:\n{}", lab.link_stats());
         }
         for (what, got, want) in copies {
             assert_eq!(got, want, "{what}");

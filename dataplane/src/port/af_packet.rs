@@ -112,6 +112,8 @@ struct QueueCounters {
     tx_wrong_format: AtomicU64,
     /// Frames to send longer than a tx frame holds, dropped.
     tx_too_long: AtomicU64,
+    /// Kicks that left frames in the tx ring (sent by a later kick, not lost).
+    tx_kick_retries: AtomicU64,
 }
 
 /// An interface opened as a port.
@@ -250,6 +252,7 @@ impl Port for AfPacketPort {
             ("rx_no_buffer", sum(|c| &c.rx_no_buffer)),
             ("tx_wrong_format", sum(|c| &c.tx_wrong_format)),
             ("tx_too_long", sum(|c| &c.tx_too_long)),
+            ("tx_kick_retries", sum(|c| &c.tx_kick_retries)),
         ]
     }
 }
@@ -268,6 +271,17 @@ struct AfPacketQueue {
 }
 
 impl AfPacketQueue {
+    /// Kicks the tx ring; counts a kick that left frames waiting.
+    fn kick(&mut self) {
+        let retries = self.sock.tx_kick_retries;
+        self.sock.tx_kick();
+        if self.sock.tx_kick_retries != retries {
+            self.counters
+                .tx_kick_retries
+                .store(self.sock.tx_kick_retries, Ordering::Relaxed);
+        }
+    }
+
     /// Copies a received frame into a fresh buffer, with its VLAN tag put back.
     #[inline]
     fn copy_out(pool: &PacketPool, f: &tpacket::RxFrame<'_>) -> Option<PacketBuf> {
@@ -347,7 +361,7 @@ impl PortQueue for AfPacketQueue {
             done += 1;
         }
         burst.drain(..done);
-        self.sock.tx_kick();
+        self.kick();
         if self.tx_too_long != too_long {
             self.counters
                 .tx_too_long
@@ -361,8 +375,9 @@ impl PortQueue for AfPacketQueue {
         sent
     }
 
+    /// Kicks again whatever an earlier kick left in the tx ring.
     fn flush(&mut self) {
-        self.sock.tx_kick();
+        self.kick();
     }
 }
 

@@ -425,6 +425,7 @@ impl AfXdpPort {
             counters: self.counters[k].clone(),
             local: Local::default(),
             polls: 0,
+            tx_owed: false,
         };
         q.refill();
         Ok(q)
@@ -660,6 +661,9 @@ struct XdpQueue {
     counters: Arc<CachePadded<QueueCounters>>,
     local: Local,
     polls: u32,
+    /// A tx wakeup failed (the kernel sends at most a batch per kick in copy mode, or
+    /// was busy): frames may wait in the tx ring, so an idle poll kicks again.
+    tx_owed: bool,
 }
 
 impl XdpQueue {
@@ -679,6 +683,15 @@ impl XdpQueue {
         self.rx_free.truncate(free - done);
         if self.fill.needs_wakeup() && self.fill.wakeup(self.rx.fd_mut(), 0).is_err() {
             self.local.wakeup_errors += 1;
+        }
+    }
+
+    /// Asks the kernel to send what the tx ring holds, when it wants to be asked.
+    fn kick_tx(&mut self) {
+        self.tx_owed = false;
+        if self.tx.needs_wakeup() && self.tx.wakeup().is_err() {
+            self.local.wakeup_errors += 1;
+            self.tx_owed = true;
         }
     }
 
@@ -756,11 +769,9 @@ impl PortQueue for XdpQueue {
         }
         let before = self.local;
         self.reclaim();
-        if self.tx_free.len() < burst.len() && self.tx.needs_wakeup() {
+        if self.tx_free.len() < burst.len() {
             // The kernel may be holding sent frames until kicked.
-            if self.tx.wakeup().is_err() {
-                self.local.wakeup_errors += 1;
-            }
+            self.kick_tx();
             self.reclaim();
         }
         let room = (self.tx.nb_free(burst.len() as u32) as usize).min(self.tx_free.len());
@@ -792,16 +803,26 @@ impl PortQueue for XdpQueue {
             // the ring has room for all of them (nb_free above).
             let n = unsafe { self.tx.produce(&descs) };
             debug_assert_eq!(n, sent);
-            if self.tx.needs_wakeup() && self.tx.wakeup().is_err() {
-                self.local.wakeup_errors += 1;
-            }
+            self.kick_tx();
         }
         self.publish(before);
         sent
     }
 
+    /// Called when the worker idles: frames a failed kick left behind go now.
     fn flush(&mut self) {
         self.reclaim();
+        if self.tx_owed {
+            let before = self.local;
+            self.kick_tx();
+            self.publish(before);
+        }
+    }
+}
+
+impl Drop for XdpQueue {
+    /// The last kernel statistics, while the socket is still open.
+    fn drop(&mut self) {
         self.read_kernel_stats();
     }
 }

@@ -36,8 +36,9 @@ pub trait PortQueue: Send {
     /// that could not be sent stay in `burst` (the caller counts and drops them).
     fn tx_burst(&mut self, burst: &mut Burst) -> usize;
 
-    /// Sends whatever the backend batched (files, sockets). Called when a worker is
-    /// about to idle, so nothing waits in a half-full batch.
+    /// Sends whatever the backend batched or a failed kick left behind (files,
+    /// sockets). Called on every poll that found no work, so it must be cheap when
+    /// there is nothing to send; nothing waits for more traffic to leave.
     fn flush(&mut self) {}
 }
 

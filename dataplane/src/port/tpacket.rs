@@ -225,11 +225,14 @@ pub struct Socket {
     rx_block: u32,
     rx_left: u32,
     rx_offset: usize,
-    /// Next tx frame to fill; frames filled since the last successful kick.
+    /// Next tx frame to fill; frames marked that the kernel has not taken yet.
     tx_head: u32,
     tx_pending: u32,
     /// Tx frames the kernel refused (TP_STATUS_WRONG_FORMAT).
     pub tx_wrong_format: u64,
+    /// Kicks after which marked frames were still waiting (the kernel ran out of
+    /// socket send buffer or another error): they are kicked again later.
+    pub tx_kick_retries: u64,
 }
 
 // SAFETY: the mapping is private to this socket; the kernel side is synchronised by
@@ -341,6 +344,7 @@ impl Socket {
             rx_offset: 0,
             tx_head: 0,
             tx_pending: 0,
+            tx_kick_retries: 0,
             tx_wrong_format: 0,
         })
     }
@@ -505,13 +509,16 @@ impl Socket {
     }
 
     /// Asks the kernel to send the frames marked so far (one `sendto`, not waiting).
-    /// Frames stay marked when the kernel is busy; the next kick sends them.
+    /// The kernel takes frames in ring order and may stop early (with `MSG_DONTWAIT`
+    /// a full socket send buffer ends the walk): frames it left stay marked and
+    /// pending, and the next kick sends them. A kick that sends nothing new is cheap.
     pub fn tx_kick(&mut self) {
         if self.tx_pending == 0 {
             return;
         }
         // SAFETY: a send of no bytes with no address: the kernel walks the tx ring.
-        let r = unsafe {
+        // Its result does not say which frames it took; the status words do.
+        let _ = unsafe {
             libc::sendto(
                 self.fd.as_raw_fd(),
                 std::ptr::null(),
@@ -521,8 +528,17 @@ impl Socket {
                 0,
             )
         };
-        if r >= 0 {
+        // Frames go in order, so the last one marked tells: once the kernel has
+        // taken it (no longer SEND_REQUEST), it has taken all before it.
+        let frames = self.geometry.tx_frame_count();
+        let last = (self.tx_head + frames - 1) % frames;
+        let off = self.geometry.rx_bytes() + self.geometry.tx_frame_offset(last);
+        let status_off = off + std::mem::offset_of!(libc::tpacket3_hdr, tp_status);
+        let s = self.status(status_off).load(Ordering::Acquire);
+        if s & libc::TP_STATUS_SEND_REQUEST == 0 {
             self.tx_pending = 0;
+        } else {
+            self.tx_kick_retries += 1;
         }
     }
 

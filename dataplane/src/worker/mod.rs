@@ -312,6 +312,12 @@ impl Worker {
         }
         work += self.age();
         work += self.hand_over_closed();
+        if work == 0 {
+            // About to idle: a backend may hold frames a failed kick left behind.
+            for port in &mut self.ports {
+                port.queue.flush();
+            }
+        }
         work
     }
 
