@@ -1,7 +1,8 @@
 #!/bin/sh
 # The device container: makes the virtual wiring (four veth pairs) in its own network
 # namespace, which the other containers of compose.yaml share, then runs offloadd on
-# the device's ends of the pairs (AF_PACKET ports, docker/offloadd.toml).
+# the device's ends of the pairs (AF_PACKET ports, docker/offloadd.toml; OFFLOADD_CONFIG
+# names another).
 set -eu
 ip link set lo up
 n=0
@@ -15,4 +16,4 @@ for side in outside inside firewall collector; do
   # Frames are forwarded as they are: senders must put real checksums in them.
   ethtool -K "eth-$side" tx off >/dev/null 2>&1 || true
 done
-exec offloadd --config /etc/offloadd/docker/offloadd.toml "$@"
+exec offloadd --config "${OFFLOADD_CONFIG:-/etc/offloadd/docker/offloadd.toml}" "$@"
