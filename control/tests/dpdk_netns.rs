@@ -19,6 +19,7 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::netns::Lab;
 use control::client::ApiVersion;
 use control::testing::TestDevice;
 use control::wire::ipv4_to_wire;
@@ -30,107 +31,44 @@ use proto::v2::{
 
 const H1: &str = "10.77.0.1";
 const H2: &str = "10.77.0.2";
-const H1_MAC: &str = "02:77:00:00:00:01";
-const H2_MAC: &str = "02:77:00:00:00:02";
+const H1_MAC: [u8; 6] = [2, 0x77, 0, 0, 0, 1];
+const H2_MAC: [u8; 6] = [2, 0x77, 0, 0, 0, 2];
 
-fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd} {}: {e}", args.join(" ")))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd} {}: {}",
+/// A host of the shared lab (common/netns.rs) that talks through its own kernel:
+/// IPv4 only (no IPv6 chatter to the device) and full checksums in software (the
+/// device forwards frames as they are).
+fn host(
+    lab: &mut Lab,
+    role: &str,
+    prefix: &str,
+    mac: [u8; 6],
+    dev_mac: [u8; 6],
+    addr: &str,
+) -> (String, String) {
+    let cidr = format!("{addr}/24");
+    let (ns, dev) = lab
+        .host(role, prefix, mac, dev_mac, &[&cidr])
+        .unwrap_or_else(|e| panic!("host {role}: {e}"));
+    for args in [
+        &[
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+        ][..],
+        &["netns", "exec", &ns, "ethtool", "-K", "eth0", "tx", "off"][..],
+    ] {
+        let out = Command::new("ip").args(args).output().expect("ip");
+        assert!(
+            out.status.success(),
+            "ip {}: {}",
             args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    Ok(())
-}
-
-/// Namespaces and veth pairs of this run, removed on drop (also when the test panics).
-struct Lab {
-    namespaces: Vec<String>,
-    links: Vec<String>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for l in &self.links {
-            let _ = run("ip", &["link", "del", l]);
-        }
-        for n in &self.namespaces {
-            let _ = run("ip", &["netns", "del", n]);
-        }
-    }
-}
-
-impl Lab {
-    /// Host namespace `ns` with `eth0` (`mac`, `addr`/24) whose peer `dev` stays here.
-    fn host(&mut self, ns: &str, dev: &str, mac: &str, addr: &str) -> Result<(), String> {
-        run("ip", &["netns", "add", ns])?;
-        self.namespaces.push(ns.into());
-        run(
-            "ip",
-            &[
-                "link", "add", dev, "type", "veth", "peer", "name", "eth0", "address", mac,
-                "netns", ns,
-            ],
-        )?;
-        self.links.push(dev.into());
-        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "1");
-        run("ip", &["link", "set", dev, "up"])?;
-        run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
-        run(
-            "ip",
-            &[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                "eth0",
-            ],
-        )?;
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-            ],
-        )?;
-        run("ip", &["-n", ns, "link", "set", "eth0", "up"])?;
-        // The device forwards frames as they are: the host must send full checksums.
-        run(
-            "ip",
-            &["netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"],
-        )?;
-        Ok(())
-    }
-
-    fn neighbour(&self, ns: &str, addr: &str, mac: &str) -> Result<(), String> {
-        run(
-            "ip",
-            &[
-                "-n",
-                ns,
-                "neigh",
-                "replace",
-                addr,
-                "lladdr",
-                mac,
-                "dev",
-                "eth0",
-                "nud",
-                "permanent",
-            ],
-        )
-    }
+    (ns, dev)
 }
 
 /// Runs `f` on a new thread inside namespace `ns`.
@@ -225,15 +163,9 @@ async fn tcp_and_udp_between_namespaces_through_dpdk() {
         eprintln!("skipped: needs root (network namespaces, AF_PACKET, DPDK)");
         return;
     }
-    let tag = format!("{:x}", std::process::id() & 0xfffff);
-    let (ns1, ns2) = (format!("dh1-{tag}"), format!("dh2-{tag}"));
-    let (dev_out, dev_in) = (format!("dpo{tag}"), format!("dpi{tag}"));
-    let mut lab = Lab {
-        namespaces: Vec::new(),
-        links: Vec::new(),
-    };
-    lab.host(&ns1, &dev_out, H1_MAC, H1).expect("host 1");
-    lab.host(&ns2, &dev_in, H2_MAC, H2).expect("host 2");
+    let mut lab = Lab::new();
+    let (ns1, dev_out) = host(&mut lab, "dh1", "dpo", H1_MAC, [2, 0x77, 0, 0, 1, 1], H1);
+    let (ns2, dev_in) = host(&mut lab, "dh2", "dpi", H2_MAC, [2, 0x77, 0, 0, 1, 2], H2);
     lab.neighbour(&ns1, H2, H2_MAC).unwrap();
     lab.neighbour(&ns2, H1, H1_MAC).unwrap();
 
