@@ -453,4 +453,76 @@ mod tests {
         assert_eq!(p.data()[18], 0x45);
         assert_eq!(&p.data()[..12], &data[..12]);
     }
+
+    /// A kick the kernel cannot finish (the socket's send buffer is full while a slow
+    /// qdisc holds earlier frames) leaves frames in the tx ring: they are counted as
+    /// retries and sent by later kicks (`flush`, what an idle worker calls), none lost.
+    #[test]
+    fn frames_a_kick_leaves_in_the_tx_ring_go_out_on_flush() {
+        use crate::port::test_veth::{run, Veth};
+        let veth = match Veth::new("pk") {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+        };
+        // 512 frames of 1400 bytes (~1.2 MB of socket memory) against a send buffer
+        // of ~200 kB, drained at 50 Mbit/s (~120 ms for all).
+        if let Err(e) = run(
+            "tc",
+            &[
+                "qdisc", "add", "dev", &veth.a, "root", "tbf", "rate", "50mbit", "burst", "32kb",
+                "latency", "2s",
+            ],
+        ) {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        let options = AfPacketOptions {
+            block_size: 1 << 16,
+            block_count: 4,
+            tx_frames: 1024,
+            qdisc_bypass: false,
+            pool_buffers: 1024,
+            ..AfPacketOptions::default()
+        };
+        let mut port = AfPacketPort::new("p0", &veth.a, [2, 0, 0, 0, 0, 1], options).unwrap();
+        let mut queues = port.open(1).unwrap();
+        let q = &mut queues[0];
+        let rx_packets = || -> u64 {
+            std::fs::read_to_string(format!("/sys/class/net/{}/statistics/rx_packets", veth.b))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let before = rx_packets();
+        let mut frame = vec![0u8; 1400];
+        frame[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        frame[12..14].copy_from_slice(&[0x88, 0xb5]); // local experimental EtherType
+        let pool = port.pool().clone();
+        let mut put = 0;
+        for _ in 0..16 {
+            let mut burst: Burst = (0..32).map(|_| pool.alloc_from(&frame).unwrap()).collect();
+            put += q.tx_burst(&mut burst);
+        }
+        assert_eq!(put, 512, "the tx ring holds them all");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while rx_packets() - before < 512 && std::time::Instant::now() < deadline {
+            q.flush();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(rx_packets() - before, 512, "every frame arrived");
+        let retries = port
+            .counters()
+            .into_iter()
+            .find(|(n, _)| *n == "tx_kick_retries")
+            .map(|(_, v)| v);
+        assert!(
+            retries > Some(0),
+            "the kernel left frames behind: {retries:?}"
+        );
+    }
 }

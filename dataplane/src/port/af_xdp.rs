@@ -830,6 +830,7 @@ impl Drop for XdpQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::port::test_veth::Veth;
 
     fn opts() -> AfXdpOptions {
         AfXdpOptions::default()
@@ -1025,54 +1026,6 @@ mod tests {
         );
         assert!(s.contains("not supported by the driver of v0"), "{s}");
         assert_eq!(explain("what", &"why", None, "v0"), "what: why");
-    }
-
-    /// A veth pair made for one test, removed on drop (also when the test panics).
-    struct Veth {
-        a: String,
-        b: String,
-    }
-
-    impl Veth {
-        fn new(tag: &str) -> Result<Veth, String> {
-            // SAFETY: plain libc call.
-            if unsafe { libc::geteuid() } != 0 {
-                return Err("not root: veth pairs and AF_XDP need root".into());
-            }
-            let id = std::process::id() % 100_000;
-            let a = format!("xq{tag}{id}a");
-            let b = format!("xq{tag}{id}b");
-            let ip = |args: &[&str]| -> Result<(), String> {
-                let out = std::process::Command::new("ip")
-                    .args(args)
-                    .output()
-                    .map_err(|e| format!("ip: {e}"))?;
-                if out.status.success() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "ip {}: {}",
-                        args.join(" "),
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ))
-                }
-            };
-            ip(&["link", "add", &a, "type", "veth", "peer", "name", &b])?;
-            let v = Veth { a, b };
-            for d in [&v.a, &v.b] {
-                let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{d}/disable_ipv6"), "1");
-                ip(&["link", "set", d, "up"])?;
-            }
-            Ok(v)
-        }
-    }
-
-    impl Drop for Veth {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["link", "del", &self.a])
-                .output();
-        }
     }
 
     /// A plain AF_PACKET socket on an interface: the other end of the wire.

@@ -22,6 +22,8 @@ pub mod handoff;
 pub mod pcap;
 pub mod ring;
 pub mod spsc;
+#[cfg(test)]
+pub(crate) mod test_veth;
 pub mod tpacket;
 
 use crate::packet::Burst;
