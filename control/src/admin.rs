@@ -68,6 +68,10 @@ impl Admin {
             max_sessions: d.config.dataplane.max_sessions as u64,
             sessions: r.sessions as u64,
             closed_pending: d.feed.len() as u64,
+            closed_streams: d
+                .counters
+                .closed_streams_open
+                .load(std::sync::atomic::Ordering::Relaxed),
             counters,
             worker_stats: r
                 .workers
@@ -114,6 +118,11 @@ impl Admin {
             "closed_pending",
             "Closed sessions not yet delivered.",
             s.closed_pending,
+        );
+        gauge(
+            "closed_streams",
+            "GetClosedSessions streams open now.",
+            s.closed_streams,
         );
         gauge("uptime_seconds", "Seconds since start.", s.uptime_seconds);
         for c in &s.counters {

@@ -32,6 +32,7 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn new(device: Arc<Device>) -> Ledger {
+        ControlCounters::bump(&device.counters.closed_streams_open, 1);
         Ledger {
             device,
             taken: Mutex::new(VecDeque::new()),
@@ -68,6 +69,10 @@ impl Ledger {
 
 impl Drop for Ledger {
     fn drop(&mut self) {
+        self.device
+            .counters
+            .closed_streams_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let ids: Vec<u64> = self.taken().drain(..).collect();
         if !ids.is_empty() {
             let d = &self.device;

@@ -45,6 +45,9 @@ pub struct ControlCounters {
     pub closed_calls: AtomicU64,
     pub closed_delivered: AtomicU64,
     pub closed_given_back: AtomicU64,
+    /// GetClosedSessions streams open now (a gauge, not in `list`: the server has not
+    /// seen them end).
+    pub closed_streams_open: AtomicU64,
 }
 
 impl ControlCounters {

@@ -540,7 +540,10 @@ async fn follow_mode_pushes_closures_as_they_happen() {
     let mut c = dev.client(ApiVersion::V2).await;
     assert_eq!(c.add(vec![v4(1), v4(2)]).await.unwrap().request_status, 0);
     let mut follow = c.closed(args(0, 0, 0), true).await.unwrap();
-    // A follower that went away before anything closed loses nothing either.
+    // A follower that went away before anything closed loses nothing either. "Before"
+    // as the device sees it: once the server has seen that stream end (a record taken
+    // by a stream whose end is still in flight counts as delivered: the contract's
+    // "handed to the transport").
     drop(
         dev.client(ApiVersion::V2)
             .await
@@ -548,6 +551,17 @@ async fn follow_mode_pushes_closures_as_they_happen() {
             .await
             .unwrap(),
     );
+    let open = || {
+        dev.device()
+            .counters
+            .closed_streams_open
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while open() != 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(open(), 1, "the server saw the second follower go");
 
     send(dev.ring("outside"), &pool, &v4(2), true, RST, 0);
     let r = tokio::time::timeout(Duration::from_secs(5), follow.next())

@@ -36,6 +36,7 @@ pub fn to_json(s: &Stats) -> Value {
         "max_sessions": s.max_sessions,
         "sessions": s.sessions,
         "closed_pending": s.closed_pending,
+        "closed_streams": s.closed_streams,
         "counters": counters_json(&s.counters),
         "worker_stats": s.worker_stats.iter().map(|w| json!({
             "worker": w.worker,
@@ -67,13 +68,15 @@ pub fn uptime(secs: u64) -> String {
 
 pub fn to_text(s: &Stats) -> String {
     let mut out = format!(
-        "offloadd {}, up {}, {} workers\nsessions {} of {} (closed, waiting for GetClosedSessions: {})\n\n",
+        "offloadd {}, up {}, {} workers\nsessions {} of {} (closed, waiting for GetClosedSessions: {}; \
+         GetClosedSessions streams open: {})\n\n",
         s.version,
         uptime(s.uptime_seconds),
         s.workers,
         s.sessions,
         s.max_sessions,
-        s.closed_pending
+        s.closed_pending,
+        s.closed_streams
     );
 
     // Counters: one row per name, the device total then each worker.
@@ -168,6 +171,7 @@ pub mod tests {
             max_sessions: 19,
             sessions: 4,
             closed_pending: 1,
+            closed_streams: 2,
             counters: vec![c("rx", 100), c("misses", 7), c("closed_timeout", 2)],
             worker_stats: vec![WorkerStats {
                 worker: 0,
