@@ -225,6 +225,8 @@ impl Port for AfPacketPort {
                 too_long: 0,
                 no_buffer: 0,
                 tx_too_long: 0,
+                flush_wait: 0,
+                flush_spacing: 0,
             }));
         }
         Ok(self.handoff.wrap(opened, self.options.handoff_ring))
@@ -268,13 +270,24 @@ struct AfPacketQueue {
     too_long: u64,
     no_buffer: u64,
     tx_too_long: u64,
+    /// Empty polls to let pass before the next retry of a kick that left frames, and
+    /// the current spacing (doubling up to `MAX_FLUSH_SPACING` while the kernel keeps
+    /// refusing, e.g. with the link down): a retry is a syscall.
+    flush_wait: u32,
+    flush_spacing: u32,
 }
+
+/// Most empty polls between two retries of a kick that keeps leaving frames.
+const MAX_FLUSH_SPACING: u32 = 64;
 
 impl AfPacketQueue {
     /// Kicks the tx ring; counts a kick that left frames waiting.
     fn kick(&mut self) {
         let retries = self.sock.tx_kick_retries;
         self.sock.tx_kick();
+        if self.sock.tx_pending() == 0 {
+            (self.flush_wait, self.flush_spacing) = (0, 0);
+        }
         if self.sock.tx_kick_retries != retries {
             self.counters
                 .tx_kick_retries
@@ -375,9 +388,21 @@ impl PortQueue for AfPacketQueue {
         sent
     }
 
-    /// Kicks again whatever an earlier kick left in the tx ring.
+    /// Kicks again whatever an earlier kick left in the tx ring, at once the first
+    /// time, then less often while the kernel keeps leaving frames.
     fn flush(&mut self) {
+        if self.sock.tx_pending() == 0 {
+            return;
+        }
+        if self.flush_wait > 0 {
+            self.flush_wait -= 1;
+            return;
+        }
         self.kick();
+        if self.sock.tx_pending() != 0 {
+            self.flush_spacing = (self.flush_spacing * 2).clamp(1, MAX_FLUSH_SPACING);
+            self.flush_wait = self.flush_spacing;
+        }
     }
 }
 
