@@ -9,5 +9,5 @@ pub mod table;
 pub mod wheel;
 
 pub use key::{Dir, FlowKey};
-pub use table::{Cold, Entry, FlowTable, InsertError, Totals};
+pub use table::{Cold, Entry, FlowTable, InsertError, Probe, Totals};
 pub use wheel::TimerWheel;

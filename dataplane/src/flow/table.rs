@@ -260,6 +260,26 @@ pub struct FlowTable {
     /// Free slots, popped from the end.
     free: Vec<u32>,
     ids: HashMap<u64, u32>,
+    /// Changes whenever a reference enters or leaves the index: a `Probe` taken
+    /// under another epoch is not trusted.
+    epoch: u32,
+}
+
+/// What the entry-prefetch stage found: the first reference whose tag matched in the
+/// key's home bucket, under the index's epoch then. The last stage checks that one
+/// entry against the key instead of matching tags again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    r: u32,
+    epoch: u32,
+}
+
+impl Probe {
+    /// No candidate: the last stage does a full lookup.
+    pub const NONE: Probe = Probe {
+        r: u32::MAX,
+        epoch: 0,
+    };
 }
 
 impl FlowTable {
@@ -279,6 +299,7 @@ impl FlowTable {
             cold,
             free,
             ids,
+            epoch: 0,
         })
     }
 
@@ -324,16 +345,36 @@ impl FlowTable {
         prefetch::read(&self.index[self.home(hash)]);
     }
 
-    /// Stage 2: bring the entry of the first tag match toward the cache (one line).
-    /// Only a hint: `lookup` probes again, so an index changed in between by a command
-    /// costs a miss, never a wrong answer.
+    /// Stage 2: bring the entry of the first tag match toward the cache (one line),
+    /// and say which it was for `lookup_probed`.
     #[inline(always)]
-    pub fn prefetch_entry(&self, hash: u64) {
+    pub fn prefetch_entry(&self, hash: u64) -> Probe {
         let b = &self.index[self.home(hash)];
         let m = b.matching(tag_of(hash));
-        if m != 0 {
-            prefetch::write(&self.entries[(b.refs[way_of(m)] >> 1) as usize]);
+        if m == 0 {
+            return Probe::NONE;
         }
+        let r = b.refs[way_of(m)];
+        prefetch::write(&self.entries[(r >> 1) as usize]);
+        Probe {
+            r,
+            epoch: self.epoch,
+        }
+    }
+
+    /// Stage 3: `lookup`, starting with the probe's candidate. The candidate is the
+    /// answer `lookup` would give when the index has not changed since the probe
+    /// (same epoch: same first tag match in the home bucket) and its entry matches
+    /// the key; otherwise the full lookup runs.
+    #[inline(always)]
+    pub fn lookup_probed(&self, key: &FlowKey, hash: u64, probe: Probe) -> Option<(u32, Dir)> {
+        if probe.epoch == self.epoch && probe.r != Probe::NONE.r {
+            let dir = dir_of(probe.r);
+            if self.entries[(probe.r >> 1) as usize].matches(key, dir) {
+                return Some((probe.r >> 1, dir));
+            }
+        }
+        self.lookup(key, hash)
     }
 
     /// Stage 3: the slot and direction of the session `key` belongs to.
@@ -425,6 +466,7 @@ impl FlowTable {
     }
 
     fn index_insert(&mut self, hash: u64, r: u32) {
+        self.epoch = self.epoch.wrapping_add(1);
         let tag = tag_of(hash);
         let mut b = self.home(hash);
         // At most 75% of the ways are ever used, so a free way is always found.
@@ -441,6 +483,7 @@ impl FlowTable {
     }
 
     fn index_remove(&mut self, hash: u64, r: u32) {
+        self.epoch = self.epoch.wrapping_add(1);
         let tag = tag_of(hash);
         let home = self.home(hash);
         let mut b = home;
@@ -712,12 +755,15 @@ mod tests {
     #[derive(Clone, Debug)]
     enum Op {
         Insert(u64, u32, bool),
+        /// Out of the index, slot and id kept (a closed session not yet handed over).
+        Unindex(u64),
         Remove(u64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             (0u64..64, 0u32..48, any::<bool>()).prop_map(|(i, n, v6)| Op::Insert(i, n, v6)),
+            (0u64..64).prop_map(Op::Unindex),
             (0u64..64).prop_map(Op::Remove),
         ]
     }
@@ -728,13 +774,23 @@ mod tests {
         fn matches_a_model(ops in proptest::collection::vec(op(), 1..300)) {
             let cap = 24;
             let mut t = FlowTable::with_capacity(cap).unwrap();
-            let mut model: StdMap<u64, Sess> = StdMap::new();
+            // id -> session, and whether it is still in the index.
+            let mut model: StdMap<u64, (Sess, bool)> = StdMap::new();
+            // Every key the ops can make, both directions: probes taken before an op
+            // must give what a fresh lookup gives after it.
+            let keys: Vec<FlowKey> = (0..48u32)
+                .flat_map(|n| [false, true].map(|v6| entry(0, n, 1, 2, v6)))
+                .flat_map(|s| [s.0.key(Dir::In), s.0.key(Dir::Out)])
+                .collect();
             for op in ops {
+                let probes: Vec<Probe> = keys.iter().map(|k| t.prefetch_entry(k.hash())).collect();
                 match op {
                     Op::Insert(id, n, v6) => {
                         let e = entry(id, n, 1, 2, v6);
                         let clash = model.contains_key(&id)
-                            || model.values().any(|m| m.0.key(Dir::In) == e.0.key(Dir::In));
+                            || model
+                                .values()
+                                .any(|(m, indexed)| *indexed && m.0.key(Dir::In) == e.0.key(Dir::In));
                         let got = put(&mut t, &e);
                         if clash {
                             prop_assert_eq!(got, Err(InsertError::Exists));
@@ -742,27 +798,41 @@ mod tests {
                             prop_assert_eq!(got, Err(InsertError::Full));
                         } else {
                             prop_assert!(got.is_ok());
-                            model.insert(id, e);
+                            model.insert(id, (e, true));
+                        }
+                    }
+                    Op::Unindex(id) => {
+                        if let Some((_, indexed)) = model.get_mut(&id).filter(|m| m.1) {
+                            t.unindex(t.slot_of(id).unwrap());
+                            *indexed = false;
                         }
                     }
                     Op::Remove(id) => {
                         let slot = t.slot_of(id);
                         prop_assert_eq!(slot.is_some(), model.contains_key(&id));
                         if let Some(s) = slot {
-                            t.unindex(s);
+                            if model[&id].1 {
+                                t.unindex(s);
+                            }
                             t.release(s);
                             model.remove(&id);
                         }
                     }
                 }
                 prop_assert_eq!(t.len(), model.len());
+                for (k, probe) in keys.iter().zip(&probes) {
+                    prop_assert_eq!(t.lookup_probed(k, k.hash(), *probe), t.lookup(k, k.hash()));
+                }
             }
             for n in 0..48u32 {
                 for v6 in [false, true] {
                     let probe = entry(0, n, 1, 2, v6);
                     for dir in [Dir::In, Dir::Out] {
                         let k = probe.0.key(dir);
-                        let want = model.values().find(|m| m.0.key(dir) == k).map(|m| m.1.id);
+                        let want = model
+                            .values()
+                            .find(|(m, indexed)| *indexed && m.0.key(dir) == k)
+                            .map(|(m, _)| m.1.id);
                         let got = t.lookup(&k, k.hash()).map(|(s, d)| {
                             assert_eq!(d, dir);
                             t.cold(s).id

@@ -16,15 +16,17 @@
 //! and finish during the next call; when the queue ran dry (a short burst) the pipe
 //! is drained at once, so a lone packet is never held back.
 //!
-//! Stages 1 and 2 are only hints: stage 3 looks the key up again in the (now cached)
-//! bucket, so a command that changed the table between the stages costs a cache miss,
-//! never a wrong answer.
+//! Stage 2 remembers the entry it prefetched (a `Probe`: the first tag match in the
+//! home bucket, under the index's epoch). Stage 3 checks that one entry against the
+//! key instead of matching tags again; if the index changed in between (a command, or
+//! a close by an earlier packet) or the entry is not the key's, it looks the key up
+//! in full. A change costs a lookup, never a wrong answer.
 //!
 //! Rules: no allocation, no locks, no syscalls (transmit is batched in `flush_port`),
 //! counters are plain fields of the worker.
 
 use super::Worker;
-use crate::flow::{Dir, FlowKey};
+use crate::flow::{Dir, FlowKey, Probe};
 use crate::packet::{Burst, PacketBuf, BURST};
 use crate::session::{Action, SessionState};
 use crate::wire::{self, ethernet, tcp_flags, Unparsed, PROTO_TCP};
@@ -64,6 +66,7 @@ pub(super) struct Pipe {
     pkts: [Option<PacketBuf>; PIPE],
     keys: [FlowKey; PIPE],
     hashes: [u64; PIPE],
+    probes: [Probe; PIPE],
     tcp: [u8; PIPE],
     kinds: [Kind; PIPE],
     /// Packets that entered the pipe.
@@ -84,6 +87,7 @@ impl Pipe {
             pkts: std::array::from_fn(|_| None),
             keys: [FlowKey::default(); PIPE],
             hashes: [0; PIPE],
+            probes: [Probe::NONE; PIPE],
             tcp: [0; PIPE],
             kinds: [Kind::NotFlow; PIPE],
             received: 0,
@@ -183,7 +187,7 @@ impl Worker {
             {
                 let i = at(pipe.matched);
                 if pipe.kinds[i] == Kind::Flow {
-                    self.table.prefetch_entry(pipe.hashes[i]);
+                    pipe.probes[i] = self.table.prefetch_entry(pipe.hashes[i]);
                 }
                 pipe.matched += 1;
                 moved = true;
@@ -239,7 +243,10 @@ impl Worker {
         match pipe.kinds[i] {
             Kind::Flow => {
                 let key = &pipe.keys[i];
-                match self.table.lookup(key, pipe.hashes[i]) {
+                match self
+                    .table
+                    .lookup_probed(key, pipe.hashes[i], pipe.probes[i])
+                {
                     Some((slot, dir)) => {
                         let vlan = (key.lif >> 16) as u16;
                         self.hit(slot, dir, vlan, pipe.tcp[i], pkt)
