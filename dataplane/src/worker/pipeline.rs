@@ -367,7 +367,7 @@ impl Worker {
         self.send(port as usize, pkt);
     }
 
-    #[inline]
+    #[inline(always)]
     fn send(&mut self, port: usize, pkt: PacketBuf) {
         let tx = &mut self.ports[port].tx;
         tx.push(pkt);
