@@ -345,7 +345,7 @@ impl Worker {
         to_vlan: u16,
         next_hop: u16,
     ) {
-        if !retag(&mut pkt, from_vlan, to_vlan) {
+        if from_vlan != to_vlan && !retag(&mut pkt, from_vlan, to_vlan) {
             self.counters.retag_failures += 1;
             return;
         }
