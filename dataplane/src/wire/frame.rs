@@ -75,7 +75,7 @@ pub fn parse(frame: &[u8]) -> Result<FrameInfo, Unparsed> {
 /// parser, which gives the same answer for every frame this one takes (a property
 /// test checks it) and names what is wrong with the others.
 #[inline(always)]
-fn parse_plain_ipv4(frame: &[u8]) -> Option<FrameInfo> {
+pub fn parse_plain_ipv4(frame: &[u8]) -> Option<FrameInfo> {
     const L3: usize = ethernet::HEADER_LEN;
     const L4: usize = L3 + ipv4::HEADER_LEN;
     // Every frame on a wire is at least 60 bytes: room for a TCP header.
@@ -121,7 +121,7 @@ fn parse_plain_ipv4(frame: &[u8]) -> Option<FrameInfo> {
 
 /// Every frame, every header kind: what `parse` does when the fast path declines.
 #[inline(never)]
-fn parse_general(frame: &[u8]) -> Result<FrameInfo, Unparsed> {
+pub fn parse_general(frame: &[u8]) -> Result<FrameInfo, Unparsed> {
     let eth: &[u8; ethernet::HEADER_LEN] = frame.first_chunk().ok_or(TRUNCATED)?;
     let mut ethertype = be16(eth[12], eth[13]);
     let mut l3_offset = ethernet::HEADER_LEN;

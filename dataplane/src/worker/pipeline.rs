@@ -29,7 +29,7 @@ use super::Worker;
 use crate::flow::{Dir, FlowKey, Probe};
 use crate::packet::{Burst, PacketBuf, BURST};
 use crate::session::{Action, SessionState};
-use crate::wire::{self, ethernet, tcp_flags, Unparsed, PROTO_TCP};
+use crate::wire::{ethernet, frame, tcp_flags, FrameInfo, Unparsed, PROTO_TCP};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -219,19 +219,28 @@ impl Worker {
         let i = at(pipe.parsed);
         pipe.parsed += 1;
         let pkt = pipe.pkts[i].as_ref().expect("a received packet");
-        pipe.kinds[i] = match wire::parse(pkt.data()) {
-            Ok(f) => {
-                let key = FlowKey::of_frame(&f, lif);
-                let hash = key.hash();
-                self.table.prefetch_bucket(hash);
-                pipe.keys[i] = key;
-                pipe.hashes[i] = hash;
-                pipe.tcp[i] = if f.proto == PROTO_TCP { f.tcp_flags } else { 0 };
-                Kind::Flow
-            }
-            Err(Unparsed::NotFlow(_)) => Kind::NotFlow,
-            Err(Unparsed::Malformed(_)) => Kind::Malformed,
+        let data = pkt.data();
+        // `wire::parse` in two steps, so the common case never builds a `Result`.
+        pipe.kinds[i] = match frame::parse_plain_ipv4(data) {
+            Some(f) => self.keep_key(pipe, i, &f, lif),
+            None => match frame::parse_general(data) {
+                Ok(f) => self.keep_key(pipe, i, &f, lif),
+                Err(Unparsed::NotFlow(_)) => Kind::NotFlow,
+                Err(Unparsed::Malformed(_)) => Kind::Malformed,
+            },
         };
+    }
+
+    /// Stage 1, a flow: key, hash, prefetch the bucket.
+    #[inline(always)]
+    fn keep_key(&mut self, pipe: &mut Pipe, i: usize, f: &FrameInfo, lif: u16) -> Kind {
+        let key = FlowKey::of_frame(f, lif);
+        let hash = key.hash();
+        self.table.prefetch_bucket(hash);
+        pipe.keys[i] = key;
+        pipe.hashes[i] = hash;
+        pipe.tcp[i] = if f.proto == PROTO_TCP { f.tcp_flags } else { 0 };
+        Kind::Flow
     }
 
     /// Stage 3: look up, count, act.
