@@ -1,11 +1,15 @@
-//! `wire::parse` on arbitrary bytes: it must not panic, and what it returns must be
-//! consistent with the frame.
+//! `wire::parse` on arbitrary bytes: it must not panic, what it returns must be
+//! consistent with the frame, and its IPv4 fast path must agree with the general path.
 #![no_main]
 
 use dataplane::wire::{self, ethernet, FrameSpec, PROTO_TCP, PROTO_UDP};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    // The IPv4 fast path answers as the general parser wherever it answers.
+    if let Some(fast) = wire::frame::parse_plain_ipv4(data) {
+        assert_eq!(Ok(fast), wire::frame::parse_general(data));
+    }
     let Ok(info) = wire::parse(data) else {
         return;
     };
