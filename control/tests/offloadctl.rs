@@ -177,6 +177,26 @@ async fn stats_latency_and_plot() {
     let j = &json_lines(ok(&s))[0];
     assert_eq!(j["sessions"], 1);
     assert_eq!(j["counters"]["adds"], 1);
+    assert_eq!(j["closed_streams"], 0);
+
+    // A following GetClosedSessions stream shows while it is open, and goes with it.
+    let mut c = dev.client(control::client::ApiVersion::V2).await;
+    let follow = c
+        .closed(proto::v2::SessionRequestArgs::default(), true)
+        .await
+        .unwrap();
+    let streams = || async {
+        let s = ctl(&dev, &["--json", "stats"]).await;
+        json_lines(ok(&s))[0]["closed_streams"].as_u64().unwrap()
+    };
+    assert_eq!(streams().await, 1);
+    assert!(ok(&ctl(&dev, &["stats"]).await).contains("GetClosedSessions streams open: 1"));
+    drop(follow);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while streams().await != 0 {
+        assert!(Instant::now() < deadline, "the ended stream still counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let l = ctl(&dev, &["latency"]).await;
     let text = ok(&l);

@@ -91,13 +91,7 @@ impl AfPacketOptions {
                 self.pool_buffers
             ));
         }
-        if self.handoff_ring < 2 || self.handoff_ring > 1 << 20 {
-            return Err(format!(
-                "handoff_ring = {}: must be 2 to 1048576",
-                self.handoff_ring
-            ));
-        }
-        Ok(())
+        super::check_handoff_ring(self.handoff_ring)
     }
 }
 

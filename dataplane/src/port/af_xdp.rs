@@ -208,19 +208,8 @@ impl AfXdpOptions {
                 self.frame_count
             ));
         }
-        if self.pool_buffers < 64 || self.pool_buffers > 1 << 24 {
-            return Err(format!(
-                "pool_buffers = {}: must be 64 to 16777216",
-                self.pool_buffers
-            ));
-        }
-        if !(2..=1 << 20).contains(&self.handoff_ring) {
-            return Err(format!(
-                "handoff_ring = {}: must be 2 to 1048576",
-                self.handoff_ring
-            ));
-        }
-        Ok(())
+        super::check_range("pool_buffers", self.pool_buffers.into(), 64, 1 << 24)?;
+        super::check_handoff_ring(self.handoff_ring)
     }
 
     /// Frames of each queue that receive (the rest send).

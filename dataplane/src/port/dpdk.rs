@@ -141,39 +141,18 @@ impl Default for DpdkOptions {
 impl DpdkOptions {
     /// Checks the sizes; the error names the key.
     pub fn check(&self) -> Result<(), String> {
-        if !(64..=1 << 24).contains(&self.mbufs) {
-            return Err(format!("mbufs = {}: must be 64 to 16777216", self.mbufs));
-        }
+        super::check_range("mbufs", self.mbufs.into(), 64, 1 << 24)?;
         if self.mbuf_cache > 512 || self.mbuf_cache as u64 * 3 > self.mbufs as u64 * 2 {
             return Err(format!(
                 "mbuf_cache = {}: at most 512 and at most 2/3 of mbufs",
                 self.mbuf_cache
             ));
         }
-        if !(64..=16_384).contains(&self.mbuf_data_room) {
-            return Err(format!(
-                "mbuf_data_room = {}: must be 64 to 16384",
-                self.mbuf_data_room
-            ));
-        }
-        for (k, v) in [("rx_desc", self.rx_desc), ("tx_desc", self.tx_desc)] {
-            if !(32..=16_384).contains(&v) {
-                return Err(format!("{k} = {v}: must be 32 to 16384"));
-            }
-        }
-        if !(64..=1 << 24).contains(&self.pool_buffers) {
-            return Err(format!(
-                "pool_buffers = {}: must be 64 to 16777216",
-                self.pool_buffers
-            ));
-        }
-        if !(2..=1 << 20).contains(&self.handoff_ring) {
-            return Err(format!(
-                "handoff_ring = {}: must be 2 to 1048576",
-                self.handoff_ring
-            ));
-        }
-        Ok(())
+        super::check_range("mbuf_data_room", self.mbuf_data_room.into(), 64, 16_384)?;
+        super::check_range("rx_desc", self.rx_desc.into(), 32, 16_384)?;
+        super::check_range("tx_desc", self.tx_desc.into(), 32, 16_384)?;
+        super::check_range("pool_buffers", self.pool_buffers.into(), 64, 1 << 24)?;
+        super::check_handoff_ring(self.handoff_ring)
     }
 }
 

@@ -28,6 +28,21 @@ pub mod tpacket;
 
 use crate::packet::Burst;
 
+/// A port option within `lo..=hi`, or the one-line error naming it (the form every
+/// backend's `check` uses).
+pub(crate) fn check_range(key: &str, value: u64, lo: u64, hi: u64) -> Result<(), String> {
+    if (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("{key} = {value}: must be {lo} to {hi}"))
+    }
+}
+
+/// The size of a port's hand-off rings, checked alike by every backend.
+pub(crate) fn check_handoff_ring(handoff_ring: usize) -> Result<(), String> {
+    check_range("handoff_ring", handoff_ring as u64, 2, 1 << 20)
+}
+
 /// One rx/tx queue pair of a port, owned by one worker.
 pub trait PortQueue: Send {
     /// Appends received packets to `burst` until it is full or the queue is empty;

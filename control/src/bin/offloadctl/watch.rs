@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use proto::admin::{Stats, StatsRequest};
 use proto::v2::SessionResponse;
 
-use crate::output::{short, Table};
+use crate::output::{short, Table, SESSION_HEADER};
 use crate::sessions::walk;
 use crate::stats::{counter, uptime};
 use crate::{status_line, Conn};
@@ -95,17 +95,10 @@ pub fn frame(
         Err(e) => out.push_str(&format!("device stats unavailable: {e}\n")),
     }
     out.push('\n');
-    let mut t = Table::new(&[
-        "ID",
-        "STATE",
-        "CLOSE",
-        "IN_PKTS",
-        "IN_BYTES",
-        "OUT_PKTS",
-        "OUT_BYTES",
-        "IN_PPS",
-        "OUT_PPS",
-    ]);
+    // The list's columns up to the byte counts, then the rates.
+    let mut header = SESSION_HEADER[..7].to_vec();
+    header.extend(["IN_PPS", "OUT_PPS"]);
+    let mut t = Table::new(&header);
     for s in sessions {
         let before = prev.packets.get(&s.session_id);
         t.row(vec![
