@@ -60,6 +60,20 @@ fn opts(steering: Steer) -> DpdkOptions {
     }
 }
 
+/// A port of the test's device `dev`, opened with `opts(steering)`.
+fn port(eal: &Eal, name: &str, dev: &str, steering: Steer) -> DpdkPort {
+    DpdkPort::new(eal, name, dev, MAC, opts(steering)).unwrap()
+}
+
+/// An engine port with lif `lif` (None: the firewall's).
+fn engine_port(p: DpdkPort, lif: Option<u16>) -> PortConfig {
+    PortConfig {
+        port: Box::new(p),
+        lif,
+        next_hop_mac: None,
+    }
+}
+
 /// Both directions of a forwarded flow, a dropped flow and an ARP frame through two
 /// workers: each net_pcap queue replays the capture of the flows its worker owns (what
 /// a NIC's RSS would give it), so `steering = "device"`.
@@ -100,43 +114,22 @@ fn captures_through_dpdk_and_the_workers() {
         let tx = paths(&format!("{stem}-out"));
         pcap_dev(name, &[&rx[0], &rx[1]], &[&tx[0], &tx[1]])
     };
-    let outside = DpdkPort::new(
+    let outside = port(
         &eal,
         "outside",
         &dev("net_pcap10", "outside"),
-        MAC,
-        opts(Steer::Device),
-    )
-    .unwrap();
+        Steer::Device,
+    );
     assert_eq!(outside.info().driver, "net_pcap");
     assert_eq!(outside.info().max_rx_queues, 2);
-    let inside = DpdkPort::new(
-        &eal,
-        "inside",
-        &dev("net_pcap11", "inside"),
-        MAC,
-        opts(Steer::Device),
-    )
-    .unwrap();
-    let firewall = DpdkPort::new(
-        &eal,
-        "firewall",
-        &dev("net_pcap12", "fw"),
-        MAC,
-        opts(Steer::Device),
-    )
-    .unwrap();
+    let inside = port(&eal, "inside", &dev("net_pcap11", "inside"), Steer::Device);
+    let firewall = port(&eal, "firewall", &dev("net_pcap12", "fw"), Steer::Device);
     let holds = [outside.hold(), inside.hold()];
-    let port = |p: DpdkPort, lif| PortConfig {
-        port: Box::new(p),
-        lif,
-        next_hop_mac: None,
-    };
     let mut cfg = EngineConfig::new(
         vec![
-            port(outside, Some(1)),
-            port(inside, Some(2)),
-            port(firewall, None),
+            engine_port(outside, Some(1)),
+            engine_port(inside, Some(2)),
+            engine_port(firewall, None),
         ],
         2,
     );
@@ -194,36 +187,13 @@ fn one_worker_on_single_queue_devices() {
         .collect();
     write_capture(&p("in.pcap"), &frames);
     write_capture(&p("empty.pcap"), &[]);
-    let outside = DpdkPort::new(
-        &eal,
-        "outside",
-        &pcap_dev("net_pcap20", &[&p("in.pcap")], &[&p("outside-out.pcap")]),
-        MAC,
-        opts(Steer::Auto),
-    )
-    .unwrap();
-    let inside = DpdkPort::new(
-        &eal,
-        "inside",
-        &pcap_dev("net_pcap21", &[&p("empty.pcap")], &[&p("inside-out.pcap")]),
-        MAC,
-        opts(Steer::Auto),
-    )
-    .unwrap();
+    let outside_dev = pcap_dev("net_pcap20", &[&p("in.pcap")], &[&p("outside-out.pcap")]);
+    let outside = port(&eal, "outside", &outside_dev, Steer::Auto);
+    let inside_dev = pcap_dev("net_pcap21", &[&p("empty.pcap")], &[&p("inside-out.pcap")]);
+    let inside = port(&eal, "inside", &inside_dev, Steer::Auto);
     let hold = outside.hold();
     let mut cfg = EngineConfig::new(
-        vec![
-            PortConfig {
-                port: Box::new(outside),
-                lif: Some(1),
-                next_hop_mac: None,
-            },
-            PortConfig {
-                port: Box::new(inside),
-                lif: Some(2),
-                next_hop_mac: None,
-            },
-        ],
+        vec![engine_port(outside, Some(1)), engine_port(inside, Some(2))],
         1,
     );
     cfg.workers = 1;
@@ -321,37 +291,23 @@ fn handoff_brings_frames_to_their_owner() {
         .collect();
     write_capture(&p("in.pcap"), &frames);
     write_capture(&p("empty.pcap"), &[]);
-    let outside = DpdkPort::new(
-        &eal,
-        "outside",
-        &pcap_dev(
-            "net_pcap40",
-            &[&p("in.pcap"), &p("empty.pcap")],
-            &[&p("o0.pcap"), &p("o1.pcap")],
-        ),
-        MAC,
-        opts(Steer::Auto),
-    )
-    .unwrap();
-    let inside = DpdkPort::new(
-        &eal,
-        "inside",
-        &pcap_dev(
-            "net_pcap41",
-            &[&p("empty.pcap"), &p("empty.pcap")],
-            &[&p("i0.pcap"), &p("i1.pcap")],
-        ),
-        MAC,
-        opts(Steer::Auto),
-    )
-    .unwrap();
+    let outside_dev = pcap_dev(
+        "net_pcap40",
+        &[&p("in.pcap"), &p("empty.pcap")],
+        &[&p("o0.pcap"), &p("o1.pcap")],
+    );
+    let outside = port(&eal, "outside", &outside_dev, Steer::Auto);
+    let inside_dev = pcap_dev(
+        "net_pcap41",
+        &[&p("empty.pcap"), &p("empty.pcap")],
+        &[&p("i0.pcap"), &p("i1.pcap")],
+    );
+    let inside = port(&eal, "inside", &inside_dev, Steer::Auto);
     let hold = outside.hold();
-    let port = |p: DpdkPort, lif| PortConfig {
-        port: Box::new(p),
-        lif,
-        next_hop_mac: None,
-    };
-    let mut cfg = EngineConfig::new(vec![port(outside, Some(1)), port(inside, Some(2))], 1);
+    let mut cfg = EngineConfig::new(
+        vec![engine_port(outside, Some(1)), engine_port(inside, Some(2))],
+        1,
+    );
     cfg.workers = 2;
     let engine = Engine::start(cfg).unwrap();
     assert!(engine.add(flows.clone()).iter().all(|r| r.is_ok()));
