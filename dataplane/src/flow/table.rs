@@ -6,7 +6,7 @@
 //!   the per-direction counters. A hit touches this line and nothing else.
 //! - Cold records (`Cold`): the 64-bit counter totals the low bits carry into, and
 //!   what only commands and the timer wheel use (id, times, timeout, wheel links).
-//! - Index: open addressing over 64-byte buckets of 8 (tag, reference) pairs, probed
+//! - Index: open addressing over 64-byte buckets of 10 (tag, reference) pairs, probed
 //!   bucket by bucket. A bucket's `overflow` counts the keys that probed past it, so a
 //!   lookup stops at the first bucket with no match and no overflow, and a removal
 //!   needs no tombstones. Each session has two references (one per direction), so one
@@ -180,7 +180,7 @@ pub struct Totals {
     pub bytes: u64,
 }
 
-const WAYS: usize = 8;
+const WAYS: usize = 10;
 
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
@@ -191,7 +191,6 @@ struct Bucket {
     refs: [u32; WAYS],
     /// Keys whose home is an earlier bucket that probed past this one.
     overflow: u32,
-    _pad: [u32; 3],
 }
 
 const _: () = assert!(std::mem::size_of::<Bucket>() == 64);
@@ -204,13 +203,18 @@ impl Bucket {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::*;
-            // SAFETY: SSE2 is part of x86_64; the load reads exactly the 16 bytes of
-            // `tags` (unaligned load, no alignment assumed).
+            // SAFETY: SSE2 is part of x86_64; the two unaligned loads read tags 0-7
+            // and tags 2-9, both inside `tags` (20 bytes).
             unsafe {
-                let tags = _mm_loadu_si128(self.tags.as_ptr() as *const __m128i);
-                let eq = _mm_cmpeq_epi16(tags, _mm_set1_epi16(tag as i16));
-                // Two mask bits per 16-bit lane: keep the lower one.
-                (_mm_movemask_epi8(eq) as u32) & 0x5555
+                let want = _mm_set1_epi16(tag as i16);
+                let p = self.tags.as_ptr();
+                let low = _mm_loadu_si128(p as *const __m128i);
+                let high = _mm_loadu_si128(p.add(2) as *const __m128i);
+                // Two mask bits per 16-bit lane: keep the lower one. The second load
+                // starts two ways later: its bits move up by four.
+                let low = _mm_movemask_epi8(_mm_cmpeq_epi16(low, want)) as u32;
+                let high = _mm_movemask_epi8(_mm_cmpeq_epi16(high, want)) as u32;
+                (low | (high << 4)) & 0x55555
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -286,8 +290,10 @@ impl FlowTable {
     /// Reserves room for `capacity` sessions (at most `MAX_CAPACITY`).
     pub fn with_capacity(capacity: usize) -> Result<FlowTable, ReserveError> {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
-        // Two keys per session, buckets at most 75% full.
-        let buckets = (2 * capacity).div_ceil(WAYS * 3 / 4) + 1;
+        // Two keys per session, buckets at most half full: then about 0.5% of the
+        // keys live past their home bucket (6% at 75% of 8 ways), and a key away
+        // from home costs its lookup two dependent cache misses (DESIGN.md).
+        let buckets = (2 * capacity).div_ceil(WAYS / 2) + 1;
         let index = Region::zeroed(buckets)?;
         let entries = Region::zeroed(capacity)?;
         let cold = Region::zeroed(capacity)?;
@@ -469,7 +475,7 @@ impl FlowTable {
         self.epoch = self.epoch.wrapping_add(1);
         let tag = tag_of(hash);
         let mut b = self.home(hash);
-        // At most 75% of the ways are ever used, so a free way is always found.
+        // At most half the ways are ever used, so a free way is always found.
         loop {
             let bucket = &mut self.index[b];
             if let Some(w) = bucket.tags.iter().position(|&t| t == 0) {
@@ -699,10 +705,17 @@ mod tests {
 
     #[test]
     fn overflow_chains_survive_removal() {
-        // A tiny index so that probes run across buckets.
+        // Sessions whose `in` keys share one home bucket, more than it has ways, so
+        // that probes run across buckets.
         let mut t = FlowTable::with_capacity(40).unwrap();
-        let es: Vec<Sess> = (0..40)
+        let crowded = |s: &Sess| {
+            let k = s.0.key(Dir::In);
+            t.home(k.hash()) == 0
+        };
+        let es: Vec<Sess> = (0..)
             .map(|i| entry(i, i as u32 * 7919, 1, 2, i % 2 == 0))
+            .filter(crowded)
+            .take(40)
             .collect();
         let slots: Vec<u32> = es.iter().map(|e| put(&mut t, e).unwrap()).collect();
         for i in (0..40).step_by(3) {
