@@ -126,8 +126,8 @@ fn fetch_headers(pipe: &mut Pipe) {
 
 impl Worker {
     /// Receives a burst from port `p` and moves the port's pipe on. Returns the
-    /// packets received plus those finished.
-    pub(super) fn receive(&mut self, p: usize) -> usize {
+    /// packets received and the packets finished.
+    pub(super) fn receive(&mut self, p: usize) -> (usize, usize) {
         let mut burst = Burst::new();
         let n = self.ports[p].queue.rx_burst(&mut burst);
         self.ports[p].counters.rx += n as u64;
@@ -135,7 +135,7 @@ impl Worker {
         let Some(lif) = self.ports[p].lif else {
             // Not session traffic: counted, and the buffers go back to the pool.
             self.counters.rx_no_lif += n as u64;
-            return n;
+            return (n, 0);
         };
         let mut pipe = self.ports[p].pipe.take().expect("the pipe is in its port");
         let mut done = 0;
@@ -150,16 +150,19 @@ impl Worker {
             done = self.advance(lif, &mut pipe, n < BURST);
         }
         self.ports[p].pipe = Some(pipe);
-        n + done
+        (n, done)
     }
 
-    /// Finishes every packet in port `p`'s pipe (the worker is stopping).
-    pub(super) fn drain_pipe(&mut self, p: usize) {
-        if let Some(lif) = self.ports[p].lif {
-            let mut pipe = self.ports[p].pipe.take().expect("the pipe is in its port");
-            self.advance(lif, &mut pipe, true);
-            self.ports[p].pipe = Some(pipe);
-        }
+    /// Finishes every packet in port `p`'s pipe (the worker is stopping); returns
+    /// how many there were.
+    pub(super) fn drain_pipe(&mut self, p: usize) -> usize {
+        let Some(lif) = self.ports[p].lif else {
+            return 0;
+        };
+        let mut pipe = self.ports[p].pipe.take().expect("the pipe is in its port");
+        let done = self.advance(lif, &mut pipe, true);
+        self.ports[p].pipe = Some(pipe);
+        done
     }
 
     /// Runs the stages, each its distance behind the one before; returns the packets
@@ -168,7 +171,6 @@ impl Worker {
     /// stages then sweep the rest one after the other, each issuing all its
     /// prefetches before the next stage needs them, as a burst-at-a-time loop would.
     fn advance(&mut self, lif: u16, pipe: &mut Pipe, drain: bool) -> usize {
-        let t0 = super::cycles();
         let first = pipe.done;
         loop {
             let mut moved = false;
@@ -201,16 +203,7 @@ impl Worker {
                 break;
             }
         }
-        let n = pipe.done - first;
-        if n > 0 {
-            let ns = self.clock.cycles_to_ns(super::cycles().wrapping_sub(t0));
-            let per_packet = ns / u64::from(n);
-            let _ = self
-                .latency
-                .packet_ns
-                .record_n(per_packet.max(1), u64::from(n));
-        }
-        n as usize
+        (pipe.done - first) as usize
     }
 
     /// Stage 1: parse, key, hash, prefetch the bucket.
