@@ -104,7 +104,9 @@ fn word4(b: &[u8; 16]) -> u32 {
 
 #[inline(always)]
 fn word4_at(b: &[u8; 16], i: usize) -> u32 {
-    u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[i..i + 4]);
+    u32::from_ne_bytes(w)
 }
 
 #[cfg(test)]

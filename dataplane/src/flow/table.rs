@@ -345,17 +345,27 @@ impl FlowTable {
         }
     }
 
+    /// The key's home bucket. `home` is below the index's length by construction
+    /// (a 32-bit hash times the length, shifted down 32 bits), so no bounds check.
+    #[inline(always)]
+    fn home_bucket(&self, hash: u64) -> &Bucket {
+        let b = self.home(hash);
+        debug_assert!(b < self.index.len());
+        // SAFETY: b < index.len(), see above.
+        unsafe { self.index.get_unchecked(b) }
+    }
+
     /// Stage 1 of a lookup: bring the key's home bucket toward the cache.
     #[inline(always)]
     pub fn prefetch_bucket(&self, hash: u64) {
-        prefetch::read(&self.index[self.home(hash)]);
+        prefetch::read(self.home_bucket(hash));
     }
 
     /// Stage 2: bring the entry of the first tag match toward the cache (one line),
     /// and say which it was for `lookup_probed`.
     #[inline(always)]
     pub fn prefetch_entry(&self, hash: u64) -> Probe {
-        let b = &self.index[self.home(hash)];
+        let b = self.home_bucket(hash);
         let m = b.matching(tag_of(hash));
         if m == 0 {
             return Probe::NONE;
