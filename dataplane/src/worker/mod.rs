@@ -340,7 +340,7 @@ impl Worker {
         let commands = self.take_commands();
         // Packet processing time is taken per loop (receive, parse, look up, act, for
         // every port) and divided among the packets finished: two TSC reads per loop,
-        // where one pair per port burst cost ~4% of the packet rate (README).
+        // where one pair per port burst cost ~2% of the packet rate (DESIGN.md).
         let t0 = if commands > 0 {
             cycles()
         } else {
