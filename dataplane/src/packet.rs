@@ -217,10 +217,10 @@ impl PacketBuf {
         Some(p)
     }
 
-    /// Asks the CPU to bring the start of the frame into cache.
+    /// Asks the CPU to bring the start of the frame into L2 (see `prefetch::read_l2`).
     #[inline(always)]
     pub fn prefetch(&self) {
-        crate::prefetch::read(unsafe { self.base().add(self.off as usize) });
+        crate::prefetch::read_l2(unsafe { self.base().add(self.off as usize) });
     }
 }
 

@@ -4,7 +4,9 @@
 //! stage a few packets behind the one before it, so that several cache misses are in
 //! flight at any time and each has had the time of a few packets to arrive:
 //! 0. 8-16 packets ahead of stage 1 (`HEADER_FETCH`, refilled in batches of
-//!    `HEADER_AHEAD`): prefetch the frame's headers;
+//!    `HEADER_AHEAD`): prefetch the frame's headers, into L2 only (an L1 prefetch
+//!    would hold one of the few L1 miss buffers the bucket and entry prefetches
+//!    need; `prefetch::read_l2`);
 //! 1. with at least `HEADER_AHEAD` received packets behind it: parse, build the key,
 //!    hash it, prefetch its index bucket;
 //! 2. `BUCKET_AHEAD` packets later: match the tag in the bucket, prefetch the entry;
