@@ -294,6 +294,16 @@ impl FlowTable {
         // keys live past their home bucket (6% at 75% of 8 ways), and a key away
         // from home costs its lookup two dependent cache misses (DESIGN.md).
         let buckets = (2 * capacity).div_ceil(WAYS / 2) + 1;
+        FlowTable::with_index(capacity, buckets)
+    }
+
+    /// `capacity` sessions over `buckets` index buckets, which must have a way for
+    /// each of the sessions' two keys (an insert relies on finding a free one).
+    fn with_index(capacity: usize, buckets: usize) -> Result<FlowTable, ReserveError> {
+        assert!(
+            2 * capacity <= WAYS * buckets,
+            "an index too small for its table"
+        );
         let index = Region::zeroed(buckets)?;
         let entries = Region::zeroed(capacity)?;
         let cold = Region::zeroed(capacity)?;
@@ -802,8 +812,11 @@ mod tests {
         // The table against a model: a map from id to entry, with keys unique.
         #[test]
         fn matches_a_model(ops in proptest::collection::vec(op(), 1..300)) {
+            // An index 96% full when the table is, so that keys overflow their home
+            // buckets and probes run across buckets (a table of `with_capacity`
+            // keeps them half full, where overflows are rare).
             let cap = 24;
-            let mut t = FlowTable::with_capacity(cap).unwrap();
+            let mut t = FlowTable::with_index(cap, 5).unwrap();
             // id -> session, and whether it is still in the index.
             let mut model: StdMap<u64, (Sess, bool)> = StdMap::new();
             // Every key the ops can make, both directions: probes taken before an op
