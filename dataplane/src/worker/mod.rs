@@ -142,7 +142,7 @@ struct Clock {
 /// How long the time may run on the TSC alone before a resync.
 const RESYNC_NS: f64 = 100_000.0;
 
-/// A cheap timestamp for the per-burst latency histogram: the TSC costs a few cycles
+/// A cheap timestamp for the per-loop latency histogram: the TSC costs a few cycles
 /// where two monotonic clock reads per burst cost about 2 ns per packet. Only
 /// differences of it mean anything; `Clock::cycles_to_ns` converts them.
 #[inline(always)]
