@@ -450,7 +450,10 @@ mod tests {
     use super::*;
 
     /// The clock runs on the TSC between resyncs: it must never go back and must stay
-    /// within a resync period (plus scheduling slack) of the monotonic clock.
+    /// within a resync period (plus slack) of the monotonic clock. The monotonic clock
+    /// is read just before and just after each update, and the update's time must lie
+    /// between the two: a preemption between the reads widens that window instead of
+    /// counting as the clock's error (it did under CI's load, 2.3 ms).
     #[test]
     fn the_clock_follows_the_monotonic_clock_and_never_goes_back() {
         let mut clock = Clock::new(Duration::from_micros(100));
@@ -458,12 +461,15 @@ mod tests {
         let deadline = Instant::now() + Duration::from_millis(50);
         let mut worst = 0i64;
         while Instant::now() < deadline {
+            let before = clock.start.elapsed().as_nanos() as i64;
             clock.update();
+            let after = clock.start.elapsed().as_nanos() as i64;
             let now = (clock.ns, clock.tick, clock.wall_ns);
             assert!(now.0 >= last.0 && now.1 >= last.1 && now.2 >= last.2);
             last = now;
-            let truth = clock.start.elapsed().as_nanos() as i64;
-            worst = worst.max((truth - clock.ns as i64).abs());
+            let ns = clock.ns as i64;
+            let off = (before - ns).max(ns - after).max(0);
+            worst = worst.max(off);
             if worst > 2_000_000 {
                 break;
             }
