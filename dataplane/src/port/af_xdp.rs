@@ -1177,12 +1177,8 @@ mod tests {
 
     /// Frames both ways through one queue on a veth, in the given mode.
     fn round_trip(tag: &str, xdp_mode: XdpMode, want: Bound) {
-        let veth = match Veth::new(tag) {
-            Ok(v) => v,
-            Err(e) => {
-                eprintln!("skipped: {e}");
-                return;
-            }
+        let Some(veth) = Veth::or_skip(tag) else {
+            return;
         };
         let options = AfXdpOptions {
             xdp_mode,
@@ -1276,12 +1272,8 @@ mod tests {
 
     #[test]
     fn too_few_interface_queues_is_an_error() {
-        let veth = match Veth::new("q") {
-            Ok(v) => v,
-            Err(e) => {
-                eprintln!("skipped: {e}");
-                return;
-            }
+        let Some(veth) = Veth::or_skip("q") else {
+            return;
         };
         let mut port = AfXdpPort::new("p0", &veth.a, [0; 6], small()).unwrap();
         let e = port.open(2).err().unwrap().to_string();
@@ -1293,12 +1285,8 @@ mod tests {
 
     #[test]
     fn zero_copy_on_veth_is_refused_with_the_reason() {
-        let veth = match Veth::new("z") {
-            Ok(v) => v,
-            Err(e) => {
-                eprintln!("skipped: {e}");
-                return;
-            }
+        let Some(veth) = Veth::or_skip("z") else {
+            return;
         };
         let options = AfXdpOptions {
             zero_copy: ZeroCopy::On,

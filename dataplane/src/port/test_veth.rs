@@ -43,6 +43,12 @@ impl Veth {
         }
         Ok(v)
     }
+
+    /// `new`, or None with the reason printed: the test is then skipped (not root,
+    /// no veth support).
+    pub fn or_skip(tag: &str) -> Option<Veth> {
+        Veth::new(tag).map_err(|e| eprintln!("skipped: {e}")).ok()
+    }
 }
 
 impl Drop for Veth {
