@@ -177,8 +177,7 @@ pub fn add_status(e: AddError) -> AddSessionStatus {
         AddError::Unavailable => AddSessionStatus::SessionTableUnavailable,
         AddError::BadProtocol
         | AddError::UnknownLif
-        | AddError::NoCollector
-        | AddError::UnknownNextHop => AddSessionStatus::SessionRejected,
+        | AddError::NoCollector => AddSessionStatus::SessionRejected,
     }
 }
 

@@ -185,8 +185,6 @@ pub enum AddError {
     UnknownLif,
     /// Mirror with no collector port configured.
     NoCollector,
-    /// A next hop that is not in the next-hop table.
-    UnknownNextHop,
     /// The worker that owns the session is not running.
     Unavailable,
 }
@@ -199,7 +197,6 @@ impl std::fmt::Display for AddError {
             AddError::BadProtocol => "protocol is neither TCP nor UDP",
             AddError::UnknownLif => "lif names no configured port",
             AddError::NoCollector => "mirror needs a collector port",
-            AddError::UnknownNextHop => "next hop is not in the next-hop table",
             AddError::Unavailable => "the owning worker is not running",
         })
     }

@@ -292,8 +292,9 @@ fn next_hop_rewrites_macs() {
     let b = udp(2, "10.0.0.2", 2, "10.0.1.1", 53, Action::Forward);
     let mut c = udp(3, "10.0.0.3", 3, "10.0.1.1", 53, Action::Forward);
     c.next_hop = Some(v4("10.8.8.8"));
-    let r = dev.engine.add(vec![a.clone(), b.clone(), c]);
-    assert_eq!(r, vec![Ok(()), Ok(()), Err(AddError::UnknownNextHop)]);
+    let r = dev.engine.add(vec![a.clone(), b.clone(), c.clone()]);
+    // A next hop no table lists is accepted: it forwards as with none.
+    assert_eq!(r, vec![Ok(()), Ok(()), Ok(())]);
     dev.inject(OUTSIDE, &frame_of(&a, false, 0, 0));
     let out = dev.settle();
     assert_eq!(out[INSIDE][0][0..6], nh_mac);
@@ -308,6 +309,12 @@ fn next_hop_rewrites_macs() {
         out[INSIDE][0][0..6],
         default_mac,
         "the port's default next hop"
+    );
+    dev.inject(OUTSIDE, &frame_of(&c, false, 0, 0));
+    assert_eq!(
+        dev.settle()[INSIDE][0][0..6],
+        default_mac,
+        "an unknown next hop forwards as with none"
     );
     // The reverse direction leaves the outside port, which has no next hop: unchanged.
     let back = frame_of(&a, true, 0, 0);

@@ -73,16 +73,12 @@ impl Worker {
         if spec.action == crate::session::Action::Mirror && self.plan.collector_port.is_none() {
             return Err(AddError::NoCollector);
         }
-        let mut next_hop = 0;
-        if let Some(addr) = spec.next_hop {
-            let i = self
-                .plan
-                .next_hops
-                .iter()
-                .position(|h| h.addr == addr)
-                .ok_or(AddError::UnknownNextHop)?;
-            next_hop = i as u16 + 1;
-        }
+        // A next hop the table does not list is no reason to refuse: the session
+        // forwards as if it named none.
+        let next_hop = spec
+            .next_hop
+            .and_then(|addr| self.plan.next_hops.iter().position(|h| h.addr == addr))
+            .map_or(0, |i| i as u16 + 1);
         // Capacity is device-wide: take a place before taking a slot.
         let max = self.plan.max_sessions;
         if self
