@@ -1,6 +1,6 @@
 //! Ethernet II frames (without FCS) and the 802.1Q tag.
 
-use super::frame::Malformed;
+use super::Malformed;
 
 /// Destination, source and EtherType.
 pub const HEADER_LEN: usize = 14;

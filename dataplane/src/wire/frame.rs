@@ -2,7 +2,9 @@
 //! matching builder used by tests, benchmarks and the traffic simulator.
 
 use super::checksum::PseudoHeader;
-use super::{ethernet, ipv4, ipv6, tcp, tcp_flags, udp, PROTO_TCP, PROTO_UDP};
+use super::{
+    ethernet, ipv4, ipv6, tcp, tcp_flags, udp, Malformed, NotFlow, Unparsed, PROTO_TCP, PROTO_UDP,
+};
 
 /// What a flow lookup needs from a frame. Addresses are in network order; an IPv4
 /// address sits in the first four bytes and the other twelve are zero.
@@ -21,34 +23,6 @@ pub struct FrameInfo {
     pub dport: u16,
     /// TCP flags byte (0 for UDP).
     pub tcp_flags: u8,
-}
-
-/// A well-formed frame that is not a TCP/UDP flow the device could own: a miss.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NotFlow {
-    /// EtherType other than IPv4/IPv6 (ARP, LLDP, ...), or more than one VLAN tag.
-    NotIp,
-    /// IP protocol other than TCP/UDP (ICMP, ESP, ...).
-    NotTcpUdp,
-    /// An IPv4 or IPv6 fragment other than the first (no ports in it).
-    Fragment,
-}
-
-/// A frame that cannot be read: truncated or with inconsistent headers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Malformed {
-    Truncated,
-    Ipv4Header,
-    Ipv6Header,
-    ExtensionHeader,
-    TcpHeader,
-    UdpHeader,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unparsed {
-    NotFlow(NotFlow),
-    Malformed(Malformed),
 }
 
 /// Reads the flow fields of `frame`. Never panics.

@@ -1,7 +1,7 @@
 //! IPv4 headers (RFC 791), options included in the view and skipped by the `Repr`.
 
 use super::checksum;
-use super::frame::Malformed;
+use super::Malformed;
 
 /// Length of a header without options (IHL 5).
 pub const HEADER_LEN: usize = 20;

@@ -1,7 +1,7 @@
 //! IPv6 fixed headers (RFC 8200) and the walk over the extension headers that may sit
 //! between them and TCP/UDP.
 
-use super::frame::Malformed;
+use super::Malformed;
 
 /// The fixed header.
 pub const HEADER_LEN: usize = 40;

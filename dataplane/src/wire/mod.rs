@@ -13,7 +13,7 @@ pub mod ipv6;
 pub mod tcp;
 pub mod udp;
 
-pub use frame::{build, parse, FrameInfo, FrameSpec, Malformed, NotFlow, Unparsed};
+pub use frame::{build, parse, FrameInfo, FrameSpec};
 
 /// IP protocol numbers the device keys sessions on.
 pub const PROTO_TCP: u8 = 6;
@@ -26,4 +26,32 @@ pub mod tcp_flags {
     pub const RST: u8 = 0x04;
     pub const PSH: u8 = 0x08;
     pub const ACK: u8 = 0x10;
+}
+
+/// A well-formed frame that is not a TCP/UDP flow the device could own: a miss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotFlow {
+    /// EtherType other than IPv4/IPv6 (ARP, LLDP, ...), or more than one VLAN tag.
+    NotIp,
+    /// IP protocol other than TCP/UDP (ICMP, ESP, ...).
+    NotTcpUdp,
+    /// An IPv4 or IPv6 fragment other than the first (no ports in it).
+    Fragment,
+}
+
+/// A frame that cannot be read: truncated or with inconsistent headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    Truncated,
+    Ipv4Header,
+    Ipv6Header,
+    ExtensionHeader,
+    TcpHeader,
+    UdpHeader,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unparsed {
+    NotFlow(NotFlow),
+    Malformed(Malformed),
 }

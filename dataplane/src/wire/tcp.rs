@@ -2,7 +2,7 @@
 //! pseudo-header. Options are kept in the view and skipped by the `Repr`.
 
 use super::checksum::{self, PseudoHeader};
-use super::frame::Malformed;
+use super::Malformed;
 use super::PROTO_TCP;
 
 /// Length of a header without options (data offset 5).

@@ -2,7 +2,7 @@
 //! 8.1 for IPv6, where the checksum is mandatory).
 
 use super::checksum::{self, PseudoHeader};
-use super::frame::Malformed;
+use super::Malformed;
 use super::PROTO_UDP;
 
 pub const HEADER_LEN: usize = 8;
