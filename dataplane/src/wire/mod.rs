@@ -1,15 +1,18 @@
-//! Wire formats: zero-copy views of Ethernet, 802.1Q, IPv4, IPv6, TCP and UDP with
+//! Wire formats: zero-copy views of Ethernet, 802.1Q, IPv4, IPv6, TCP and UDP, and of
+//! ARP and IPv6 Neighbour Discovery (next-hop resolution), with
 //! checked constructors, and `Repr`s that parse and emit them (smoltcp's shape).
 //!
 //! Nothing here knows about ports, sessions or workers. `frame::parse` is the one
 //! function the hot path calls: it turns a frame into the fields a flow lookup needs,
 //! or says why it cannot (not a flow, or malformed). It never panics on any input.
 
+pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod frame;
 pub mod ipv4;
 pub mod ipv6;
+pub mod ndisc;
 pub mod tcp;
 pub mod udp;
 
@@ -48,6 +51,11 @@ pub enum Malformed {
     ExtensionHeader,
     TcpHeader,
     UdpHeader,
+    /// An ARP packet that is not Ethernet/IPv4, or of an unknown operation.
+    Arp,
+    /// An ICMPv6 message that is no well-formed Neighbour Solicitation or
+    /// Advertisement (type, code, checksum or options).
+    Ndisc,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
