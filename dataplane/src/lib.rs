@@ -65,6 +65,7 @@
 pub mod engine;
 pub mod flow;
 pub mod mem;
+pub mod neighbour;
 pub mod packet;
 pub mod port;
 pub mod prefetch;
