@@ -19,7 +19,10 @@ use crate::port::{Port, PortError};
 use crate::session::{AddError, SessionInfo, SessionSpec};
 use crate::stats::{EngineReport, WorkerReport};
 use crate::steer::Steering;
-use crate::worker::{Command, NextHopEntry, PollMode, Worker, WorkerExit, WorkerPlan, WorkerPort};
+use crate::neighbour::{NeighbourTable, NeighbourView};
+use crate::worker::{
+    Command, NeighbourConfig, PollMode, Worker, WorkerExit, WorkerPlan, WorkerPort,
+};
 
 /// A port and its role in the device.
 pub struct PortConfig {
@@ -33,7 +36,8 @@ pub struct PortConfig {
     pub next_hop_mac: Option<[u8; 6]>,
 }
 
-/// An entry of the next-hop table: `action_next_hop` -> MAC (and port).
+/// A static entry of the neighbour table: `action_next_hop` -> MAC (and port). It
+/// always wins over what the device learns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NextHop {
     pub addr: IpAddr,
@@ -59,6 +63,8 @@ pub struct EngineConfig {
     /// Index in `ports` of the port mirror copies go to.
     pub collector_port: Option<usize>,
     pub next_hops: Vec<NextHop>,
+    /// Resolution of next hops the config does not list.
+    pub neighbours: NeighbourConfig,
     /// Commands that may wait for each worker.
     pub command_queue: usize,
     /// Closed records that may wait in the feed (all workers).
@@ -84,6 +90,7 @@ impl EngineConfig {
             firewall_port,
             collector_port: None,
             next_hops: Vec::new(),
+            neighbours: NeighbourConfig::default(),
             command_queue: 1024,
             closed_queue: 65_536,
             realtime_priority: None,
@@ -171,6 +178,7 @@ pub struct Engine {
     /// Kept open for the workers' lifetime (some backends stop when the port goes).
     _ports: Mutex<Vec<Box<dyn Port>>>,
     port_names: Vec<String>,
+    neighbours: Arc<NeighbourTable>,
 }
 
 impl Engine {
@@ -209,26 +217,34 @@ impl Engine {
                 }
             }
         }
-        let mut next_hops = Vec::with_capacity(cfg.next_hops.len());
         for h in &cfg.next_hops {
             if let Some(p) = h.port.filter(|&p| p >= nports) {
                 return bad(format!("next hop {} on port {p} of {nports} ports", h.addr));
             }
-            if next_hops.iter().any(|e: &NextHopEntry| e.addr == h.addr) {
-                return bad(format!("next hop {} listed twice", h.addr));
-            }
-            next_hops.push(NextHopEntry {
-                addr: h.addr,
-                mac: h.mac,
-                port: h.port.map(|p| p as u8),
-            });
         }
-        if next_hops.len() >= u16::MAX as usize {
-            return bad("more than 65534 next hops".into());
+        for &(p, addr) in &cfg.neighbours.port_addresses {
+            if p >= nports {
+                return bad(format!("address {addr} on port {p} of {nports} ports"));
+            }
         }
         if cfg.tick.is_zero() {
             return bad("tick is zero".into());
         }
+
+        let resolving: Vec<bool> = cfg
+            .ports
+            .iter()
+            .map(|pc| pc.port.resolves_neighbours())
+            .collect();
+        let statics: Vec<_> = cfg
+            .next_hops
+            .iter()
+            .map(|h| (h.addr, h.mac, h.port.map(|p| p as u8)))
+            .collect();
+        let capacity = cfg.neighbours.capacity.max(statics.len());
+        let neighbours = Arc::new(
+            NeighbourTable::new(capacity, &statics, resolving).map_err(EngineError::Config)?,
+        );
 
         let mut ports = Vec::with_capacity(nports);
         let mut per_worker: Vec<Vec<WorkerPort>> = (0..n).map(|_| Vec::new()).collect();
@@ -264,7 +280,8 @@ impl Engine {
                 lif_ports: lif_ports.clone(),
                 firewall_port: cfg.firewall_port as u8,
                 collector_port: cfg.collector_port.map(|c| c as u8),
-                next_hops: next_hops.clone(),
+                neighbours: neighbours.clone(),
+                neighbour: cfg.neighbours.clone(),
                 tick: cfg.tick,
                 default_timeout_s: cfg.default_timeout_s,
                 max_sessions: cfg.max_sessions,
@@ -315,6 +332,7 @@ impl Engine {
             live,
             _ports: Mutex::new(ports),
             port_names,
+            neighbours,
         })
     }
 
@@ -324,6 +342,11 @@ impl Engine {
 
     pub fn port_names(&self) -> &[String] {
         &self.port_names
+    }
+
+    /// The neighbour table: static next hops and the ones sessions named.
+    pub fn neighbours(&self) -> Vec<NeighbourView> {
+        self.neighbours.list()
     }
 
     /// Each port's backend counters (`Port::counters`), by port name.

@@ -38,6 +38,22 @@ pub struct WorkerCounters {
     pub copy_failures: u64,
     /// Forwarded packets dropped because a VLAN tag could not be pushed (no headroom).
     pub retag_failures: u64,
+    /// Forwarded packets whose session's next hop was not resolved (yet, or on a port
+    /// that cannot resolve): sent as with no next hop.
+    pub forwarded_unresolved: u64,
+    /// ARP requests and neighbour solicitations sent for next hops.
+    pub neighbour_requests: u64,
+    /// Requests held back by the rate limit (or for want of a buffer), sent later.
+    pub neighbour_requests_deferred: u64,
+    /// Answers heard from next hops (ARP replies to the device, solicited NAs).
+    pub neighbour_replies: u64,
+    /// Other news heard from next hops (their requests, gratuitous ARP, unsolicited
+    /// NAs).
+    pub neighbour_updates: u64,
+    /// Next hops that stopped answering (entry failed).
+    pub neighbour_failures: u64,
+    /// Sessions whose next hop found the neighbour table full (forwarded as with none).
+    pub neighbour_table_full: u64,
     /// Sessions added, and adds refused by cause.
     pub adds: u64,
     pub add_exists: u64,
@@ -134,6 +150,13 @@ impl WorkerCounters {
             to_collector,
             copy_failures,
             retag_failures,
+            forwarded_unresolved,
+            neighbour_requests,
+            neighbour_requests_deferred,
+            neighbour_replies,
+            neighbour_updates,
+            neighbour_failures,
+            neighbour_table_full,
             adds,
             add_exists,
             add_full,
@@ -159,6 +182,13 @@ impl WorkerCounters {
         *to_collector += o.to_collector;
         *copy_failures += o.copy_failures;
         *retag_failures += o.retag_failures;
+        *forwarded_unresolved += o.forwarded_unresolved;
+        *neighbour_requests += o.neighbour_requests;
+        *neighbour_requests_deferred += o.neighbour_requests_deferred;
+        *neighbour_replies += o.neighbour_replies;
+        *neighbour_updates += o.neighbour_updates;
+        *neighbour_failures += o.neighbour_failures;
+        *neighbour_table_full += o.neighbour_table_full;
         *adds += o.adds;
         *add_exists += o.add_exists;
         *add_full += o.add_full;

@@ -24,9 +24,9 @@ mod frames;
 mod resolver;
 mod table;
 
-pub use frames::{heard_in_frame, write_request, Heard, RequestSource};
+pub use frames::{heard_in_frame, write_request, Heard, RequestSource, MAX_REQUEST_LEN};
 pub use resolver::{Entry as ResolverEntry, Probe, Timers};
-pub use table::{NeighbourTable, Route, Slot, SlotInfo};
+pub use table::{NeighbourTable, Route, Slot, SlotInfo, StaticNeighbour, MAX_SLOTS};
 
 use std::net::IpAddr;
 

@@ -170,6 +170,11 @@ impl AfPacketPort {
 }
 
 impl Port for AfPacketPort {
+    /// An interface: ARP and ND frames go out and come back like any other.
+    fn resolves_neighbours(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

@@ -522,6 +522,11 @@ fn promiscuous(interface: &str) -> Result<OwnedFd, String> {
 }
 
 impl Port for AfXdpPort {
+    /// An interface: ARP and ND frames go out and come back like any other.
+    fn resolves_neighbours(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

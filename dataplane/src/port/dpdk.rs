@@ -775,6 +775,15 @@ impl Port for DpdkPort {
         &self.name
     }
 
+    /// NICs and the virtual devices on interfaces (net_tap, net_af_packet) resolve;
+    /// captures and in-process rings have nobody to answer.
+    fn resolves_neighbours(&self) -> bool {
+        let name = device_name(&self.device);
+        !["net_pcap", "net_ring", "net_null"]
+            .iter()
+            .any(|v| name.starts_with(v))
+    }
+
     fn mac(&self) -> [u8; 6] {
         self.mac
     }

@@ -73,6 +73,13 @@ pub trait Port: Send {
     /// Lets the backend wake a sleeping worker when traffic arrives on `queue`.
     fn set_waker(&mut self, _queue: usize, _waker: std::thread::Thread) {}
 
+    /// Whether the port can resolve next hops: send ARP and ND requests and receive
+    /// the answers (backends on real interfaces). Others forward as with no next hop
+    /// until a static entry says otherwise.
+    fn resolves_neighbours(&self) -> bool {
+        false
+    }
+
     /// Counters of the backend itself (hand-offs, kernel drops), by name. Readable
     /// while the workers run; updated by them at most once per burst.
     fn counters(&self) -> Vec<(&'static str, u64)> {

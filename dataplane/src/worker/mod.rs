@@ -5,15 +5,16 @@
 //! - `pipeline.rs`: the hot path (a received burst -> lookups -> actions -> tx).
 //! - `sessions.rs`: session logic (add, delete, query, TCP close state).
 //! - `cleaner.rs`: idle expiry and the hand-over of closed records.
+//! - `neighbours.rs`: learning next hops' MACs, and (worker 0) resolving them.
 //! - `command.rs`: what the control side sends and how answers come back.
 
 mod cleaner;
 pub mod command;
+mod neighbours;
 mod pipeline;
 mod sessions;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,11 +23,13 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::flow::{FlowTable, TimerWheel};
 use crate::mem::ReserveError;
+use crate::neighbour::{NeighbourTable, RequestSource};
 use crate::packet::Burst;
 use crate::port::PortQueue;
 use crate::session::SessionInfo;
 use crate::stats::{Latency, PortCounters, WorkerCounters, WorkerReport};
 pub use command::{Command, Reply};
+pub use neighbours::NeighbourConfig;
 use pipeline::Pipe;
 
 /// Commands taken per loop iteration, so a flood of commands cannot starve packets.
@@ -50,23 +53,16 @@ pub enum PollMode {
     Adaptive,
 }
 
-/// A next hop as a worker uses it: the MAC to write and the port to leave by.
-#[derive(Clone, Copy, Debug)]
-pub struct NextHopEntry {
-    pub addr: IpAddr,
-    pub mac: [u8; 6],
-    /// None: the session's out_lif port.
-    pub port: Option<u8>,
-}
-
 /// What every worker knows of the device (the same for all).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WorkerPlan {
     /// lif (low 16 bits) -> port index.
     pub lif_ports: HashMap<u16, u8>,
     pub firewall_port: u8,
     pub collector_port: Option<u8>,
-    pub next_hops: Vec<NextHopEntry>,
+    /// Next hops, static and learned: shared by all workers.
+    pub neighbours: Arc<NeighbourTable>,
+    pub neighbour: NeighbourConfig,
     pub tick: Duration,
     pub default_timeout_s: u32,
     /// Sessions held by all workers together may not exceed this.
@@ -261,6 +257,9 @@ pub struct Worker {
     /// The port of each lif (low 16 bits): the hot path finds a packet's way out
     /// here instead of storing ports in the entry. Lifs of sessions are checked at add.
     lif_port: Box<[u8; 1 << 16]>,
+    learner: neighbours::Learner,
+    /// Worker 0 only: next-hop resolution.
+    resolver: Option<neighbours::Resolver>,
 }
 
 impl Worker {
@@ -282,6 +281,16 @@ impl Worker {
         for (&lif, &port) in &plan.lif_ports {
             lif_port[usize::from(lif)] = port;
         }
+        let resolver = if id == 0 {
+            let sources = request_sources(&ports, &plan.neighbour);
+            Some(neighbours::Resolver::new(
+                &plan.neighbours,
+                &plan.neighbour,
+                sources,
+            )?)
+        } else {
+            None
+        };
         Ok(Worker {
             id,
             wheel: TimerWheel::new(0),
@@ -299,6 +308,8 @@ impl Worker {
             latency: Latency::default(),
             pinned: None,
             lif_port,
+            learner: neighbours::Learner::default(),
+            resolver,
         })
     }
 
@@ -354,6 +365,7 @@ impl Worker {
             finished += done;
         }
         self.record_packet_time(t0, finished);
+        work += self.resolve();
         for p in 0..self.ports.len() {
             self.flush_port(p);
         }
@@ -443,6 +455,34 @@ impl Worker {
             sessions: self.table.len() - self.closed_waiting.len(),
         }
     }
+}
+
+/// Where each port's requests come from: its MAC and the addresses the config gives
+/// it (the first of each family).
+fn request_sources(ports: &[WorkerPort], cfg: &NeighbourConfig) -> Vec<RequestSource> {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let mut from = RequestSource {
+                mac: port.mac,
+                ipv4: None,
+                ipv6: None,
+            };
+            for &(p, addr) in cfg.port_addresses.iter().filter(|(p, _)| *p == i) {
+                debug_assert_eq!(p, i);
+                match addr {
+                    std::net::IpAddr::V4(a) => {
+                        from.ipv4.get_or_insert(a);
+                    }
+                    std::net::IpAddr::V6(a) => {
+                        from.ipv6.get_or_insert(a);
+                    }
+                }
+            }
+            from
+        })
+        .collect()
 }
 
 #[cfg(test)]

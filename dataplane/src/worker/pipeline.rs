@@ -29,6 +29,7 @@
 
 use super::Worker;
 use crate::flow::{Dir, FlowKey, Probe};
+use crate::neighbour::Route;
 use crate::packet::{Burst, PacketBuf, BURST};
 use crate::session::{Action, SessionState};
 use crate::wire::{ethernet, frame, tcp_flags, FrameInfo, Unparsed, PROTO_TCP};
@@ -149,7 +150,7 @@ impl Worker {
             fetch_headers(&mut pipe);
             // A short burst means the queue is empty: finish everything now rather
             // than hold packets for traffic that may not come.
-            done = self.advance(lif, &mut pipe, n < BURST);
+            done = self.advance(p, lif, &mut pipe, n < BURST);
         }
         self.ports[p].pipe = Some(pipe);
         (n, done)
@@ -162,7 +163,7 @@ impl Worker {
             return 0;
         };
         let mut pipe = self.ports[p].pipe.take().expect("the pipe is in its port");
-        let done = self.advance(lif, &mut pipe, true);
+        let done = self.advance(p, lif, &mut pipe, true);
         self.ports[p].pipe = Some(pipe);
         done
     }
@@ -172,7 +173,7 @@ impl Worker {
     /// the pipe stops keeping its distance (no packet will come to fill the gap): the
     /// stages then sweep the rest one after the other, each issuing all its
     /// prefetches before the next stage needs them, as a burst-at-a-time loop would.
-    fn advance(&mut self, lif: u16, pipe: &mut Pipe, drain: bool) -> usize {
+    fn advance(&mut self, p: usize, lif: u16, pipe: &mut Pipe, drain: bool) -> usize {
         let first = pipe.done;
         loop {
             let mut moved = false;
@@ -198,7 +199,7 @@ impl Worker {
             }
             let matched_all = parsed_all && pipe.matched == pipe.parsed;
             if (matched_all && pipe.done < pipe.matched) || pipe.matched - pipe.done > ENTRY_AHEAD {
-                self.finish_stage(pipe);
+                self.finish_stage(p, pipe);
                 moved = true;
             }
             if !moved {
@@ -240,7 +241,7 @@ impl Worker {
 
     /// Stage 3: look up, count, act.
     #[inline(always)]
-    fn finish_stage(&mut self, pipe: &mut Pipe) {
+    fn finish_stage(&mut self, p: usize, pipe: &mut Pipe) {
         let i = at(pipe.done);
         pipe.done += 1;
         let pkt = pipe.pkts[i].take().expect("a received packet");
@@ -263,6 +264,11 @@ impl Worker {
             }
             Kind::NotFlow => {
                 self.counters.not_flow += 1;
+                // ARP and ND frames may answer for a next hop; they go on to the
+                // firewall all the same, as every frame the device does not own.
+                if self.plan.neighbours.can_resolve(p as u8) {
+                    self.learn_from(p, pkt.data());
+                }
                 self.send_to_firewall(pkt);
             }
             Kind::Malformed => {
@@ -353,12 +359,19 @@ impl Worker {
             self.counters.retag_failures += 1;
             return;
         }
-        let dst = if next_hop != 0 {
-            let h = &self.plan.next_hops[next_hop as usize - 1];
-            port = h.port.unwrap_or(port);
-            Some(h.mac)
-        } else {
+        let dst = if next_hop == 0 {
             self.ports[port as usize].next_hop_mac
+        } else {
+            match self.plan.neighbours.route(usize::from(next_hop - 1)) {
+                Route::Mac { mac, port: via } => {
+                    port = via.unwrap_or(port);
+                    Some(mac)
+                }
+                Route::Unresolved => {
+                    self.counters.forwarded_unresolved += 1;
+                    self.ports[port as usize].next_hop_mac
+                }
+            }
         };
         let out = &self.ports[port as usize];
         if let Some(mac) = dst {
@@ -372,7 +385,7 @@ impl Worker {
     }
 
     #[inline(always)]
-    fn send(&mut self, port: usize, pkt: PacketBuf) {
+    pub(super) fn send(&mut self, port: usize, pkt: PacketBuf) {
         let tx = &mut self.ports[port].tx;
         tx.push(pkt);
         if tx.is_full() {

@@ -73,12 +73,6 @@ impl Worker {
         if spec.action == crate::session::Action::Mirror && self.plan.collector_port.is_none() {
             return Err(AddError::NoCollector);
         }
-        // A next hop the table does not list is no reason to refuse: the session
-        // forwards as if it named none.
-        let next_hop = spec
-            .next_hop
-            .and_then(|addr| self.plan.next_hops.iter().position(|h| h.addr == addr))
-            .map_or(0, |i| i as u16 + 1);
         // Capacity is device-wide: take a place before taking a slot.
         let max = self.plan.max_sessions;
         if self
@@ -90,6 +84,10 @@ impl Worker {
         {
             return Err(AddError::TableFull);
         }
+        // Any next hop is accepted: one the config does not list is learned (the
+        // neighbour table), and until it is resolved frames go out as with none.
+        let out_port = self.lif_port[usize::from(spec.out_lif as u16)];
+        let next_hop = self.next_hop_slot(spec.next_hop, out_port);
         let timeout = if spec.timeout_s == 0 {
             self.default_timeout
         } else {
@@ -116,6 +114,9 @@ impl Worker {
         };
         match self.table.insert(&entry, &cold) {
             Ok(slot) => {
+                if next_hop != 0 {
+                    self.plan.neighbours.add_session(usize::from(next_hop - 1));
+                }
                 self.wheel.schedule(
                     &mut self.table,
                     slot,
@@ -146,7 +147,7 @@ impl Worker {
             return Some(info);
         }
         self.wheel.unlink(&mut self.table, slot);
-        self.table.unindex(slot);
+        self.unindex(slot);
         let wall = self.clock.wall_ns;
         self.table
             .entry_mut(slot)
@@ -219,7 +220,7 @@ impl Worker {
 
     /// As `close`, for an entry the wheel has already let go of.
     pub(super) fn close_unlinked(&mut self, slot: u32, cause: CloseCause) {
-        self.table.unindex(slot);
+        self.unindex(slot);
         let wall = self.clock.wall_ns;
         self.table
             .entry_mut(slot)
@@ -234,6 +235,18 @@ impl Worker {
             CloseCause::NotClosed | CloseCause::Deleted => {}
         }
         self.closed_waiting.push_back(slot);
+    }
+
+    /// Takes a live session out of the index: its packets are misses from now on,
+    /// and its next hop has one session fewer to resolve for.
+    fn unindex(&mut self, slot: u32) {
+        self.table.unindex(slot);
+        let next_hop = self.table.entry(slot).next_hop;
+        if next_hop != 0 {
+            self.plan
+                .neighbours
+                .remove_session(usize::from(next_hop - 1));
+        }
     }
 
     /// Gives a slot back, and its place in the device-wide capacity.
