@@ -26,6 +26,8 @@ pub struct Config {
     #[serde(default, rename = "next_hop")]
     pub next_hops: Vec<NextHopConfig>,
     #[serde(default)]
+    pub neighbours: NeighboursConfig,
+    #[serde(default)]
     pub simulate: SimulateConfig,
     #[serde(default)]
     pub dpdk: DpdkConfig,
@@ -319,6 +321,11 @@ pub struct PortConfig {
     /// Destination MAC of frames forwarded out of this port when the session names no
     /// next hop; unset: frames leave unchanged.
     pub next_hop_mac: Option<String>,
+    /// The port's own addresses (at most one IPv4 and one IPv6): the source of its
+    /// ARP requests and neighbour solicitations. Unset: ARP probes from 0.0.0.0 and
+    /// the link-local address made from the MAC.
+    #[serde(default)]
+    pub addresses: Vec<IpAddr>,
     /// ring: slots per queue.
     #[serde(default = "default_ring_size")]
     pub ring_size: usize,
@@ -440,6 +447,41 @@ pub struct NextHopConfig {
     pub port: Option<String>,
 }
 
+/// The `[neighbours]` section: how next hops that no `[[next_hop]]` lists are
+/// resolved on ports on real interfaces (Linux's neighbour defaults).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NeighboursConfig {
+    /// Entries the neighbour table holds, static ones included.
+    pub capacity: usize,
+    /// A reply keeps an entry reachable this long.
+    pub reachable_s: u32,
+    /// Between two requests for one next hop.
+    pub retrans_ms: u32,
+    /// Unanswered requests before an entry fails.
+    pub probes: u32,
+    /// A stale entry in use waits this long before it is probed.
+    pub delay_s: u32,
+    /// A failed entry in use is tried again after this long.
+    pub retry_s: u32,
+    /// Requests per second at most, all ports together.
+    pub requests_per_s: u32,
+}
+
+impl Default for NeighboursConfig {
+    fn default() -> Self {
+        NeighboursConfig {
+            capacity: 1024,
+            reachable_s: 30,
+            retrans_ms: 1000,
+            probes: 3,
+            delay_s: 5,
+            retry_s: 5,
+            requests_per_s: 100,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimulateConfig {
@@ -488,6 +530,7 @@ fn default_ports() -> Vec<PortConfig> {
         lif,
         mac: mac.into(),
         next_hop_mac: None,
+        addresses: Vec::new(),
         ring_size: default_ring_size(),
         input: None,
         output: None,
@@ -755,6 +798,7 @@ impl Config {
                     "{key}.next_hop_mac = {m:?}: expected aa:bb:cc:dd:ee:ff"
                 ));
             }
+            check_port_addresses(&key, &p.addresses)?;
             if p.backend == Backend::AfXdp {
                 if p.has_af_packet_only_keys() {
                     return bad(format!(
@@ -868,6 +912,7 @@ impl Config {
                 return bad(format!("next_hop[{i}].addr = {}: listed twice", h.addr));
             }
         }
+        check_neighbours(&self.neighbours, self.next_hops.len())?;
         let s = &self.simulate;
         if s.enabled {
             if s.packets_per_second == 0 || s.packets_per_second > 10_000_000 {
@@ -904,6 +949,50 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A port's `addresses`: unicast, at most one of each family.
+fn check_port_addresses(key: &str, addrs: &[IpAddr]) -> Result<(), ConfigError> {
+    let bad = |s: String| Err(ConfigError(s));
+    for a in addrs {
+        if a.is_unspecified() || a.is_multicast() || *a == IpAddr::from([255, 255, 255, 255]) {
+            return bad(format!("{key}.addresses: {a} is not a unicast address"));
+        }
+    }
+    let v4 = addrs.iter().filter(|a| a.is_ipv4()).count();
+    if v4 > 1 || addrs.len() - v4 > 1 {
+        return bad(format!(
+            "{key}.addresses: at most one IPv4 and one IPv6 address"
+        ));
+    }
+    Ok(())
+}
+
+/// The `[neighbours]` section's ranges.
+fn check_neighbours(n: &NeighboursConfig, statics: usize) -> Result<(), ConfigError> {
+    let range = |key: &str, v: u64, lo: u64, hi: u64| {
+        if (lo..=hi).contains(&v) {
+            Ok(())
+        } else {
+            Err(ConfigError(format!(
+                "neighbours.{key} = {v}: must be {lo} to {hi}"
+            )))
+        }
+    };
+    let max = dataplane::neighbour::MAX_SLOTS as u64;
+    range("capacity", n.capacity as u64, 1, max)?;
+    if n.capacity < statics {
+        return Err(ConfigError(format!(
+            "neighbours.capacity = {}: below the {statics} [[next_hop]] entries",
+            n.capacity
+        )));
+    }
+    range("reachable_s", n.reachable_s.into(), 1, 86_400)?;
+    range("retrans_ms", n.retrans_ms.into(), 10, 60_000)?;
+    range("probes", n.probes.into(), 1, 100)?;
+    range("delay_s", n.delay_s.into(), 0, 3_600)?;
+    range("retry_s", n.retry_s.into(), 1, 86_400)?;
+    range("requests_per_s", n.requests_per_s.into(), 1, 100_000)
 }
 
 #[cfg(test)]
@@ -962,6 +1051,23 @@ mod tests {
                 "next_hop[0].port",
             ),
             ("[simulate]\nenabled = true\nfin_percent = 90\nrst_percent = 20\n", "simulate.fin_percent"),
+            ("[neighbours]\ncapacity = 0\n", "neighbours.capacity = 0"),
+            ("[neighbours]\nretrans_ms = 1\n", "neighbours.retrans_ms = 1"),
+            ("[neighbours]\nprobes = 0\n", "neighbours.probes = 0"),
+            ("[neighbours]\nrequests_per_s = 0\n", "neighbours.requests_per_s"),
+            ("[neighbours]\nttl = 3\n", "ttl"),
+            (
+                "[[port]]\nname = \"firewall\"\nbackend = \"ring\"\naddresses = [\"10.0.0.1\", \"10.0.0.2\"]\n",
+                "at most one IPv4 and one IPv6",
+            ),
+            (
+                "[[port]]\nname = \"firewall\"\nbackend = \"ring\"\naddresses = [\"ff02::1\"]\n",
+                "ff02::1 is not a unicast address",
+            ),
+            (
+                "[[port]]\nname = \"firewall\"\nbackend = \"ring\"\naddresses = [\"10.0.0.300\"]\n",
+                "line 4: invalid IP address",
+            ),
             ("[dataplane]\nworkers = \"two\"\n", "line 2"),
             ("[[port]]\nname = \"firewall\"\nbackend = \"af_packet\"\n", "interface"),
             (

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::engine::{Engine, EngineConfig, NextHop, PortConfig as EnginePort, StopReport};
+use dataplane::neighbour::Timers;
+use dataplane::worker::NeighbourConfig;
 use dataplane::packet::PacketPool;
 use dataplane::port::af_packet::AfPacketPort;
 #[cfg(feature = "afxdp")]
@@ -196,8 +198,33 @@ pub fn start_engine(c: &Config) -> Result<(Engine, Vec<RingEnd>), String> {
             port: h.port.as_deref().and_then(|n| c.port_index(n)),
         })
         .collect();
+    ec.neighbours = neighbour_config(c);
     let engine = Engine::start(ec).map_err(|e| e.to_string())?;
     Ok((engine, ends))
+}
+
+/// Resolution of next hops as the `[neighbours]` section and the ports' addresses
+/// set it.
+fn neighbour_config(c: &Config) -> NeighbourConfig {
+    let n = &c.neighbours;
+    let s = |secs: u32| u64::from(secs) * 1_000_000_000;
+    NeighbourConfig {
+        capacity: n.capacity,
+        timers: Timers {
+            reachable_ns: s(n.reachable_s),
+            retrans_ns: u64::from(n.retrans_ms) * 1_000_000,
+            probes: n.probes,
+            delay_ns: s(n.delay_s),
+            retry_ns: s(n.retry_s),
+        },
+        requests_per_s: n.requests_per_s,
+        port_addresses: c
+            .ports
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| p.addresses.iter().map(move |&a| (i, a)))
+            .collect(),
+    }
 }
 
 /// The process's DPDK EAL, started with `[dpdk] eal_args` when a port uses DPDK.
