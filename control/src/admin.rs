@@ -8,7 +8,7 @@ use hdrhistogram::serialization::{Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use proto::admin::{
     Counter, Histogram as WireHistogram, Latency, LatencyRequest, Metrics, MetricsRequest,
-    PortStats, Stats, StatsRequest, WorkerStats,
+    Neighbour, Neighbours, NeighboursRequest, PortStats, Stats, StatsRequest, WorkerStats,
 };
 use tonic::{Request, Response, Status};
 
@@ -164,6 +164,33 @@ impl Admin {
     }
 }
 
+/// The neighbour table as the admin service sends it (ports by name).
+pub fn neighbours_of(device: &Device) -> Neighbours {
+    let names = device.engine.port_names();
+    let neighbours = device
+        .engine
+        .neighbours()
+        .into_iter()
+        .map(|n| Neighbour {
+            addr: n.addr.to_string(),
+            mac: n.mac.map(crate::config::format_mac).unwrap_or_default(),
+            port: n
+                .port
+                .and_then(|p| names.get(p).cloned())
+                .unwrap_or_default(),
+            state: n.state.name().to_string(),
+            age_ms: n.age_ms,
+            source: match n.source {
+                dataplane::neighbour::Source::Static => "static",
+                dataplane::neighbour::Source::Learned => "learned",
+            }
+            .to_string(),
+            sessions: n.sessions,
+        })
+        .collect();
+    Neighbours { neighbours }
+}
+
 #[tonic::async_trait]
 impl proto::admin::admin_server::Admin for Admin {
     async fn get_stats(&self, _: Request<StatsRequest>) -> Result<Response<Stats>, Status> {
@@ -183,6 +210,13 @@ impl proto::admin::admin_server::Admin for Admin {
             })
             .collect();
         Ok(Response::new(Latency { histograms }))
+    }
+
+    async fn get_neighbours(
+        &self,
+        _: Request<NeighboursRequest>,
+    ) -> Result<Response<Neighbours>, Status> {
+        Ok(Response::new(neighbours_of(&self.device)))
     }
 
     async fn get_metrics(&self, _: Request<MetricsRequest>) -> Result<Response<Metrics>, Status> {

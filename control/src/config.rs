@@ -611,6 +611,14 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
+/// aa:bb:cc:dd:ee:ff, as `parse_mac` reads it.
+pub fn format_mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 impl Config {
     /// Reads and checks a config file; relative paths in it are relative to its
     /// directory.

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use dataplane::engine::{Engine, EngineConfig, NextHop, PortConfig as EnginePort, StopReport};
 use dataplane::neighbour::Timers;
-use dataplane::worker::NeighbourConfig;
 use dataplane::packet::PacketPool;
 use dataplane::port::af_packet::AfPacketPort;
 #[cfg(feature = "afxdp")]
@@ -20,6 +19,7 @@ use dataplane::port::pcap::PcapPort;
 use dataplane::port::ring::{ring_port, RingPeer};
 use dataplane::port::Port;
 use dataplane::session::{AddError, SessionInfo, SessionSpec};
+use dataplane::worker::NeighbourConfig;
 use dataplane::worker::{Command, PollMode};
 
 use crate::closed_feed::ClosedFeed;

@@ -397,3 +397,78 @@ fn certs_are_written() {
         assert!(out.join(f).is_file(), "{f}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neighbours_lists_static_and_learned_next_hops() {
+    let dev =
+        TestDevice::start("[[next_hop]]\naddr = \"10.9.9.9\"\nmac = \"02:aa:bb:cc:dd:ee\"\n").await;
+    // The Python clients' next hop and the C++ client's IPv6 one: no config lists them.
+    let mut v4 = V4.to_vec();
+    v4.extend(["--next-hop", "12.2.3.4"]);
+    assert_eq!(ok(&ctl(&dev, &v4).await), "session 7: accepted\n");
+    let v6 = [
+        "add",
+        "--id",
+        "8",
+        "--src",
+        "2001:db8::1",
+        "--sport",
+        "5000",
+        "--dst",
+        "2001:db8::2",
+        "--dport",
+        "53",
+        "--proto",
+        "udp",
+        "--next-hop",
+        "1::ffff:204:160",
+    ];
+    assert_eq!(ok(&ctl(&dev, &v6).await), "session 8: accepted\n");
+
+    let list = json_lines(ok(&ctl(&dev, &["--json", "neighbours"]).await));
+    assert_eq!(list.len(), 3, "{list:?}");
+    let by_addr = |a: &str| list.iter().find(|n| n["addr"] == a).expect(a).clone();
+    let s = by_addr("10.9.9.9");
+    assert_eq!(
+        (
+            &s["mac"],
+            &s["state"],
+            &s["source"],
+            &s["port"],
+            &s["sessions"]
+        ),
+        (
+            &Value::from("02:aa:bb:cc:dd:ee"),
+            &Value::from("permanent"),
+            &Value::from("static"),
+            &Value::Null,
+            &Value::from(0)
+        )
+    );
+    // Ring ports cannot resolve: learned entries stay NOARP, with no MAC, on the
+    // session's out port (lif 2).
+    for a in ["12.2.3.4", "1::ffff:204:160"] {
+        let n = by_addr(a);
+        assert_eq!(n["state"], "noarp", "{n}");
+        assert_eq!(n["source"], "learned", "{n}");
+        assert_eq!(n["mac"], Value::Null, "{n}");
+        assert_eq!(n["port"], "inside", "{n}");
+        assert_eq!(n["sessions"], 1, "{n}");
+    }
+    let text = ok(&ctl(&dev, &["neighbours"]).await).to_string();
+    assert!(text.starts_with("ADDRESS"), "{text}");
+    assert!(
+        text.contains("12.2.3.4") && text.contains("noarp"),
+        "{text}"
+    );
+    assert!(
+        text.contains("02:aa:bb:cc:dd:ee") && text.contains("permanent"),
+        "{text}"
+    );
+
+    // A deleted session no longer counts for its next hop.
+    ok(&ctl(&dev, &["delete", "7"]).await);
+    let list = json_lines(ok(&ctl(&dev, &["--json", "neighbours"]).await));
+    let n = list.iter().find(|n| n["addr"] == "12.2.3.4").unwrap();
+    assert_eq!(n["sessions"], 0, "{n}");
+}

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::neighbour::{NeighbourTable, NeighbourView};
 use crate::port::{Port, PortError};
 use crate::session::{AddError, SessionInfo, SessionSpec};
 use crate::stats::{EngineReport, WorkerReport};
 use crate::steer::Steering;
-use crate::neighbour::{NeighbourTable, NeighbourView};
 use crate::worker::{
     Command, NeighbourConfig, PollMode, Worker, WorkerExit, WorkerPlan, WorkerPort,
 };

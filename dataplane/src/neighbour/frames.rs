@@ -61,7 +61,12 @@ fn write_ethernet(buf: &mut [u8], dst: [u8; 6], src: [u8; 6], ethertype: u16) {
     repr.emit(&mut ethernet::EthernetFrame::new_unchecked(buf));
 }
 
-fn write_arp_request(buf: &mut [u8], from: &RequestSource, target: Ipv4Addr, probe: Probe) -> usize {
+fn write_arp_request(
+    buf: &mut [u8],
+    from: &RequestSource,
+    target: Ipv4Addr,
+    probe: Probe,
+) -> usize {
     let dst = match probe {
         Probe::Broadcast => BROADCAST,
         Probe::Unicast(mac) => mac,
@@ -82,7 +87,12 @@ fn write_arp_request(buf: &mut [u8], from: &RequestSource, target: Ipv4Addr, pro
     ethernet::MIN_FRAME_LEN
 }
 
-fn write_solicitation(buf: &mut [u8], from: &RequestSource, target: Ipv6Addr, probe: Probe) -> usize {
+fn write_solicitation(
+    buf: &mut [u8],
+    from: &RequestSource,
+    target: Ipv6Addr,
+    probe: Probe,
+) -> usize {
     let src = from.ipv6.unwrap_or_else(|| link_local(from.mac)).octets();
     let (dst_mac, dst) = match probe {
         Probe::Broadcast => {
@@ -110,7 +120,11 @@ fn write_solicitation(buf: &mut [u8], from: &RequestSource, target: Ipv6Addr, pr
     let l4 = l3 + ip.header_len();
     let end = l4 + ns.buffer_len();
     ip.emit(&mut ipv6::Packet::new_unchecked(&mut buf[l3..l4]));
-    ns.emit(&mut ndisc::Packet::new_unchecked(&mut buf[l4..end]), src, dst);
+    ns.emit(
+        &mut ndisc::Packet::new_unchecked(&mut buf[l4..end]),
+        src,
+        dst,
+    );
     end
 }
 
@@ -295,10 +309,16 @@ mod tests {
         let elsewhere = arp_frame(arp::Operation::Reply, ROUTER, ip, [2, 9, 9, 9, 9, 9]);
         assert_eq!(heard_in_frame(&elsewhere, PORT).unwrap().1.solicited, false);
         let gratuitous = arp_frame(arp::Operation::Request, ROUTER, ip, BROADCAST);
-        assert_eq!(heard_in_frame(&gratuitous, PORT).unwrap().1.solicited, false);
+        assert_eq!(
+            heard_in_frame(&gratuitous, PORT).unwrap().1.solicited,
+            false
+        );
         // A sender with no address, or a multicast MAC, tells nothing.
         assert_eq!(
-            heard_in_frame(&arp_frame(arp::Operation::Reply, ROUTER, [0; 4], PORT), PORT),
+            heard_in_frame(
+                &arp_frame(arp::Operation::Reply, ROUTER, [0; 4], PORT),
+                PORT
+            ),
             None
         );
         assert_eq!(
@@ -308,7 +328,13 @@ mod tests {
         assert_eq!(heard_in_frame(&reply[..30], PORT), None, "cut");
     }
 
-    fn na_frame(flags: ndisc::AdvertFlags, target: &str, mac: Option<[u8; 6]>, dst: &str, hops: u8) -> Vec<u8> {
+    fn na_frame(
+        flags: ndisc::AdvertFlags,
+        target: &str,
+        mac: Option<[u8; 6]>,
+        dst: &str,
+        hops: u8,
+    ) -> Vec<u8> {
         let na = ndisc::Repr::Advert {
             flags,
             target: target.parse::<Ipv6Addr>().unwrap().octets(),
@@ -353,14 +379,32 @@ mod tests {
             ))
         );
         // Through a router (hop limit < 255), or solicited to a group: not believed.
-        assert_eq!(heard_in_frame(&na_frame(solicited, "1::ffff:204:160", Some(ROUTER), &ours, 64), PORT), None);
-        assert_eq!(heard_in_frame(&na_frame(solicited, "1::ffff:204:160", Some(ROUTER), "ff02::1", 255), PORT), None);
+        assert_eq!(
+            heard_in_frame(
+                &na_frame(solicited, "1::ffff:204:160", Some(ROUTER), &ours, 64),
+                PORT
+            ),
+            None
+        );
+        assert_eq!(
+            heard_in_frame(
+                &na_frame(solicited, "1::ffff:204:160", Some(ROUTER), "ff02::1", 255),
+                PORT
+            ),
+            None
+        );
         // A damaged checksum.
         let mut bad = f.clone();
         bad[60] ^= 0xff;
         assert_eq!(heard_in_frame(&bad, PORT), None);
         // Unsolicited, no option: news without a MAC.
-        let f = na_frame(ndisc::AdvertFlags::default(), "1::ffff:204:160", None, "ff02::1", 255);
+        let f = na_frame(
+            ndisc::AdvertFlags::default(),
+            "1::ffff:204:160",
+            None,
+            "ff02::1",
+            255,
+        );
         assert_eq!(
             heard_in_frame(&f, PORT),
             Some((

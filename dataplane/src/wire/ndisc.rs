@@ -201,9 +201,12 @@ impl Repr {
     ) {
         assert_eq!(packet.buffer.as_ref().len(), self.buffer_len());
         let (msg_type, flags, target, option) = match *self {
-            Repr::Solicit { target, source_mac } => {
-                (TYPE_SOLICIT, 0, target, source_mac.map(|m| (OPTION_SOURCE_LL, m)))
-            }
+            Repr::Solicit { target, source_mac } => (
+                TYPE_SOLICIT,
+                0,
+                target,
+                source_mac.map(|m| (OPTION_SOURCE_LL, m)),
+            ),
             Repr::Advert {
                 flags,
                 target,

@@ -2,7 +2,8 @@
 //!
 //! One binary, one subcommand per job: session calls (add/get/delete/list/closed),
 //! a live view (watch), the firewall simulator (fw-sim), a load generator (bench), the
-//! device's counters and latency histograms (stats, latency), and the development
+//! device's counters, neighbour table and latency histograms (stats, neighbours,
+//! latency), and the development
 //! certificates (certs).
 //!
 //! Output is for people by default. `--json` prints JSON Lines: one JSON object per
@@ -24,6 +25,7 @@ macro_rules! out_raw {
 mod bench;
 mod fw_sim;
 mod latency;
+mod neighbours;
 mod output;
 mod plot;
 mod sessions;
@@ -94,6 +96,8 @@ pub enum Cmd {
     Bench(bench::BenchArgs),
     /// Device, worker and port counters.
     Stats,
+    /// The neighbour table: next hops, their MACs, ports, states and ages.
+    Neighbours,
     /// Latency histograms of the device: percentiles, .hgrm text, SVG plot.
     Latency(latency::LatencyArgs),
     /// Write fresh development certificates (CA, server, client).
@@ -213,6 +217,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Cmd::FwSim(a) => fw_sim::run(&conn, a).await,
         Cmd::Bench(a) => bench::run(&conn, a).await,
         Cmd::Stats => stats::run(&conn).await,
+        Cmd::Neighbours => neighbours::run(&conn).await,
         Cmd::Latency(a) => latency::run(&conn, a).await,
         Cmd::Certs { .. } => unreachable!("handled above"),
     }
