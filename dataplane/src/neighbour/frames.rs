@@ -443,4 +443,55 @@ mod tests {
         ipv4[12..14].copy_from_slice(&ethernet::ETHERTYPE_IPV4.to_be_bytes());
         assert_eq!(heard_in_frame(&ipv4, PORT), None);
     }
+
+    use proptest::prelude::*;
+
+    /// A request and an answer of each family, to mutate.
+    fn valid_frames() -> Vec<Vec<u8>> {
+        let mut from = source();
+        from.mac = ROUTER;
+        vec![
+            request("192.168.0.1", Probe::Broadcast, &from),
+            request("fd00::2", Probe::Broadcast, &from),
+            arp_frame(arp::Operation::Reply, ROUTER, [192, 168, 0, 1], PORT),
+            na_frame(
+                ndisc::AdvertFlags {
+                    router: false,
+                    solicited: true,
+                    override_: true,
+                },
+                "fd00::1",
+                Some(ROUTER),
+                "fe80::1",
+                255,
+            ),
+        ]
+    }
+
+    proptest! {
+        /// Whatever arrives, learning never panics and teaches only unicast MACs.
+        #[test]
+        fn mutated_frames_teach_only_unicast_macs(
+            which in 0usize..4,
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut f = valid_frames().swap_remove(which);
+            for (at, v) in edits {
+                let i = at.index(f.len());
+                f[i] = v;
+            }
+            f.truncate(cut.index(f.len() + 1));
+            if let Some((_, heard)) = heard_in_frame(&f, PORT) {
+                if let Some(mac) = heard.mac {
+                    prop_assert!(is_unicast(mac));
+                }
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = heard_in_frame(&bytes, PORT);
+        }
+    }
 }
