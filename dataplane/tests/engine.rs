@@ -316,6 +316,13 @@ fn next_hop_rewrites_macs() {
         default_mac,
         "an unknown next hop forwards as with none"
     );
+    // Counted as unresolved: ring ports cannot resolve, so it stays so.
+    assert_eq!(dev.engine.report().total.forwarded_unresolved, 1);
+    let learned: Vec<_> = dev.engine.neighbours();
+    assert_eq!(learned.len(), 2, "the static entry and the one session c named");
+    assert_eq!(learned[1].addr, v4("10.8.8.8"));
+    assert_eq!(learned[1].state, dataplane::neighbour::State::Noarp);
+    assert_eq!(learned[1].sessions, 1);
     // The reverse direction leaves the outside port, which has no next hop: unchanged.
     let back = frame_of(&a, true, 0, 0);
     dev.inject(INSIDE, &back);
