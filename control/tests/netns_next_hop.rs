@@ -4,7 +4,8 @@
 //! IPv6 next hop; the device must ARP and solicit for it, learn its MAC from the
 //! kernel's answers, and send the outside host's frames to the router's MAC within a
 //! second. A next hop nobody answers for fails, and its frames go out as with none.
-//! The counters must say exactly what happened. Needs root.
+//! The counters must say exactly what happened. Needs root; the af_xdp variant needs
+//! the `afxdp` feature.
 
 mod common;
 
@@ -117,10 +118,30 @@ fn octets(a: IpAddr) -> [u8; 16] {
     o
 }
 
-fn config(devs: &[String]) -> String {
-    let mut c = String::from(
-        "[dataplane]\nworkers = 2\nmax_sessions = 100\nfirewall_port = \"firewall\"\n\
+/// The backend of the device's ports.
+struct Backend {
+    /// `backend = ...` and its keys, one per line.
+    keys: &'static str,
+    /// Prefix of the lab's interface names (unique per test).
+    prefix: &'static str,
+    /// Queues of each veth (af_xdp binds queue k for worker k).
+    queues: usize,
+    workers: usize,
+}
+
+const AF_PACKET: Backend = Backend {
+    keys: "backend = \"af_packet\"\nblock_size = 65536\nblock_count = 4\ntx_frames = 128\n\
+           pool_buffers = 1024\n",
+    prefix: "nh",
+    queues: 1,
+    workers: 2,
+};
+
+fn config(devs: &[String], b: &Backend) -> String {
+    let mut c = format!(
+        "[dataplane]\nworkers = {}\nmax_sessions = 100\nfirewall_port = \"firewall\"\n\
          [neighbours]\nretrans_ms = 200\n",
+        b.workers
     );
     for (i, (name, lif)) in [
         ("outside", "lif = 1\n"),
@@ -131,11 +152,10 @@ fn config(devs: &[String]) -> String {
     .enumerate()
     {
         c += &format!(
-            "[[port]]\nname = \"{name}\"\nbackend = \"af_packet\"\ninterface = \"{}\"\n\
-             mac = \"{}\"\nblock_size = 65536\nblock_count = 4\ntx_frames = 128\n\
-             pool_buffers = 1024\n{lif}",
+            "[[port]]\nname = \"{name}\"\ninterface = \"{}\"\nmac = \"{}\"\n{}{lif}",
             devs[i],
-            mac(DEV[i])
+            mac(DEV[i]),
+            b.keys
         );
     }
     c
@@ -143,7 +163,7 @@ fn config(devs: &[String]) -> String {
 
 /// The outside host, the router (a plain Linux host with the next hops' addresses)
 /// and the firewall; None (after printing why) where namespaces cannot be made.
-fn build_lab() -> Option<(Lab, Vec<String>, Vec<String>)> {
+fn build_lab(b: &Backend) -> Option<(Lab, Vec<String>, Vec<String>)> {
     if let Some(why) = unavailable() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -153,22 +173,19 @@ fn build_lab() -> Option<(Lab, Vec<String>, Vec<String>)> {
         return None;
     }
     let mut lab = Lab::new();
+    lab.set_queues(b.queues);
     let router4 = format!("{ROUTER4}/24");
     let router6 = format!("{ROUTER6}/64");
     let hosts = [
-        ("nh-outside", "nho", OUT_MAC, vec!["10.0.0.1/24"]),
-        (
-            "nh-router",
-            "nhr",
-            ROUTER_MAC,
-            vec![&router4[..], &router6[..]],
-        ),
-        ("nh-firewall", "nhf", FW_MAC, vec![]),
+        ("outside", "o", OUT_MAC, vec!["10.0.0.1/24"]),
+        ("router", "r", ROUTER_MAC, vec![&router4[..], &router6[..]]),
+        ("firewall", "f", FW_MAC, vec![]),
     ];
     let (mut nss, mut devs) = (Vec::new(), Vec::new());
-    for (i, (role, prefix, m, addrs)) in hosts.into_iter().enumerate() {
+    for (i, (role, suffix, m, addrs)) in hosts.into_iter().enumerate() {
+        let role = format!("{}-{role}", b.prefix);
         let (ns, dev) = lab
-            .host(role, prefix, m, DEV[i], &addrs)
+            .host(&role, &format!("{}{suffix}", b.prefix), m, DEV[i], &addrs)
             .unwrap_or_else(|e| panic!("lab setup: {e}"));
         nss.push(ns);
         devs.push(dev);
@@ -193,13 +210,32 @@ fn find<'a>(list: &'a [Neighbour], addr: IpAddr) -> &'a Neighbour {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_next_hops_are_resolved_from_a_kernel_router() {
-    let Some((lab, nss, devs)) = build_lab() else {
+async fn af_packet_resolves_unknown_next_hops_from_a_kernel_router() {
+    resolves_unknown_next_hops_from_a_kernel_router(&AF_PACKET).await;
+}
+
+/// Two workers on veths with two queues each: an answer may reach either worker.
+#[cfg(feature = "afxdp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn af_xdp_resolves_unknown_next_hops_from_a_kernel_router() {
+    resolves_unknown_next_hops_from_a_kernel_router(&Backend {
+        keys: "backend = \"af_xdp\"\nxdp_mode = \"auto\"\nzero_copy = \"auto\"\n\
+               frame_count = 512\nfill_size = 256\ncomp_size = 256\nrx_size = 256\n\
+               tx_size = 256\npool_buffers = 1024\n",
+        prefix: "nx",
+        queues: 2,
+        workers: 2,
+    })
+    .await;
+}
+
+async fn resolves_unknown_next_hops_from_a_kernel_router(b: &Backend) {
+    let Some((lab, nss, devs)) = build_lab(b) else {
         return;
     };
     let mut outside = Wire::open(&nss[0]).expect("outside wire");
     let mut router = Wire::open(&nss[1]).expect("router wire");
-    let dev = TestDevice::start(&config(&devs)).await;
+    let dev = TestDevice::start(&config(&devs, b)).await;
     let mut c = dev.client(ApiVersion::V2).await;
     let mut admin = dev.admin().await;
 
