@@ -24,8 +24,9 @@ use crate::delivery::{Ledger, LedgerHandle};
 use crate::device::{ControlCounters, Device};
 use crate::wire;
 
-/// A cursor of 0 or 4294967295 means "from the beginning" (the C++ client starts
-/// from 4294967295).
+/// The cursor that means "from the beginning" (the C++ client starts from it). A
+/// session with this id is never listed by a cursor page: the client would send its
+/// id as the next cursor and start over, for ever.
 const CURSOR_FROM_START: u64 = 4_294_967_295;
 
 pub type ClosedStream = Pin<Box<dyn Stream<Item = Result<SessionResponse, Status>> + Send>>;
@@ -258,10 +259,6 @@ impl SessionTable {
         ControlCounters::bump(&d.counters.list_calls, 1);
         let a = req.into_inner();
         let cap = d.config.api.list_cap as usize;
-        let after = match a.start_session {
-            0 | CURSOR_FROM_START => None,
-            s => Some(s),
-        };
         let (page, next_key) = if a.page_size > 0 && a.page >= 1 {
             // Page-number style, 1-based.
             let size = (a.page_size as usize).min(cap);
@@ -270,13 +267,21 @@ impl SessionTable {
             let next = page.last().map_or(0, |p| p.0);
             (page, next)
         } else if a.page_size > 0 {
-            // Cursor style: ids above start_session; next_key is the last id listed.
-            let (page, _) = d.directory.after(after, (a.page_size as usize).min(cap));
+            // Cursor style: only the start marker means "from the beginning"; any
+            // other cursor (0 included) lists the ids above it. next_key is the last
+            // id listed.
+            let after = (a.start_session != CURSOR_FROM_START).then_some(a.start_session);
+            let size = (a.page_size as usize).min(cap);
+            let (page, _) = d.directory.after(after, Some(CURSOR_FROM_START), size);
             let next = page.last().map_or(0, |p| p.0);
             (page, next)
         } else {
             // Everything, up to the cap; next_key says where to go on.
-            let (page, more) = d.directory.after(after, cap);
+            let after = match a.start_session {
+                0 | CURSOR_FROM_START => None,
+                s => Some(s),
+            };
+            let (page, more) = d.directory.after(after, None, cap);
             let next = if more {
                 page.last().map_or(0, |p| p.0)
             } else {
