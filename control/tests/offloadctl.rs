@@ -85,10 +85,41 @@ async fn add_get_list_delete() {
     ];
     ok(&ctl(&dev, &v6).await);
     let e = failed(&ctl(&dev, V4).await).to_string();
-    assert!(
-        e.contains("session 7 rejected: _SESSION_ALREADY_EXISTS"),
-        "{e}"
+    assert_eq!(
+        e,
+        "offloadctl: session 7 rejected: session id 7 already exists (_SESSION_ALREADY_EXISTS)\n"
     );
+    // The device's reason, not a bare status name.
+    let mut unknown_lif = V4.to_vec();
+    unknown_lif[2] = "9";
+    unknown_lif.extend(["--out-lif", "9"]);
+    let e = failed(&ctl(&dev, &unknown_lif).await).to_string();
+    assert_eq!(
+        e,
+        "offloadctl: session 9 rejected: unknown lif 9 in out_lif (lifs: 1, 2) (_SESSION_REJECTED)\n"
+    );
+    let mut json = vec!["--json"];
+    json.extend(&unknown_lif);
+    let r = ctl(&dev, &json).await;
+    failed(&r);
+    let j = &json_lines(&r.out)[0];
+    assert_eq!(j["status"], "_SESSION_REJECTED");
+    assert_eq!(j["reason"], "unknown_lif");
+    assert_eq!(j["detail"], "unknown lif 9 in out_lif (lifs: 1, 2)");
+    // Counted by reason, in text and JSON.
+    let st = ctl(&dev, &["stats"]).await;
+    let line = |name: &str| {
+        ok(&st)
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+    };
+    assert_eq!(line("api_rejected_unknown_lif").as_deref(), Some("2"));
+    assert_eq!(line("api_rejected_id_exists").as_deref(), Some("1"));
+    let st = ctl(&dev, &["--json", "stats"]).await;
+    let j = &json_lines(ok(&st))[0];
+    assert_eq!(j["counters"]["api_rejected_unknown_lif"], 2);
+    assert_eq!(j["counters"]["api_rejected_table_full"], 0);
 
     let g = ctl(&dev, &["get", "7"]).await;
     assert!(ok(&g).contains("state       ESTABLISHED"), "{}", g.out);

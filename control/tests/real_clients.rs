@@ -227,3 +227,93 @@ async fn cpp_clears_the_table_by_cursor_paging_and_deleting() {
     }
     dev.stop().await;
 }
+
+/// The Python clients' session: ids from 1, next hop 12.2.3.4.
+fn python_v4(id: u64) -> SessionRequest {
+    let mut r = v4(id);
+    r.action.as_mut().unwrap().action_next_hop = ipv4_to_wire(Ipv4Addr::new(12, 2, 3, 4));
+    r
+}
+
+/// Each session refused in `r`, as the Python clients decode it: the
+/// `AddSessionStatus` named by `response_error[].error_status`.
+fn python_decoded(r: &AddSessionResponse) -> Vec<(u64, AddSessionStatus)> {
+    r.response_error
+        .iter()
+        .map(|e| {
+            let s = AddSessionStatus::try_from(e.error_status)
+                .unwrap_or_else(|_| panic!("{} is no AddSessionStatus", e.error_status));
+            (e.session_id, s)
+        })
+        .collect()
+}
+
+/// What the existing clients send, on one shipped config: every session with their
+/// next hops is accepted; the C++ batch of one 7-tuple under 64 ids is one accepted
+/// and 63 `_SESSION_ALREADY_EXISTS`, call status OK; the C++ loop lists and clears.
+async fn real_clients_on(config: &str, capacity: u64) {
+    let dev = TestDevice::start(&shipped(config)).await;
+    let mut c = raw_client(&dev).await;
+
+    // C++: ids from 0, IPv4 and IPv6 with its next hops.
+    let r = cpp_add(&mut c, vec![cpp_v4(0), cpp_v6(1), cpp_v4(2), cpp_v6(3)]).await;
+    assert_eq!(
+        (r.request_status, r.error_status),
+        (0, 0),
+        "{config}: {r:?}"
+    );
+    assert!(r.response_error.is_empty());
+
+    // Python: ids from 1 (here from 11, the C++ ids hold 0..3), next hop 12.2.3.4.
+    let python: Vec<_> = (11..15).map(python_v4).collect();
+    let r = cpp_add(&mut c, python).await;
+    assert_eq!(
+        (r.request_status, r.error_status),
+        (0, 0),
+        "{config}: {r:?}"
+    );
+
+    // C++ batch: one 7-tuple under 64 ids (within the capacity left).
+    let batch: Vec<_> = (100..164)
+        .map(|id| {
+            let mut r = cpp_v4(100);
+            r.session_id = id;
+            r
+        })
+        .collect();
+    let r = cpp_add(&mut c, batch).await;
+    assert_eq!(
+        r.request_status,
+        AddSessionStatus::SessionAlreadyExists as i32,
+        "{config}"
+    );
+    assert_eq!(r.error_status, !1u64, "bits 1..63: {config}");
+    let decoded = python_decoded(&r);
+    let want: Vec<_> = (101..164)
+        .map(|id| (id, AddSessionStatus::SessionAlreadyExists))
+        .collect();
+    assert_eq!(decoded, want, "{config}");
+
+    // Every accepted session is listed once by the C++ loop, which then clears them.
+    let held = [0, 1, 2, 3, 11, 12, 13, 14, 100];
+    assert!(held.len() as u64 <= capacity);
+    for size in [1, 3, 64] {
+        assert_eq!(cpp_walk(&mut c, size, false).await, held, "{config}");
+    }
+    assert_eq!(cpp_walk(&mut c, 3, true).await, held, "{config}");
+    assert!(cpp_list(&mut c, 64, CPP_START)
+        .await
+        .session_info
+        .is_empty());
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clients_on_the_default_config() {
+    real_clients_on("offloadd.toml", 1_000_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clients_on_the_demo_config() {
+    real_clients_on("demo.toml", 19).await;
+}

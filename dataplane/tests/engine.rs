@@ -270,7 +270,7 @@ fn ipv6_sessions() {
     dup.id = 43;
     assert_eq!(
         dev.engine.add(vec![dup]),
-        vec![Err(AddError::AlreadyExists)]
+        vec![Err(AddError::TupleExists { id: 42 })]
     );
 }
 
@@ -373,9 +373,9 @@ fn capacity_duplicates_and_invalid_adds() {
         r,
         vec![
             Ok(()),
-            Err(AddError::AlreadyExists),
-            Err(AddError::AlreadyExists),
-            Err(AddError::AlreadyExists),
+            Err(AddError::IdExists),
+            Err(AddError::TupleExists { id: 1 }),
+            Err(AddError::TupleExists { id: 1 }),
             Err(AddError::UnknownLif),
             Err(AddError::BadProtocol)
         ]

@@ -93,30 +93,42 @@ pub fn add_outcome(r: &AddSessionResponse, index: usize, id: u64) -> i32 {
 pub async fn add(conn: &Conn, a: AddArgs) -> Result<(), String> {
     let spec = a.spec()?;
     let mut c = conn.sessions().await?;
-    let r = c
-        .add(vec![request_from_spec(&spec)])
+    let answer = c
+        .add_call(vec![request_from_spec(&spec)])
         .await
         .map_err(|s| status_line("AddSession failed", &s))?;
+    let (told, _) = control::refusal::told(answer.metadata());
+    let r = answer.into_inner();
     let status = add_outcome(&r, 0, a.id);
     let accepted = status == AddSessionStatus::SessionAccepted as i32;
+    // The device's words for the refusal, when it says them (offloadd does, in the
+    // trailers); else only the status name.
+    let why = told.iter().find(|t| t.session_id == a.id);
     if conn.json {
         let j = serde_json::json!({
             "session_id": a.id,
             "accepted": accepted,
             "status": add_status_name(status),
+            "reason": why.map(|t| t.reason.as_str()),
+            "detail": why.map(|t| t.text.as_str()),
         });
         out!("{j}");
     } else if accepted {
         out!("session {}: accepted", a.id);
     }
-    if accepted {
-        Ok(())
-    } else {
-        Err(format!(
+    match (accepted, why) {
+        (true, _) => Ok(()),
+        (false, Some(t)) => Err(format!(
+            "session {} rejected: {} ({})",
+            a.id,
+            t.text,
+            add_status_name(status)
+        )),
+        (false, None) => Err(format!(
             "session {} rejected: {}",
             a.id,
             add_status_name(status)
-        ))
+        )),
     }
 }
 
