@@ -107,16 +107,17 @@ async fn cpp_walk(c: &mut SessionTableClient<Channel>, size: u32, delete: bool) 
 
 /// The C++ client's IPv4 session: next hop 192.168.0.1.
 fn cpp_v4(id: u64) -> SessionRequest {
-    let mut r = v4(id);
-    r.action.as_mut().unwrap().action_next_hop = ipv4_to_wire(Ipv4Addr::new(192, 168, 0, 1));
+    let r = v4(id);
+    let nh = r.action.as_ref().unwrap().action_next_hop;
+    assert_eq!(nh, ipv4_to_wire(Ipv4Addr::new(192, 168, 0, 1)));
     r
 }
 
 /// The C++ client's IPv6 session: next hop 1::ffff:204:160.
 fn cpp_v6(id: u64) -> SessionRequest {
-    let mut r = v6(id);
+    let r = v6(id);
     let nh: Ipv6Addr = "1::ffff:204:160".parse().unwrap();
-    r.action.as_mut().unwrap().action_next_hop_v6 = nh.octets().to_vec();
+    assert_eq!(r.action.as_ref().unwrap().action_next_hop_v6, nh.octets());
     r
 }
 
@@ -231,7 +232,7 @@ async fn cpp_clears_the_table_by_cursor_paging_and_deleting() {
 /// The Python clients' session: ids from 1, next hop 12.2.3.4.
 fn python_v4(id: u64) -> SessionRequest {
     let mut r = v4(id);
-    r.action.as_mut().unwrap().action_next_hop = ipv4_to_wire(Ipv4Addr::new(12, 2, 3, 4));
+    r.action.as_mut().unwrap().action_next_hop = ipv4_to_wire(PYTHON_NEXT_HOP);
     r
 }
 
