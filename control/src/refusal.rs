@@ -211,7 +211,11 @@ impl RefusalLog {
     /// Writes an info line for session `id`, unless this second's lines are used
     /// up.
     pub fn log(&self, id: u64, r: &Refusal) {
-        let Some(suppressed) = self.admit(Instant::now()) else {
+        self.log_at(Instant::now(), id, r)
+    }
+
+    fn log_at(&self, now: Instant, id: u64, r: &Refusal) {
+        let Some(suppressed) = self.admit(now) else {
             return;
         };
         if suppressed > 0 {
@@ -369,6 +373,55 @@ mod tests {
         );
         assert_eq!(v.len() + omitted, 64);
         assert!(omitted > 0);
+    }
+
+    /// The log's output, as the offloadd binary writes it.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn refusals_are_logged_at_info_with_id_and_reason_and_a_suppressed_count() {
+        let out = Captured::default();
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        let log = RefusalLog::default();
+        let r = Refusal::new(Reason::UnknownLif, "unknown lif 9 in out_lif (lifs: 1, 2)");
+        let t0 = Instant::now();
+        tracing::subscriber::with_default(subscriber, || {
+            for id in 0..12 {
+                log.log_at(t0, id, &r);
+            }
+            log.log_at(t0 + Duration::from_secs(1), 99, &r);
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 11, "{text}");
+        assert!(lines.iter().all(|l| l.contains("INFO")), "{text}");
+        assert!(
+            lines[0].contains("session refused: unknown lif 9 in out_lif (lifs: 1, 2)")
+                && lines[0].contains("session_id=0")
+                && lines[0].contains("reason=\"unknown_lif\""),
+            "{text}"
+        );
+        assert!(
+            lines[10].contains("(2 more refusals not logged)")
+                && lines[10].contains("session_id=99"),
+            "{text}"
+        );
     }
 
     #[test]

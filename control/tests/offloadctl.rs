@@ -428,3 +428,39 @@ fn certs_are_written() {
         assert!(out.join(f).is_file(), "{f}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_shows_every_id_and_cursor_0_is_not_the_start() {
+    let dev = TestDevice::start("").await;
+    for (k, id) in ["0", "4294967295", "5"].into_iter().enumerate() {
+        let sport = (2000 + k).to_string();
+        let mut add = V4.to_vec();
+        add[2] = id;
+        add[6] = &sport;
+        ok(&ctl(&dev, &add).await);
+    }
+    let ids = |r: &Run| -> Vec<u64> {
+        json_lines(ok(r))
+            .iter()
+            .map(|j| j["session_id"].as_u64().unwrap())
+            .collect()
+    };
+    // All of them, the cursor start marker's own id included (asked for by id).
+    let all = ctl(&dev, &["--json", "list", "--page-size", "1"]).await;
+    assert_eq!(ids(&all), vec![0, 5, 4_294_967_295]);
+    // Cursor 0 lists the ids above 0; cursor pages never show 4294967295 itself.
+    let page = ctl(
+        &dev,
+        &["--json", "list", "--cursor", "0", "--page-size", "10"],
+    )
+    .await;
+    assert_eq!(ids(&page), vec![5]);
+    let page = ctl(
+        &dev,
+        &["list", "--cursor", "4294967295", "--page-size", "1"],
+    )
+    .await;
+    assert!(ok(&page).contains("next page: --cursor 0"), "{}", page.out);
+    let rest = ctl(&dev, &["--json", "list", "--cursor", "0", "--all"]).await;
+    assert_eq!(ids(&rest), vec![5, 4_294_967_295]);
+}
