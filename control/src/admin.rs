@@ -13,6 +13,7 @@ use proto::admin::{
 use tonic::{Request, Response, Status};
 
 use crate::device::Device;
+use crate::refusal;
 
 #[derive(Clone)]
 pub struct Admin {
@@ -50,10 +51,12 @@ impl Admin {
     pub fn stats_of(&self, r: &EngineReport) -> Stats {
         let d = &self.device;
         let mut counters = counters_of(&r.total);
-        counters.extend(d.counters.list().into_iter().map(|(n, v)| Counter {
-            name: n.to_string(),
-            value: v,
-        }));
+        counters.extend(
+            d.counters
+                .list()
+                .into_iter()
+                .map(|(name, value)| Counter { name, value }),
+        );
         // Backend counters (af_packet: hand-offs, kernel drops) as port_<name>_<counter>.
         for (port, cs) in d.engine.port_counters() {
             counters.extend(cs.into_iter().map(|(n, v)| Counter {
@@ -125,11 +128,29 @@ impl Admin {
             s.closed_streams,
         );
         gauge("uptime_seconds", "Seconds since start.", s.uptime_seconds);
-        for c in &s.counters {
+        let (refusals, others): (Vec<&Counter>, Vec<&Counter>) = s
+            .counters
+            .iter()
+            .partition(|c| c.name.starts_with(refusal::COUNTER_PREFIX));
+        for c in others {
             let _ = writeln!(
                 t,
                 "# TYPE offloadd_{}_total counter\noffloadd_{}_total {}",
                 c.name, c.name, c.value
+            );
+        }
+        // Refused sessions: one family, the reason as a label.
+        let _ = writeln!(
+            t,
+            "# HELP offloadd_api_rejected_total Sessions refused by AddSession, by reason.\n\
+             # TYPE offloadd_api_rejected_total counter"
+        );
+        for c in refusals {
+            let reason = &c.name[refusal::COUNTER_PREFIX.len()..];
+            let _ = writeln!(
+                t,
+                "offloadd_api_rejected_total{{reason=\"{reason}\"}} {}",
+                c.value
             );
         }
         for w in &s.worker_stats {

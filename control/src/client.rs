@@ -153,6 +153,16 @@ impl SessionClient {
         Ok(both!(self, c => c.add_session(s).await?.into_inner()))
     }
 
+    /// One AddSession call, with the answer's metadata: offloadd's trailers name the
+    /// reason of each refused session (`crate::refusal::told`).
+    pub async fn add_call(
+        &mut self,
+        sessions: Vec<SessionRequest>,
+    ) -> Result<tonic::Response<AddSessionResponse>, Status> {
+        let s = tokio_stream::iter(sessions);
+        Ok(both!(self, c => c.add_session(s).await?))
+    }
+
     /// One AddSession call fed from any stream.
     pub async fn add_stream(
         &mut self,

@@ -25,6 +25,7 @@ use dataplane::worker::{Command, PollMode};
 use crate::closed_feed::ClosedFeed;
 use crate::config::{parse_mac, Backend, Config, Poll};
 use crate::directory::Directory;
+use crate::refusal::{Refusal, RefusalCounters, RefusalLog};
 
 /// The outside end of a ring port: what the traffic simulator sends into and drains.
 pub struct RingEnd {
@@ -39,8 +40,8 @@ pub struct RingEnd {
 pub struct ControlCounters {
     pub add_calls: AtomicU64,
     pub add_requests: AtomicU64,
-    pub add_invalid: AtomicU64,
-    pub add_duplicate_id: AtomicU64,
+    /// Refused sessions, by reason.
+    pub rejected: RefusalCounters,
     pub get_calls: AtomicU64,
     pub delete_calls: AtomicU64,
     pub list_calls: AtomicU64,
@@ -57,13 +58,11 @@ impl ControlCounters {
         c.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn list(&self) -> Vec<(&'static str, u64)> {
+    pub fn list(&self) -> Vec<(String, u64)> {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        vec![
+        let mut out: Vec<(String, u64)> = [
             ("api_add_calls", g(&self.add_calls)),
             ("api_add_requests", g(&self.add_requests)),
-            ("api_add_invalid", g(&self.add_invalid)),
-            ("api_add_duplicate_id", g(&self.add_duplicate_id)),
             ("api_get_calls", g(&self.get_calls)),
             ("api_delete_calls", g(&self.delete_calls)),
             ("api_list_calls", g(&self.list_calls)),
@@ -71,6 +70,11 @@ impl ControlCounters {
             ("api_closed_delivered", g(&self.closed_delivered)),
             ("api_closed_given_back", g(&self.closed_given_back)),
         ]
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
+        out.extend(self.rejected.list());
+        out
     }
 }
 
@@ -87,6 +91,8 @@ pub struct Device {
     pub simulator: Option<crossbeam_channel::Sender<SessionSpec>>,
     /// Add rounds in flight, device-wide (`api.add_batches_in_flight` per worker).
     pub add_rounds: Arc<tokio::sync::Semaphore>,
+    /// The rate limit of the log of refused sessions.
+    pub refusal_log: RefusalLog,
     pump_stop: AtomicBool,
 }
 
@@ -278,8 +284,16 @@ impl Device {
             started: Instant::now(),
             port_roles,
             simulator: None,
+            refusal_log: RefusalLog::default(),
             pump_stop: AtomicBool::new(false),
         }
+    }
+
+    /// Counts and logs a refused session: every refusal, from the request's checks
+    /// or from a worker, passes here.
+    pub fn refused(&self, id: u64, why: &Refusal) {
+        self.counters.rejected.count(why.reason);
+        self.refusal_log.log(id, why);
     }
 
     /// Runs the closed-feed pump on its own thread until `stop`.

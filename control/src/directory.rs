@@ -70,9 +70,14 @@ impl Directory {
             .map(|e| e.worker as usize)
     }
 
-    /// Held sessions with ids above `after` (all, for None), at most `limit`, in
-    /// order; and whether more follow.
-    pub fn after(&self, after: Option<u64>, limit: usize) -> (Vec<(u64, usize)>, bool) {
+    /// Held sessions with ids above `after` (all, for None), leaving out `hidden`, at
+    /// most `limit`, in order; and whether more follow.
+    pub fn after(
+        &self,
+        after: Option<u64>,
+        hidden: Option<u64>,
+        limit: usize,
+    ) -> (Vec<(u64, usize)>, bool) {
         let ids = self.ids();
         let start = match after {
             Some(a) => Bound::Excluded(a),
@@ -80,7 +85,7 @@ impl Directory {
         };
         let mut held = ids
             .range((start, Bound::Unbounded))
-            .filter(|(_, e)| e.presence == Presence::Held)
+            .filter(|(&id, e)| e.presence == Presence::Held && Some(id) != hidden)
             .map(|(&id, e)| (id, e.worker as usize));
         let page: Vec<_> = held.by_ref().take(limit).collect();
         let more = held.next().is_some();
@@ -124,9 +129,14 @@ mod tests {
             d.confirm(id);
         }
         assert_eq!(d.get(5), Some(1));
-        assert_eq!(d.after(None, 10), (vec![(0, 0), (3, 1), (5, 1)], false));
-        assert_eq!(d.after(None, 2), (vec![(0, 0), (3, 1)], true));
-        assert_eq!(d.after(Some(3), 10).0, vec![(5, 1)]);
+        assert_eq!(
+            d.after(None, None, 10),
+            (vec![(0, 0), (3, 1), (5, 1)], false)
+        );
+        assert_eq!(d.after(None, None, 2), (vec![(0, 0), (3, 1)], true));
+        assert_eq!(d.after(Some(3), None, 10).0, vec![(5, 1)]);
+        assert_eq!(d.after(Some(0), None, 10).0, vec![(3, 1), (5, 1)]);
+        assert_eq!(d.after(None, Some(3), 10).0, vec![(0, 0), (5, 1)]);
         assert_eq!(d.slice(1, 1), vec![(3, 1)]);
         d.remove(9);
         d.remove(3);

@@ -19,6 +19,7 @@ use crate::delivery::DeliveryLayer;
 use crate::device::{start_engine, Device, RingEnd};
 use crate::service::SessionTable;
 use crate::simulator::Simulator;
+use crate::trailers::TrailersLayer;
 
 /// A device that is serving.
 pub struct RunningDevice {
@@ -160,6 +161,7 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
     let (tx, rx) = oneshot::channel::<()>();
     let router = builder
         .layer(DeliveryLayer)
+        .layer(TrailersLayer)
         .add_service(v2)
         .add_service(v1)
         .add_service(admin);

@@ -12,6 +12,7 @@ use std::time::{Instant, SystemTime};
 
 use dataplane::session::{AddError, SessionSpec};
 use futures::{FutureExt, Stream, StreamExt};
+use http::HeaderValue;
 use proto::v2::{
     AddSessionResponse, AddSessionStatus, RequestStatus, SessionCloseCode, SessionId,
     SessionRequest, SessionRequestArgs, SessionResponse, SessionResponseError, SessionResponses,
@@ -22,10 +23,13 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::config::UnknownSession;
 use crate::delivery::{Ledger, LedgerHandle};
 use crate::device::{ControlCounters, Device};
+use crate::refusal::{self, Reason, Refusal};
+use crate::trailers::ExtraTrailers;
 use crate::wire;
 
-/// A cursor of 0 or 4294967295 means "from the beginning" (the C++ client starts
-/// from 4294967295).
+/// The cursor that means "from the beginning" (the C++ client starts from it). A
+/// session with this id is never listed by a cursor page: the client would send its
+/// id as the next cursor and start over, for ever.
 const CURSOR_FROM_START: u64 = 4_294_967_295;
 
 pub type ClosedStream = Pin<Box<dyn Stream<Item = Result<SessionResponse, Status>> + Send>>;
@@ -68,10 +72,10 @@ impl SessionTable {
         let d = &self.device;
         ControlCounters::bump(&d.counters.add_calls, 1);
         let max = d.config.api.max_add_stream;
-        let keep_specs = d.simulator.is_some();
         let round_size = d.config.api.add_batch;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AddAnswer>();
-        let mut rejected: Vec<(u32, u64, AddSessionStatus)> = Vec::new();
+        // (position in the stream, id, why) of each refused session.
+        let mut rejected: Vec<(u32, u64, Refusal)> = Vec::new();
         let mut sent = 0usize;
         let mut n: u32 = 0;
         let mut failure = None;
@@ -120,17 +124,18 @@ impl SessionTable {
                 let id = req.session_id;
                 let spec = match wire::spec_from_request(&req) {
                     Ok(s) => s,
-                    Err(reason) => {
-                        tracing::debug!(id, %reason, "add rejected");
-                        ControlCounters::bump(&d.counters.add_invalid, 1);
-                        rejected.push((pos, id, AddSessionStatus::SessionRejected));
+                    Err(why) => {
+                        d.refused(id, &why);
+                        rejected.push((pos, id, why));
                         continue;
                     }
                 };
                 let w = d.engine.owner(&spec);
                 if !d.directory.reserve(id, w) {
-                    ControlCounters::bump(&d.counters.add_duplicate_id, 1);
-                    rejected.push((pos, id, AddSessionStatus::SessionAlreadyExists));
+                    let why =
+                        Refusal::new(Reason::IdExists, format!("session id {id} already exists"));
+                    d.refused(id, &why);
+                    rejected.push((pos, id, why));
                     continue;
                 }
                 let b = batches[w].get_or_insert_with(Batch::default);
@@ -143,11 +148,8 @@ impl SessionTable {
                 let tx = tx.clone();
                 // The round's slot is free again once every batch of it is answered.
                 let slot = slot.clone();
-                let copies = if keep_specs {
-                    b.specs.clone()
-                } else {
-                    Vec::new()
-                };
+                // Kept to explain refusals and to tell the simulator.
+                let copies = b.specs.clone();
                 let items = b.items;
                 d.send_adds(w, b.specs, b.received, move |results| {
                     drop(slot);
@@ -178,7 +180,12 @@ impl SessionTable {
                     }
                     Err(e) => {
                         d.directory.remove(id);
-                        rejected.push((pos, id, wire::add_status(e)));
+                        let why = match specs.get(i) {
+                            Some(spec) => Refusal::from_add_error(e, spec, &d.config),
+                            None => Refusal::new(Reason::Unavailable, e.to_string()),
+                        };
+                        d.refused(id, &why);
+                        rejected.push((pos, id, why));
                     }
                 }
             }
@@ -205,21 +212,32 @@ impl SessionTable {
         }
         let request_status = match rejected.first() {
             None => AddSessionStatus::SessionAccepted,
-            Some(&(_, _, s)) if rejected.iter().all(|r| r.2 == s) => s,
-            Some(_) => AddSessionStatus::SessionRejected,
+            Some((_, _, first)) => {
+                let s = first.reason.status();
+                if rejected.iter().all(|r| r.2.reason.status() == s) {
+                    s
+                } else {
+                    AddSessionStatus::SessionRejected
+                }
+            }
         };
-        Ok(Response::new(AddSessionResponse {
+        let trailers = refusal_trailers(&rejected);
+        let mut res = Response::new(AddSessionResponse {
             request_status: request_status as i32,
             error_status,
             start_time: Some(wire::timestamp(SystemTime::now())),
             response_error: rejected
-                .into_iter()
-                .map(|(_, id, s)| SessionResponseError {
-                    session_id: id,
-                    error_status: s as i32,
+                .iter()
+                .map(|(_, id, why)| SessionResponseError {
+                    session_id: *id,
+                    error_status: why.reason.status() as i32,
                 })
                 .collect(),
-        }))
+        });
+        if !trailers.0.is_empty() {
+            res.extensions_mut().insert(trailers);
+        }
+        Ok(res)
     }
 
     pub async fn get(&self, req: Request<SessionId>) -> Result<Response<SessionResponse>, Status> {
@@ -258,10 +276,6 @@ impl SessionTable {
         ControlCounters::bump(&d.counters.list_calls, 1);
         let a = req.into_inner();
         let cap = d.config.api.list_cap as usize;
-        let after = match a.start_session {
-            0 | CURSOR_FROM_START => None,
-            s => Some(s),
-        };
         let (page, next_key) = if a.page_size > 0 && a.page >= 1 {
             // Page-number style, 1-based.
             let size = (a.page_size as usize).min(cap);
@@ -270,13 +284,21 @@ impl SessionTable {
             let next = page.last().map_or(0, |p| p.0);
             (page, next)
         } else if a.page_size > 0 {
-            // Cursor style: ids above start_session; next_key is the last id listed.
-            let (page, _) = d.directory.after(after, (a.page_size as usize).min(cap));
+            // Cursor style: only the start marker means "from the beginning"; any
+            // other cursor (0 included) lists the ids above it. next_key is the last
+            // id listed.
+            let after = (a.start_session != CURSOR_FROM_START).then_some(a.start_session);
+            let size = (a.page_size as usize).min(cap);
+            let (page, _) = d.directory.after(after, Some(CURSOR_FROM_START), size);
             let next = page.last().map_or(0, |p| p.0);
             (page, next)
         } else {
             // Everything, up to the cap; next_key says where to go on.
-            let (page, more) = d.directory.after(after, cap);
+            let after = match a.start_session {
+                0 | CURSOR_FROM_START => None,
+                s => Some(s),
+            };
+            let (page, more) = d.directory.after(after, None, cap);
             let next = if more {
                 page.last().map_or(0, |p| p.0)
             } else {
@@ -309,6 +331,23 @@ impl SessionTable {
         res.extensions_mut().insert(LedgerHandle(ledger));
         Ok(res)
     }
+}
+
+/// The reasons of refused sessions as trailers (see `refusal`).
+fn refusal_trailers(rejected: &[(u32, u64, Refusal)]) -> ExtraTrailers {
+    let refused: Vec<(u64, &Refusal)> = rejected.iter().map(|(_, id, r)| (*id, r)).collect();
+    let (values, omitted) = refusal::trailer_values(&refused);
+    let mut t = http::HeaderMap::new();
+    for v in values {
+        // Printable ASCII by construction; a value that still fails is left out.
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            t.append(refusal::TRAILER, v);
+        }
+    }
+    if omitted > 0 {
+        t.insert(refusal::TRAILER_OMITTED, HeaderValue::from(omitted));
+    }
+    ExtraTrailers(t)
 }
 
 /// Records a stream takes from the feed at once.

@@ -7,11 +7,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dataplane::session::{Action, AddError, CloseCause, SessionInfo, SessionSpec};
+use dataplane::session::{Action, CloseCause, SessionInfo, SessionSpec};
 use proto::v2::{
     ActionParameters, ActionType, AddSessionStatus, IpVersion, ProtocolId, RequestStatus,
     SessionCloseCode, SessionRequest, SessionResponse,
 };
+
+use crate::refusal::{Reason, Refusal};
 
 /// An IPv4 address as the clients send it: the `inet_pton` octets read as a
 /// little-endian u32 (10.0.0.1 is 0x0100000A).
@@ -40,31 +42,44 @@ pub fn timestamp_ns(ns: u64) -> prost_types::Timestamp {
     timestamp(UNIX_EPOCH + Duration::from_nanos(ns))
 }
 
-/// A request the dataplane can take, or the reason it is invalid.
-pub fn spec_from_request(r: &SessionRequest) -> Result<SessionSpec, String> {
+/// A request the dataplane can take, or why it is invalid.
+pub fn spec_from_request(r: &SessionRequest) -> Result<SessionSpec, Refusal> {
     let v6 = match IpVersion::try_from(r.ip_version) {
         Ok(IpVersion::Ipv4) => false,
         Ok(IpVersion::Ipv6) => true,
-        Err(_) => return Err(format!("unknown ip_version {}", r.ip_version)),
+        Err(_) => {
+            return Err(Refusal::new(
+                Reason::IpVersion,
+                format!("unknown ip_version {} (0: IPv4, 1: IPv6)", r.ip_version),
+            ))
+        }
     };
     let proto = match ProtocolId::try_from(r.protocol_id) {
         Ok(ProtocolId::Tcp) => 6,
         Ok(ProtocolId::Udp) => 17,
-        _ => return Err(format!("protocol {} is neither TCP nor UDP", r.protocol_id)),
+        _ => {
+            return Err(Refusal::new(
+                Reason::Protocol,
+                format!("protocol {} is neither TCP (6) nor UDP (17)", r.protocol_id),
+            ))
+        }
     };
-    let port =
-        |p: u32, what: &str| u16::try_from(p).map_err(|_| format!("{what} {p} is above 65535"));
+    let port = |p: u32, what: &str| {
+        u16::try_from(p).map_err(|_| Refusal::new(Reason::Port, format!("{what} {p} above 65535")))
+    };
     let sport = port(r.source_port, "source_port")?;
     let dport = port(r.destination_port, "destination_port")?;
     let (src, dst): (IpAddr, IpAddr) = if v6 {
-        let s = ipv6_from_wire(&r.source_ipv6)
-            .ok_or_else(|| format!("source_ipv6 has {} bytes, not 16", r.source_ipv6.len()))?;
-        let d = ipv6_from_wire(&r.destination_ipv6).ok_or_else(|| {
-            format!(
-                "destination_ipv6 has {} bytes, not 16",
-                r.destination_ipv6.len()
-            )
-        })?;
+        let address = |b: &[u8], what: &str| {
+            ipv6_from_wire(b).ok_or_else(|| {
+                Refusal::new(
+                    Reason::Address,
+                    format!("{what} has {} bytes, not 16", b.len()),
+                )
+            })
+        };
+        let s = address(&r.source_ipv6, "source_ipv6")?;
+        let d = address(&r.destination_ipv6, "destination_ipv6")?;
         (s.into(), d.into())
     } else {
         (
@@ -75,7 +90,10 @@ pub fn spec_from_request(r: &SessionRequest) -> Result<SessionSpec, String> {
     let lif = |v: i32, what: &str| {
         let v = v as u32;
         if v >> 16 > 4095 {
-            Err(format!("{what} carries VLAN id {} (above 4095)", v >> 16))
+            Err(Refusal::new(
+                Reason::Lif,
+                format!("{what} carries VLAN id {} (above 4095)", v >> 16),
+            ))
         } else {
             Ok(v)
         }
@@ -88,7 +106,15 @@ pub fn spec_from_request(r: &SessionRequest) -> Result<SessionSpec, String> {
         Ok(ActionType::Forward) => Action::Forward,
         Ok(ActionType::Mirror) => Action::Mirror,
         Ok(ActionType::Snoop) => Action::Snoop,
-        Err(_) => return Err(format!("unknown action_type {}", params.action_type)),
+        Err(_) => {
+            return Err(Refusal::new(
+                Reason::Action,
+                format!(
+                    "unknown action_type {} (0: drop, 1: forward, 2: mirror, 3: snoop)",
+                    params.action_type
+                ),
+            ))
+        }
     };
     let next_hop = next_hop(&params)?;
     let mut spec = SessionSpec::new(
@@ -109,7 +135,7 @@ pub fn spec_from_request(r: &SessionRequest) -> Result<SessionSpec, String> {
 
 /// `action_next_hop_v6` (16 bytes, not all zero) wins over `action_next_hop` (non-zero);
 /// neither: no next hop.
-fn next_hop(p: &ActionParameters) -> Result<Option<IpAddr>, String> {
+fn next_hop(p: &ActionParameters) -> Result<Option<IpAddr>, Refusal> {
     match p.action_next_hop_v6.len() {
         0 => {}
         16 => {
@@ -118,7 +144,12 @@ fn next_hop(p: &ActionParameters) -> Result<Option<IpAddr>, String> {
                 return Ok(Some(a.into()));
             }
         }
-        n => return Err(format!("action_next_hop_v6 has {n} bytes, not 0 or 16")),
+        n => {
+            return Err(Refusal::new(
+                Reason::NextHop,
+                format!("action_next_hop_v6 has {n} bytes, not 0 or 16"),
+            ))
+        }
     }
     Ok((p.action_next_hop != 0).then(|| ipv4_from_wire(p.action_next_hop).into()))
 }
@@ -167,18 +198,6 @@ pub fn request_from_spec(s: &SessionSpec) -> SessionRequest {
     }
     r.action = Some(params);
     r
-}
-
-/// The answer to an add the dataplane refused.
-pub fn add_status(e: AddError) -> AddSessionStatus {
-    match e {
-        AddError::AlreadyExists => AddSessionStatus::SessionAlreadyExists,
-        AddError::TableFull => AddSessionStatus::SessionTableFull,
-        AddError::Unavailable => AddSessionStatus::SessionTableUnavailable,
-        AddError::BadProtocol | AddError::UnknownLif | AddError::NoCollector => {
-            AddSessionStatus::SessionRejected
-        }
-    }
 }
 
 /// A session's state as the clients read it. A session removed by DeleteSession has
@@ -317,7 +336,8 @@ mod tests {
             let mut r = request();
             f(&mut r);
             let e = spec_from_request(&r).unwrap_err();
-            assert!(e.contains(what), "{what}: {e}");
+            assert!(e.text.contains(what), "{what}: {e:?}");
+            assert_eq!(e.reason.status(), AddSessionStatus::SessionRejected);
         }
         // No action parameters at all: drop, no next hop (not an error).
         let mut r = request();

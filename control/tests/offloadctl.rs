@@ -85,10 +85,41 @@ async fn add_get_list_delete() {
     ];
     ok(&ctl(&dev, &v6).await);
     let e = failed(&ctl(&dev, V4).await).to_string();
-    assert!(
-        e.contains("session 7 rejected: _SESSION_ALREADY_EXISTS"),
-        "{e}"
+    assert_eq!(
+        e,
+        "offloadctl: session 7 rejected: session id 7 already exists (_SESSION_ALREADY_EXISTS)\n"
     );
+    // The device's reason, not a bare status name.
+    let mut unknown_lif = V4.to_vec();
+    unknown_lif[2] = "9";
+    unknown_lif.extend(["--out-lif", "9"]);
+    let e = failed(&ctl(&dev, &unknown_lif).await).to_string();
+    assert_eq!(
+        e,
+        "offloadctl: session 9 rejected: unknown lif 9 in out_lif (lifs: 1, 2) (_SESSION_REJECTED)\n"
+    );
+    let mut json = vec!["--json"];
+    json.extend(&unknown_lif);
+    let r = ctl(&dev, &json).await;
+    failed(&r);
+    let j = &json_lines(&r.out)[0];
+    assert_eq!(j["status"], "_SESSION_REJECTED");
+    assert_eq!(j["reason"], "unknown_lif");
+    assert_eq!(j["detail"], "unknown lif 9 in out_lif (lifs: 1, 2)");
+    // Counted by reason, in text and JSON.
+    let st = ctl(&dev, &["stats"]).await;
+    let line = |name: &str| {
+        ok(&st)
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+    };
+    assert_eq!(line("api_rejected_unknown_lif").as_deref(), Some("2"));
+    assert_eq!(line("api_rejected_id_exists").as_deref(), Some("1"));
+    let st = ctl(&dev, &["--json", "stats"]).await;
+    let j = &json_lines(ok(&st))[0];
+    assert_eq!(j["counters"]["api_rejected_unknown_lif"], 2);
+    assert_eq!(j["counters"]["api_rejected_table_full"], 0);
 
     let g = ctl(&dev, &["get", "7"]).await;
     assert!(ok(&g).contains("state       ESTABLISHED"), "{}", g.out);
@@ -471,4 +502,40 @@ async fn neighbours_lists_static_and_learned_next_hops() {
     let list = json_lines(ok(&ctl(&dev, &["--json", "neighbours"]).await));
     let n = list.iter().find(|n| n["addr"] == "12.2.3.4").unwrap();
     assert_eq!(n["sessions"], 0, "{n}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_shows_every_id_and_cursor_0_is_not_the_start() {
+    let dev = TestDevice::start("").await;
+    for (k, id) in ["0", "4294967295", "5"].into_iter().enumerate() {
+        let sport = (2000 + k).to_string();
+        let mut add = V4.to_vec();
+        add[2] = id;
+        add[6] = &sport;
+        ok(&ctl(&dev, &add).await);
+    }
+    let ids = |r: &Run| -> Vec<u64> {
+        json_lines(ok(r))
+            .iter()
+            .map(|j| j["session_id"].as_u64().unwrap())
+            .collect()
+    };
+    // All of them, the cursor start marker's own id included (asked for by id).
+    let all = ctl(&dev, &["--json", "list", "--page-size", "1"]).await;
+    assert_eq!(ids(&all), vec![0, 5, 4_294_967_295]);
+    // Cursor 0 lists the ids above 0; cursor pages never show 4294967295 itself.
+    let page = ctl(
+        &dev,
+        &["--json", "list", "--cursor", "0", "--page-size", "10"],
+    )
+    .await;
+    assert_eq!(ids(&page), vec![5]);
+    let page = ctl(
+        &dev,
+        &["list", "--cursor", "4294967295", "--page-size", "1"],
+    )
+    .await;
+    assert!(ok(&page).contains("next page: --cursor 0"), "{}", page.out);
+    let rest = ctl(&dev, &["--json", "list", "--cursor", "0", "--all"]).await;
+    assert_eq!(ids(&rest), vec![5, 4_294_967_295]);
 }

@@ -175,8 +175,11 @@ pub struct SessionInfo {
 /// Why an add was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum AddError {
-    /// The id, or the same 7-tuple (lifs, addresses, ports, protocol), is present.
-    AlreadyExists,
+    /// The id is present.
+    IdExists,
+    /// The same 7-tuple (lifs, addresses, ports, protocol), in either direction, is
+    /// offloaded as session `id`.
+    TupleExists { id: u64 },
     /// No capacity left.
     TableFull,
     /// Protocol other than TCP or UDP.
@@ -191,13 +194,16 @@ pub enum AddError {
 
 impl std::fmt::Display for AddError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            AddError::AlreadyExists => "session already exists",
-            AddError::TableFull => "session table full",
-            AddError::BadProtocol => "protocol is neither TCP nor UDP",
-            AddError::UnknownLif => "lif names no configured port",
-            AddError::NoCollector => "mirror needs a collector port",
-            AddError::Unavailable => "the owning worker is not running",
-        })
+        match self {
+            AddError::IdExists => f.write_str("session id already exists"),
+            AddError::TupleExists { id } => {
+                write!(f, "7-tuple already offloaded as session {id}")
+            }
+            AddError::TableFull => f.write_str("session table full"),
+            AddError::BadProtocol => f.write_str("protocol is neither TCP nor UDP"),
+            AddError::UnknownLif => f.write_str("lif names no configured port"),
+            AddError::NoCollector => f.write_str("mirror needs a collector port"),
+            AddError::Unavailable => f.write_str("the owning worker is not running"),
+        }
     }
 }

@@ -270,7 +270,7 @@ fn ipv6_sessions() {
     dup.id = 43;
     assert_eq!(
         dev.engine.add(vec![dup]),
-        vec![Err(AddError::AlreadyExists)]
+        vec![Err(AddError::TupleExists { id: 42 })]
     );
 }
 
@@ -319,7 +319,11 @@ fn next_hop_rewrites_macs() {
     // Counted as unresolved: ring ports cannot resolve, so it stays so.
     assert_eq!(dev.engine.report().total.forwarded_unresolved, 1);
     let learned: Vec<_> = dev.engine.neighbours();
-    assert_eq!(learned.len(), 2, "the static entry and the one session c named");
+    assert_eq!(
+        learned.len(),
+        2,
+        "the static entry and the one session c named"
+    );
     assert_eq!(learned[1].addr, v4("10.8.8.8"));
     assert_eq!(learned[1].state, dataplane::neighbour::State::Noarp);
     assert_eq!(learned[1].sessions, 1);
@@ -380,9 +384,9 @@ fn capacity_duplicates_and_invalid_adds() {
         r,
         vec![
             Ok(()),
-            Err(AddError::AlreadyExists),
-            Err(AddError::AlreadyExists),
-            Err(AddError::AlreadyExists),
+            Err(AddError::IdExists),
+            Err(AddError::TupleExists { id: 1 }),
+            Err(AddError::TupleExists { id: 1 }),
             Err(AddError::UnknownLif),
             Err(AddError::BadProtocol)
         ]

@@ -20,7 +20,13 @@ pub const RST: u8 = 0x04;
 pub const PSH: u8 = 0x08;
 pub const ACK: u8 = 0x10;
 
-/// An IPv4 TCP forward session from 10.0.<id>.1:<1000+id> to 10.1.0.2:80, lifs 1 -> 2.
+/// The next hops the existing clients send on every session; no config lists them.
+pub const CPP_NEXT_HOP: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
+pub const CPP_NEXT_HOP_V6: Ipv6Addr = Ipv6Addr::new(1, 0, 0, 0, 0, 0xffff, 0x204, 0x160);
+pub const PYTHON_NEXT_HOP: Ipv4Addr = Ipv4Addr::new(12, 2, 3, 4);
+
+/// An IPv4 TCP forward session from 10.0.<id>.1:<1000+id> to 10.1.0.2:80, lifs 1 -> 2,
+/// with the C++ client's next hop.
 pub fn v4(id: u64) -> SessionRequest {
     SessionRequest {
         session_id: id,
@@ -34,6 +40,7 @@ pub fn v4(id: u64) -> SessionRequest {
         protocol_id: 6,
         action: Some(ActionParameters {
             action_type: 1,
+            action_next_hop: ipv4_to_wire(CPP_NEXT_HOP),
             ..Default::default()
         }),
         cache_timeout: 0,
@@ -41,7 +48,7 @@ pub fn v4(id: u64) -> SessionRequest {
     }
 }
 
-/// An IPv6 UDP forward session.
+/// An IPv6 UDP forward session, with the C++ client's IPv6 next hop.
 pub fn v6(id: u64) -> SessionRequest {
     let src = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, (id >> 16) as u16, id as u16);
     SessionRequest {
@@ -60,6 +67,7 @@ pub fn v6(id: u64) -> SessionRequest {
         protocol_id: 17,
         action: Some(ActionParameters {
             action_type: 1,
+            action_next_hop_v6: CPP_NEXT_HOP_V6.octets().to_vec(),
             ..Default::default()
         }),
         ..Default::default()

@@ -53,7 +53,7 @@ impl Worker {
         let r = self.try_add(spec);
         match r {
             Ok(()) => self.counters.adds += 1,
-            Err(AddError::AlreadyExists) => self.counters.add_exists += 1,
+            Err(AddError::IdExists | AddError::TupleExists { .. }) => self.counters.add_exists += 1,
             Err(AddError::TableFull) => self.counters.add_full += 1,
             Err(_) => self.counters.add_invalid += 1,
         }
@@ -127,11 +127,28 @@ impl Worker {
             Err(e) => {
                 self.live.fetch_sub(1, Ordering::AcqRel);
                 Err(match e {
-                    InsertError::Exists => AddError::AlreadyExists,
+                    InsertError::Exists => self.holder_of(spec, &entry),
                     InsertError::Full => AddError::TableFull,
                 })
             }
         }
+    }
+
+    /// What an insert refused as present: the id itself, or the session that holds
+    /// the same 7-tuple (in either direction), so the refusal can name it.
+    fn holder_of(&self, spec: &SessionSpec, entry: &Entry) -> AddError {
+        if self.table.slot_of(spec.id).is_some() {
+            return AddError::IdExists;
+        }
+        [Dir::In, Dir::Out]
+            .into_iter()
+            .find_map(|d| {
+                let k = entry.key(d);
+                self.table.lookup(&k, k.hash())
+            })
+            .map_or(AddError::IdExists, |(slot, _)| AddError::TupleExists {
+                id: self.table.cold(slot).id,
+            })
     }
 
     /// Removes a session at once and returns its final state. A session already

@@ -509,7 +509,7 @@ async fn bench_closed(
             }
         }
         if polls % 20 == 19 || base.is_none() {
-            let all = walk(&mut lister, 1000, lo.saturating_sub(1), None)
+            let all = walk(&mut lister, 1000, lo.checked_sub(1), None)
                 .await
                 .map_err(|s| status_line("GetAllSessions failed", &s))?;
             let closed = all

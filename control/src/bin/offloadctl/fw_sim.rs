@@ -243,7 +243,7 @@ async fn one_loop(sim: &mut Sim, c: &mut SessionClient, json: bool) -> Result<Lo
 
 pub async fn run(conn: &Conn, a: FwSimArgs) -> Result<(), String> {
     let mut c = conn.sessions().await?;
-    let existing = walk(&mut c, 1000, 0, None)
+    let existing = walk(&mut c, 1000, None, None)
         .await
         .map_err(|s| status_line("GetAllSessions failed", &s))?;
     let seed = a.seed.unwrap_or_else(|| {

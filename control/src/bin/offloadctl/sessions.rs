@@ -93,30 +93,42 @@ pub fn add_outcome(r: &AddSessionResponse, index: usize, id: u64) -> i32 {
 pub async fn add(conn: &Conn, a: AddArgs) -> Result<(), String> {
     let spec = a.spec()?;
     let mut c = conn.sessions().await?;
-    let r = c
-        .add(vec![request_from_spec(&spec)])
+    let answer = c
+        .add_call(vec![request_from_spec(&spec)])
         .await
         .map_err(|s| status_line("AddSession failed", &s))?;
+    let (told, _) = control::refusal::told(answer.metadata());
+    let r = answer.into_inner();
     let status = add_outcome(&r, 0, a.id);
     let accepted = status == AddSessionStatus::SessionAccepted as i32;
+    // The device's words for the refusal, when it says them (offloadd does, in the
+    // trailers); else only the status name.
+    let why = told.iter().find(|t| t.session_id == a.id);
     if conn.json {
         let j = serde_json::json!({
             "session_id": a.id,
             "accepted": accepted,
             "status": add_status_name(status),
+            "reason": why.map(|t| t.reason.as_str()),
+            "detail": why.map(|t| t.text.as_str()),
         });
         out!("{j}");
     } else if accepted {
         out!("session {}: accepted", a.id);
     }
-    if accepted {
-        Ok(())
-    } else {
-        Err(format!(
+    match (accepted, why) {
+        (true, _) => Ok(()),
+        (false, Some(t)) => Err(format!(
+            "session {} rejected: {} ({})",
+            a.id,
+            t.text,
+            add_status_name(status)
+        )),
+        (false, None) => Err(format!(
             "session {} rejected: {}",
             a.id,
             add_status_name(status)
-        ))
+        )),
     }
 }
 
@@ -166,8 +178,8 @@ pub struct ListArgs {
     /// Show only this page (page-number style, 1-based).
     #[arg(long, conflicts_with_all = ["cursor", "all"], value_parser = clap::value_parser!(u32).range(1..))]
     pub page: Option<u32>,
-    /// Show the page of sessions with ids above this one (cursor style; 0 or
-    /// 4294967295: from the beginning).
+    /// Show the page of sessions with ids above this one (cursor style; 4294967295:
+    /// from the beginning, and a session with that id is never on a cursor page).
     #[arg(long)]
     pub cursor: Option<u64>,
     /// With --cursor: go on to the end of the table.
@@ -175,18 +187,23 @@ pub struct ListArgs {
     pub all: bool,
 }
 
-/// Walks GetAllSessions cursor style from `start`, up to `limit` sessions. Ids must
-/// rise; a page that brings nothing new ends the walk (a device that ignored the
-/// cursor would otherwise be read forever).
+/// The cursor that means "from the beginning"; cursor pages never list a session
+/// with this id (see docs/api.md), so `walk` asks for it by id.
+pub const CURSOR_FROM_START: u64 = 4_294_967_295;
+
+/// Walks GetAllSessions cursor style over the ids above `after` (None: all), up to
+/// `limit` sessions, then adds the session whose id is the start marker, if it is in
+/// range. Ids must rise; a page that brings nothing new ends the walk (a device that
+/// ignored the cursor would otherwise be read forever).
 pub async fn walk(
     c: &mut SessionClient,
     page_size: u32,
-    start: u64,
+    after: Option<u64>,
     limit: Option<usize>,
 ) -> Result<Vec<SessionResponse>, Status> {
     let mut out: Vec<SessionResponse> = Vec::new();
-    let mut cursor = start;
-    let mut last: Option<u64> = None;
+    let mut cursor = after.unwrap_or(CURSOR_FROM_START);
+    let mut last = after;
     loop {
         let page = c
             .list(SessionRequestArgs {
@@ -207,10 +224,29 @@ pub async fn walk(
         }
         cursor = last.unwrap_or(cursor);
     }
+    if after.is_none_or(|a| a < CURSOR_FROM_START) {
+        if let Some(marker) = session_if_held(c, CURSOR_FROM_START).await? {
+            let at = out.partition_point(|s| s.session_id < CURSOR_FROM_START);
+            out.insert(at, marker);
+        }
+    }
     if let Some(l) = limit {
         out.truncate(l);
     }
     Ok(out)
+}
+
+/// GetSession, with both kinds of "no such session" read as None.
+async fn session_if_held(
+    c: &mut SessionClient,
+    id: u64,
+) -> Result<Option<SessionResponse>, Status> {
+    match c.get(id).await {
+        Ok(r) if r.request_status == RequestStatus::Accepted as i32 => Ok(Some(r)),
+        Ok(_) => Ok(None),
+        Err(s) if s.code() == Code::NotFound => Ok(None),
+        Err(s) => Err(s),
+    }
 }
 
 fn print_sessions(conn: &Conn, list: &[SessionResponse]) {
@@ -257,9 +293,8 @@ pub async fn list(conn: &Conn, a: ListArgs) -> Result<(), String> {
             }
         }
         cursor => {
-            let all = walk(&mut c, a.page_size, cursor.unwrap_or(0), None)
-                .await
-                .map_err(err)?;
+            let after = cursor.filter(|&c| c != CURSOR_FROM_START);
+            let all = walk(&mut c, a.page_size, after, None).await.map_err(err)?;
             print_sessions(conn, &all);
         }
     }

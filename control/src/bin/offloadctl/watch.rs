@@ -25,9 +25,9 @@ pub struct WatchArgs {
     /// Sessions shown per frame.
     #[arg(long, default_value_t = 40)]
     pub rows: usize,
-    /// Show sessions with ids above this one (0: from the first).
-    #[arg(long, default_value_t = 0)]
-    pub start: u64,
+    /// Show sessions with ids above this one [default: from the first].
+    #[arg(long)]
+    pub start: Option<u64>,
 }
 
 pub fn positive(s: &str) -> Result<f64, String> {
