@@ -318,16 +318,24 @@ async fn exchange_over_tcp(c: &mut SessionClient, net: &mut Net, taps: &mut Taps
         readies == 2 || server.is_finished() || client.is_finished()
     })
     .await;
+    let client_failed_first = readies < 2 && client.is_finished();
     if readies == 2 {
         wait_until_counted(c, net, taps, &flow).await;
         close.send(()).unwrap();
     }
+    drop(close);
     pump_until(net, taps, "the TCP close", || {
         server.is_finished() && client.is_finished()
     })
     .await;
-    let request = joined(server);
-    let (reply, rest) = joined(client);
+    // When one side failed, its panic says why; the other's only that it failed too.
+    let (request, (reply, rest)) = if client_failed_first {
+        let client = joined(client);
+        (joined(server), client)
+    } else {
+        let server = joined(server);
+        (server, joined(client))
+    };
     assert!(
         request == pattern(REQUEST, 1),
         "session {}: request intact",
