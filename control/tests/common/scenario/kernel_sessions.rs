@@ -449,10 +449,15 @@ fn flags(f: &[u8]) -> u8 {
 }
 
 /// Checks one kernel session against its taps: `counted` are the device's counters
-/// (live, or of the closed record). Returns how many of its frames the device did not
-/// forward (misses: only possible once the session has closed, as every frame was
+/// (live, or of the closed record). Returns the frames the device did not forward,
+/// each way (misses: only possible once the session has closed, as every frame was
 /// sent after the session was added).
-fn check_session(net: &Net, taps: &Taps, flow: &Flow, counted: Sent) -> usize {
+fn check_session<'a>(
+    net: &'a Net,
+    taps: &'a Taps,
+    flow: &Flow,
+    counted: Sent,
+) -> [Vec<&'a [u8]>; 2] {
     let (i, o) = (
         passage(net, taps, flow, true),
         passage(net, taps, flow, false),
@@ -497,7 +502,7 @@ fn check_session(net: &Net, taps: &Taps, flow: &Flow, counted: Sent) -> usize {
         flow.id,
         got.len()
     );
-    i.not_forwarded.len() + o.not_forwarded.len()
+    [i.not_forwarded, o.not_forwarded]
 }
 
 /// The frames of a UDP session of `DATAGRAMS` each way, as the kernels build them:
@@ -581,8 +586,13 @@ pub(super) async fn kernel_sessions(c: &mut SessionClient, net: &mut Net, nss: &
             "session {}",
             f.id
         );
-        let late = check_session(net, &taps, f, counters(&r));
-        assert_eq!(late, 0, "session {}: every frame forwarded", f.id);
+        let [late_in, late_out] = check_session(net, &taps, f, counters(&r));
+        assert_eq!(
+            (late_in.len(), late_out.len()),
+            (0, 0),
+            "session {}: every frame forwarded",
+            f.id
+        );
     }
     for f in &tcp_flows {
         let r = &closed[&f.id];
@@ -592,11 +602,24 @@ pub(super) async fn kernel_sessions(c: &mut SessionClient, net: &mut Net, nss: &
             "session {}: {r:?}",
             f.id
         );
-        let late = check_session(net, &taps, f, counters(r));
-        if late > 0 {
+        // After the close, which the client's ACK of the server's FIN made, only a
+        // retransmitted FIN from the server (its ACK was slow) and the client's ACKs
+        // of it can come; those are misses.
+        let [late_in, late_out] = check_session(net, &taps, f, counters(r));
+        assert!(
+            late_in.iter().all(|fr| flags(fr) == super::ACK)
+                && late_out.iter().all(|fr| flags(fr) & FIN != 0),
+            "session {}: frames not forwarded: {} from the client, {} from the server",
+            f.id,
+            late_in.len(),
+            late_out.len()
+        );
+        if !late_in.is_empty() || !late_out.is_empty() {
             eprintln!(
-                "session {}: {late} frames sent after the close were misses",
-                f.id
+                "session {}: after the close, {} ACKs and {} FINs were misses",
+                f.id,
+                late_in.len(),
+                late_out.len()
             );
         }
         check_tcp_handshake_and_close(net, f);
