@@ -12,14 +12,13 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::netns::Lab;
+use common::host_kernel::{checksums_in_software, tcp_bound, tcp_connect};
+use common::netns::{spawn_in, Lab};
 use control::client::ApiVersion;
 use control::testing::TestDevice;
 use control::wire::ipv4_to_wire;
@@ -49,41 +48,23 @@ fn host(
     let (ns, dev) = lab
         .host(role, prefix, mac, dev_mac, &[&cidr])
         .unwrap_or_else(|e| panic!("host {role}: {e}"));
-    for args in [
-        &[
-            "netns",
-            "exec",
-            &ns,
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=1",
-        ][..],
-        &["netns", "exec", &ns, "ethtool", "-K", "eth0", "tx", "off"][..],
-    ] {
-        let out = Command::new("ip").args(args).output().expect("ip");
-        assert!(
-            out.status.success(),
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let args = [
+        "netns",
+        "exec",
+        &ns,
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.all.disable_ipv6=1",
+    ];
+    let out = Command::new("ip").args(args).output().expect("ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    checksums_in_software(&ns).unwrap_or_else(|e| panic!("host {role}: {e}"));
     (ns, dev)
-}
-
-/// Runs `f` on a new thread inside namespace `ns`.
-fn spawn_in<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = File::open(&path).expect("netns file");
-        // SAFETY: setns on a namespace file we hold open; changes this thread only.
-        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
 }
 
 fn session(id: u64, proto: i32, sport: u32, dport: u32, action: i32) -> SessionRequest {
@@ -108,52 +89,6 @@ fn session(id: u64, proto: i32, sport: u32, dport: u32, action: i32) -> SessionR
 
 fn sock(addr: &str, port: u16) -> SocketAddr {
     SocketAddr::new(addr.parse().unwrap(), port)
-}
-
-/// A TCP socket bound to a fixed source port (the offloaded 5-tuple) that connects.
-fn tcp_connect_from(sport: u16, to: SocketAddr) -> std::io::Result<TcpStream> {
-    // std has no bind-before-connect; do it with libc.
-    // SAFETY: plain socket calls on a socket we own.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let one: libc::c_int = 1;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            &one as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as u32,
-        );
-        let addr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(ip).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let local = addr(H1.parse().unwrap(), sport);
-        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        if libc::bind(fd, &local as *const _ as *const libc::sockaddr, len) != 0 {
-            let e = std::io::Error::last_os_error();
-            libc::close(fd);
-            return Err(e);
-        }
-        let SocketAddr::V4(to) = to else {
-            unreachable!()
-        };
-        let remote = addr(*to.ip(), to.port());
-        if libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len) != 0 {
-            let e = std::io::Error::last_os_error();
-            libc::close(fd);
-            return Err(e);
-        }
-        use std::os::fd::FromRawFd;
-        Ok(TcpStream::from_raw_fd(fd))
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +201,9 @@ mac = "02:00:00:00:01:fe"
             std::thread::sleep(Duration::from_millis(2));
         }
         std::thread::sleep(Duration::from_millis(1500)); // the server moves on to TCP
-        let mut s = tcp_connect_from(4100, sock(H2, 5100)).expect("TCP through the device");
+        let s = tcp_bound(sock(H1, 4100)).expect("bind");
+        let mut s = tcp_connect(s, sock(H2, 5100), Duration::from_secs(30))
+            .expect("TCP through the device");
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s.write_all(b"hello through dpdk").unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap(); // our FIN

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod host_kernel;
 pub mod netns;
 pub mod scenario;
 

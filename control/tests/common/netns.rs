@@ -53,18 +53,37 @@ pub fn in_netns<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
-    let path = format!("/run/netns/{ns}");
+    let ns = ns.to_string();
     std::thread::spawn(move || {
-        let file = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-        // SAFETY: setns on a namespace file we hold open; it changes this (dedicated,
-        // short-lived) thread only.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
-        }
+        enter_netns(&ns)?;
         Ok(f())
     })
     .join()
     .map_err(|_| "netns thread panicked".to_string())?
+}
+
+/// Runs `f` on a new thread inside namespace `ns`, without waiting for it; the
+/// thread panics if it cannot enter the namespace.
+pub fn spawn_in<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let ns = ns.to_string();
+    std::thread::spawn(move || {
+        enter_netns(&ns).unwrap_or_else(|e| panic!("{e}"));
+        f()
+    })
+}
+
+/// Moves the calling thread (a dedicated one) into namespace `ns`.
+fn enter_netns(ns: &str) -> Result<(), String> {
+    let path = format!("/run/netns/{ns}");
+    let file = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+    // SAFETY: setns on a namespace file we hold open; it changes this thread only.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// Namespaces and links of one test run; removed on drop.

@@ -3,12 +3,16 @@
 //! `outside-host`, `inside-host`, `firewall` and `collector`. Sessions are offloaded
 //! over gRPC (TLS); the hosts send real TCP and UDP frames, IPv4 and IPv6, tagged and
 //! untagged, and the scenario checks what arrives where, the counters, and how sessions
-//! close. Needs root; skipped (with the reason) otherwise.
+//! close; then the hosts' own kernels talk through the device over TCP and UDP
+//! (`scenario/kernel_sessions.rs`). Needs root; skipped (with the reason) otherwise.
+
+mod kernel_sessions;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
+use super::host_kernel::checksums_in_software;
 use super::netns::{in_netns, unavailable, Lab, Wire};
 use super::{ACK, FIN, PSH, RST};
 use control::client::ApiVersion;
@@ -329,13 +333,15 @@ fn build_lab(b: &Backend) -> Option<(Lab, Vec<String>, Vec<String>)> {
         }
     }
     // The two hosts reach each other through the device (static neighbours: no ARP
-    // or neighbour discovery crosses the device, whose sessions are TCP/UDP only).
+    // or neighbour discovery crosses the device, whose sessions are TCP/UDP only),
+    // and their kernels write full checksums (the device forwards frames as they are).
     for (ns, (v4, v6, m)) in [
         (&nss[0], ("10.0.0.2", "2001:db8::2", IN_MAC)),
         (&nss[1], ("10.0.0.1", "2001:db8::1", OUT_MAC)),
     ] {
         lab.neighbour(ns, v4, m).expect("neighbour");
         lab.neighbour(ns, v6, m).expect("neighbour");
+        checksums_in_software(ns).expect("checksums in software");
     }
     Some((lab, nss, devs))
 }
@@ -611,6 +617,8 @@ pub async fn sessions_over_veth_pairs_between_namespaces(b: Backend<'_>) {
         net.inside.pump();
         assert_eq!(net.inside.count(tcp4.is(true)), before_in);
     });
+
+    kernel_sessions::kernel_sessions(&mut c, &mut net, &nss).await;
 
     let counters = dev.device().engine.port_counters();
     eprintln!("port counters: {counters:?}");
