@@ -4,8 +4,8 @@
 //! IPv6 next hop; the device must ARP and solicit for it, learn its MAC from the
 //! kernel's answers, and send the outside host's frames to the router's MAC within a
 //! second. A next hop nobody answers for fails, and its frames go out as with none.
-//! The counters must say exactly what happened. Needs root; the af_xdp variant needs
-//! the `afxdp` feature.
+//! The counters must say exactly what happened. Needs root; the af_xdp and dpdk
+//! variants need their features (dpdk: one EAL per process, so one dpdk test here).
 
 mod common;
 
@@ -127,6 +127,11 @@ struct Backend {
     /// Queues of each veth (af_xdp binds queue k for worker k).
     queues: usize,
     workers: usize,
+    /// How a port names its interface (`{iface}`, `{n}` replaced); empty:
+    /// `interface = "{iface}"`.
+    attach: &'static str,
+    /// Sections after the ports.
+    extra: &'static str,
 }
 
 const AF_PACKET: Backend = Backend {
@@ -135,6 +140,8 @@ const AF_PACKET: Backend = Backend {
     prefix: "nh",
     queues: 1,
     workers: 2,
+    attach: "",
+    extra: "",
 };
 
 fn config(devs: &[String], b: &Backend) -> String {
@@ -151,14 +158,21 @@ fn config(devs: &[String], b: &Backend) -> String {
     .into_iter()
     .enumerate()
     {
+        let attach = if b.attach.is_empty() {
+            "interface = \"{iface}\""
+        } else {
+            b.attach
+        };
+        let attach = attach
+            .replace("{iface}", &devs[i])
+            .replace("{n}", &i.to_string());
         c += &format!(
-            "[[port]]\nname = \"{name}\"\ninterface = \"{}\"\nmac = \"{}\"\n{}{lif}",
-            devs[i],
+            "[[port]]\nname = \"{name}\"\n{attach}\nmac = \"{}\"\n{}{lif}",
             mac(DEV[i]),
             b.keys
         );
     }
-    c
+    c + b.extra
 }
 
 /// The outside host, the router (a plain Linux host with the next hops' addresses)
@@ -225,6 +239,27 @@ async fn af_xdp_resolves_unknown_next_hops_from_a_kernel_router() {
         prefix: "nx",
         queues: 2,
         workers: 2,
+        attach: "",
+        extra: "",
+    })
+    .await;
+}
+
+/// DPDK `net_af_packet` devices on the veths, without hugepages: two workers, the
+/// software hand-off between them.
+#[cfg(feature = "dpdk")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpdk_resolves_unknown_next_hops_from_a_kernel_router() {
+    resolves_unknown_next_hops_from_a_kernel_router(&Backend {
+        keys: "backend = \"dpdk\"\n",
+        prefix: "nd",
+        queues: 1,
+        workers: 2,
+        attach: "device = \"net_af_packet{n},iface={iface},qpairs=2\"",
+        extra:
+            "[dpdk]\neal_args = [\"--no-huge\", \"--no-shconf\", \"-m\", \"512\", \"-l\", \"0\", \
+                \"--no-telemetry\", \"--log-level\", \"lib.eal:warning\"]\nmbufs = 8191\n\
+                pool_buffers = 2048\n",
     })
     .await;
 }
