@@ -216,7 +216,7 @@ fn counter(stats: &proto::admin::Stats, name: &str) -> u64 {
         .value
 }
 
-fn find<'a>(list: &'a [Neighbour], addr: IpAddr) -> &'a Neighbour {
+fn find(list: &[Neighbour], addr: IpAddr) -> &Neighbour {
     let a = addr.to_string();
     list.iter()
         .find(|n| n.addr == a)

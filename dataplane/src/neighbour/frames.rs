@@ -307,12 +307,9 @@ mod tests {
         };
         assert_eq!(heard_in_frame(&reply, PORT), Some((IpAddr::from(ip), want)));
         let elsewhere = arp_frame(arp::Operation::Reply, ROUTER, ip, [2, 9, 9, 9, 9, 9]);
-        assert_eq!(heard_in_frame(&elsewhere, PORT).unwrap().1.solicited, false);
+        assert!(!heard_in_frame(&elsewhere, PORT).unwrap().1.solicited);
         let gratuitous = arp_frame(arp::Operation::Request, ROUTER, ip, BROADCAST);
-        assert_eq!(
-            heard_in_frame(&gratuitous, PORT).unwrap().1.solicited,
-            false
-        );
+        assert!(!heard_in_frame(&gratuitous, PORT).unwrap().1.solicited);
         // A sender with no address, or a multicast MAC, tells nothing.
         assert_eq!(
             heard_in_frame(

@@ -469,8 +469,7 @@ fn request_sources(ports: &[WorkerPort], cfg: &NeighbourConfig) -> Vec<RequestSo
                 ipv4: None,
                 ipv6: None,
             };
-            for &(p, addr) in cfg.port_addresses.iter().filter(|(p, _)| *p == i) {
-                debug_assert_eq!(p, i);
+            for &(_, addr) in cfg.port_addresses.iter().filter(|(p, _)| *p == i) {
                 match addr {
                     std::net::IpAddr::V4(a) => {
                         from.ipv4.get_or_insert(a);

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use super::Worker;
 use crate::neighbour::{
@@ -51,6 +50,21 @@ impl Default for NeighbourConfig {
 pub(super) struct Learner {
     slots: HashMap<(IpAddr, u8), u16>,
     indexed: usize,
+}
+
+impl Learner {
+    /// The learned slot of `addr` on port `port`, indexing the slots made since the
+    /// last look first.
+    fn slot(&mut self, table: &NeighbourTable, addr: IpAddr, port: u8) -> Option<u16> {
+        while self.indexed < table.len() {
+            let info = table.slot(self.indexed).info();
+            if let (Source::Learned, Some(p)) = (info.source, info.port) {
+                self.slots.insert((info.addr, p), self.indexed as u16);
+            }
+            self.indexed += 1;
+        }
+        self.slots.get(&(addr, port)).copied()
+    }
 }
 
 /// Worker 0's resolver: an entry per learned slot, the rate limit, the request pool.
@@ -111,11 +125,6 @@ fn route_of(e: &ResolverEntry) -> Route {
 }
 
 impl Worker {
-    /// The neighbour table all workers share.
-    fn table(&self) -> &Arc<NeighbourTable> {
-        &self.plan.neighbours
-    }
-
     /// A non-flow frame received on port `p`: if it is an ARP or ND frame from a
     /// next hop of that port, the slot hears of it. Cold: only frames that are no
     /// flow get here, and only on ports that resolve.
@@ -124,29 +133,15 @@ impl Worker {
         let Some((addr, heard)) = heard_in_frame(frame, self.ports[p].mac) else {
             return;
         };
-        self.index_new_slots();
-        let Some(&i) = self.learner.slots.get(&(addr, p as u8)) else {
+        let table = &self.plan.neighbours;
+        let Some(i) = self.learner.slot(table, addr, p as u8) else {
             return;
         };
-        self.plan.neighbours.slot(usize::from(i)).post(heard);
+        table.slot(usize::from(i)).post(heard);
         if heard.solicited {
             self.counters.neighbour_replies += 1;
         } else {
             self.counters.neighbour_updates += 1;
-        }
-    }
-
-    /// Adds the learned slots made since the last look to this worker's index.
-    fn index_new_slots(&mut self) {
-        let table = self.plan.neighbours.clone();
-        let len = table.len();
-        while self.learner.indexed < len {
-            let i = self.learner.indexed;
-            let info = table.slot(i).info();
-            if let (Source::Learned, Some(port)) = (info.source, info.port) {
-                self.learner.slots.insert((info.addr, port), i as u16);
-            }
-            self.learner.indexed += 1;
         }
     }
 
@@ -156,7 +151,7 @@ impl Worker {
         let Some(addr) = addr else {
             return 0;
         };
-        match self.table().intern(addr, out_port) {
+        match self.plan.neighbours.intern(addr, out_port) {
             Some(i) => i + 1,
             None => {
                 self.counters.neighbour_table_full += 1;
