@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 
+use crate::body_layer::{BodyLayer, WrapBody};
 use crate::device::{ControlCounters, Device};
 
 /// Records one stream has taken and not yet seen delivered, in sending order.
@@ -170,54 +171,24 @@ impl<B: Body<Data = Bytes> + Unpin> Body for DeliveryBody<B> {
     }
 }
 
-/// Wraps the bodies of responses that carry a `LedgerHandle`.
-#[derive(Clone, Copy, Default)]
-pub struct DeliveryLayer;
+/// Counts the closed records of the response that carries a `LedgerHandle` as its
+/// body sends them.
+pub struct Delivery;
 
-impl<S> tower::Layer<S> for DeliveryLayer {
-    type Service = DeliveryService<S>;
+impl WrapBody for Delivery {
+    type Marker = LedgerHandle;
 
-    fn layer(&self, inner: S) -> DeliveryService<S> {
-        DeliveryService { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct DeliveryService<S> {
-    inner: S,
-}
-
-impl<S, Req> tower::Service<Req> for DeliveryService<S>
-where
-    S: tower::Service<Req, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut res = fut.await?;
-            if let Some(LedgerHandle(ledger)) = res.extensions_mut().remove::<LedgerHandle>() {
-                res = res.map(|inner| {
-                    tonic::body::Body::new(DeliveryBody {
-                        inner,
-                        ledger,
-                        counter: MessageCounter::default(),
-                    })
-                });
-            }
-            Ok(res)
+    fn wrap(LedgerHandle(ledger): LedgerHandle, inner: tonic::body::Body) -> tonic::body::Body {
+        tonic::body::Body::new(DeliveryBody {
+            inner,
+            ledger,
+            counter: MessageCounter::default(),
         })
     }
 }
+
+/// Wraps the bodies of responses that carry a `LedgerHandle`.
+pub type DeliveryLayer = BodyLayer<Delivery>;
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@
 //! packet on the hot path, or keep counters of sessions (they live in the workers).
 
 pub mod admin;
+pub mod body_layer;
 pub mod certs;
 pub mod client;
 pub mod closed_feed;

@@ -160,8 +160,8 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
         });
     let (tx, rx) = oneshot::channel::<()>();
     let router = builder
-        .layer(DeliveryLayer)
-        .layer(TrailersLayer)
+        .layer(DeliveryLayer::new())
+        .layer(TrailersLayer::new())
         .add_service(v2)
         .add_service(v1)
         .add_service(admin);

@@ -11,6 +11,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::body_layer::{BodyLayer, WrapBody};
+
 /// Trailers to add to this response.
 #[derive(Clone, Default, Debug)]
 pub struct ExtraTrailers(pub HeaderMap);
@@ -56,50 +58,19 @@ impl<B: Body<Data = Bytes> + Unpin> Body for TrailersBody<B> {
     }
 }
 
-/// Wraps the bodies of responses that carry `ExtraTrailers`.
-#[derive(Clone, Copy, Default)]
-pub struct TrailersLayer;
+/// Adds `ExtraTrailers` to the trailers of the response that carries them.
+pub struct Trailers;
 
-impl<S> tower::Layer<S> for TrailersLayer {
-    type Service = TrailersService<S>;
+impl WrapBody for Trailers {
+    type Marker = ExtraTrailers;
 
-    fn layer(&self, inner: S) -> TrailersService<S> {
-        TrailersService { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct TrailersService<S> {
-    inner: S,
-}
-
-impl<S, Req> tower::Service<Req> for TrailersService<S>
-where
-    S: tower::Service<Req, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut res = fut.await?;
-            if let Some(ExtraTrailers(extra)) = res.extensions_mut().remove::<ExtraTrailers>() {
-                res = res.map(|inner| {
-                    tonic::body::Body::new(TrailersBody {
-                        inner,
-                        extra: Some(extra),
-                    })
-                });
-            }
-            Ok(res)
+    fn wrap(ExtraTrailers(extra): ExtraTrailers, inner: tonic::body::Body) -> tonic::body::Body {
+        tonic::body::Body::new(TrailersBody {
+            inner,
+            extra: Some(extra),
         })
     }
 }
+
+/// Wraps the bodies of responses that carry `ExtraTrailers`.
+pub type TrailersLayer = BodyLayer<Trailers>;
