@@ -1,30 +1,25 @@
 //! `SessionTable`, once: the OpenOffload behaviour over the device. The v1 and v2
 //! services (same messages, different names) both call `SessionTable` here.
 //!
-//! Where a session command goes: a request is checked (`wire::spec_from_request`),
-//! its id is claimed in the directory, and it joins the batch of its owning worker;
-//! batches go out when they are full or when the client has nothing more ready, so a
-//! stream of adds costs no round trip per session.
+//! Where a session command goes: AddSession is `add_session.rs` (a request is checked,
+//! its id claimed in the directory, and it joins the batch of its owning worker, so a
+//! stream of adds costs no round trip per session); the others are here.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
-use dataplane::session::{AddError, SessionSpec};
-use futures::{FutureExt, Stream, StreamExt};
-use http::HeaderValue;
+use futures::Stream;
 use proto::v2::{
-    AddSessionResponse, AddSessionStatus, RequestStatus, SessionCloseCode, SessionId,
-    SessionRequest, SessionRequestArgs, SessionResponse, SessionResponseError, SessionResponses,
-    SessionState,
+    AddSessionResponse, RequestStatus, SessionCloseCode, SessionId, SessionRequest,
+    SessionRequestArgs, SessionResponse, SessionResponses, SessionState,
 };
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::add_session::AddCall;
 use crate::config::UnknownSession;
 use crate::delivery::{Ledger, LedgerHandle};
 use crate::device::{ControlCounters, Device};
-use crate::refusal::{self, Reason, Refusal};
-use crate::trailers::ExtraTrailers;
 use crate::wire;
 
 /// The cursor that means "from the beginning" (the C++ client starts from it). A
@@ -38,18 +33,6 @@ pub type ClosedStream = Pin<Box<dyn Stream<Item = Result<SessionResponse, Status
 pub struct SessionTable {
     pub device: Arc<Device>,
 }
-
-/// Adds waiting to go to one worker.
-#[derive(Default)]
-struct Batch {
-    /// (position in the stream, id) of each spec.
-    items: Vec<(u32, u64)>,
-    specs: Vec<SessionSpec>,
-    /// When each request was taken from the stream.
-    received: Vec<Instant>,
-}
-
-type AddAnswer = (Vec<(u32, u64)>, Vec<SessionSpec>, Vec<Result<(), AddError>>);
 
 impl SessionTable {
     fn unknown(&self, id: u64) -> Result<Response<SessionResponse>, Status> {
@@ -69,175 +52,7 @@ impl SessionTable {
         &self,
         stream: impl Stream<Item = Result<SessionRequest, Status>> + Unpin,
     ) -> Result<Response<AddSessionResponse>, Status> {
-        let d = &self.device;
-        ControlCounters::bump(&d.counters.add_calls, 1);
-        let max = d.config.api.max_add_stream;
-        let round_size = d.config.api.add_batch;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AddAnswer>();
-        // (position in the stream, id, why) of each refused session.
-        let mut rejected: Vec<(u32, u64, Refusal)> = Vec::new();
-        let mut sent = 0usize;
-        let mut n: u32 = 0;
-        let mut failure = None;
-        let mut stream = stream.peekable();
-
-        // Rounds: wait (holding nothing) until the client has sent something, take a
-        // round slot (`api.add_batches_in_flight` per worker, device-wide), then take
-        // up to `api.add_batch` requests that are ready and send them to their
-        // workers at once. Requests wait in the stream, not in a worker's queue, so
-        // the time from taking a request to its session being live stays short.
-        'rounds: loop {
-            if Pin::new(&mut stream).peek().await.is_none() {
-                break;
-            }
-            let Ok(slot) = d.add_rounds.clone().acquire_owned().await else {
-                failure = Some(Status::unavailable("the device is stopping"));
-                break;
-            };
-            let slot = Arc::new(slot);
-            let mut batches: Vec<Option<Batch>> = (0..d.engine.workers()).map(|_| None).collect();
-            let mut ended = false;
-            for _ in 0..round_size {
-                let req = match stream.next().now_or_never() {
-                    None => break,
-                    Some(None) => {
-                        ended = true;
-                        break;
-                    }
-                    Some(Some(Err(status))) => {
-                        failure = Some(status);
-                        ended = true;
-                        break;
-                    }
-                    Some(Some(Ok(req))) => req,
-                };
-                let received = Instant::now();
-                if n as usize >= max {
-                    failure = Some(Status::resource_exhausted(format!(
-                        "more than {max} sessions in one AddSession stream (api.max_add_stream)"
-                    )));
-                    ended = true;
-                    break;
-                }
-                let pos = n;
-                n += 1;
-                let id = req.session_id;
-                let spec = match wire::spec_from_request(&req) {
-                    Ok(s) => s,
-                    Err(why) => {
-                        d.refused(id, &why);
-                        rejected.push((pos, id, why));
-                        continue;
-                    }
-                };
-                let w = d.engine.owner(&spec);
-                if !d.directory.reserve(id, w) {
-                    let why =
-                        Refusal::new(Reason::IdExists, format!("session id {id} already exists"));
-                    d.refused(id, &why);
-                    rejected.push((pos, id, why));
-                    continue;
-                }
-                let b = batches[w].get_or_insert_with(Batch::default);
-                b.items.push((pos, id));
-                b.specs.push(spec);
-                b.received.push(received);
-            }
-            for (w, b) in batches.into_iter().enumerate() {
-                let Some(b) = b else { continue };
-                let tx = tx.clone();
-                // The round's slot is free again once every batch of it is answered.
-                let slot = slot.clone();
-                // Kept to explain refusals and to tell the simulator.
-                let copies = b.specs.clone();
-                let items = b.items;
-                d.send_adds(w, b.specs, b.received, move |results| {
-                    drop(slot);
-                    let _ = tx.send((items, copies, results));
-                });
-                sent += 1;
-            }
-            if ended {
-                break 'rounds;
-            }
-        }
-        drop(tx);
-        ControlCounters::bump(&d.counters.add_requests, n as u64);
-
-        let mut answered = 0;
-        while answered < sent {
-            let Some((items, specs, results)) = rx.recv().await else {
-                break;
-            };
-            answered += 1;
-            for (i, ((pos, id), r)) in items.into_iter().zip(results).enumerate() {
-                match r {
-                    Ok(()) => {
-                        d.directory.confirm(id);
-                        if let (Some(sim), Some(spec)) = (&d.simulator, specs.get(i)) {
-                            let _ = sim.try_send(spec.clone());
-                        }
-                    }
-                    Err(e) => {
-                        d.directory.remove(id);
-                        let why = match specs.get(i) {
-                            Some(spec) => Refusal::from_add_error(e, spec, &d.config),
-                            None => Refusal::new(Reason::Unavailable, e.to_string()),
-                        };
-                        d.refused(id, &why);
-                        rejected.push((pos, id, why));
-                    }
-                }
-            }
-        }
-        if answered < sent {
-            // A worker went away with batches unanswered: their ids are not held.
-            return Err(Status::unavailable("a dataplane worker stopped"));
-        }
-        if let Some(status) = failure {
-            return Err(status);
-        }
-
-        tracing::debug!(
-            sessions = n,
-            rejected = rejected.len(),
-            "AddSession answered"
-        );
-        rejected.sort_unstable_by_key(|r| r.0);
-        let mut error_status = 0u64;
-        for &(pos, _, _) in &rejected {
-            if pos < 64 {
-                error_status |= 1 << pos;
-            }
-        }
-        let request_status = match rejected.first() {
-            None => AddSessionStatus::SessionAccepted,
-            Some((_, _, first)) => {
-                let s = first.reason.status();
-                if rejected.iter().all(|r| r.2.reason.status() == s) {
-                    s
-                } else {
-                    AddSessionStatus::SessionRejected
-                }
-            }
-        };
-        let trailers = refusal_trailers(&rejected);
-        let mut res = Response::new(AddSessionResponse {
-            request_status: request_status as i32,
-            error_status,
-            start_time: Some(wire::timestamp(SystemTime::now())),
-            response_error: rejected
-                .iter()
-                .map(|(_, id, why)| SessionResponseError {
-                    session_id: *id,
-                    error_status: why.reason.status() as i32,
-                })
-                .collect(),
-        });
-        if !trailers.0.is_empty() {
-            res.extensions_mut().insert(trailers);
-        }
-        Ok(res)
+        AddCall::run(&self.device, stream).await
     }
 
     pub async fn get(&self, req: Request<SessionId>) -> Result<Response<SessionResponse>, Status> {
@@ -331,23 +146,6 @@ impl SessionTable {
         res.extensions_mut().insert(LedgerHandle(ledger));
         Ok(res)
     }
-}
-
-/// The reasons of refused sessions as trailers (see `refusal`).
-fn refusal_trailers(rejected: &[(u32, u64, Refusal)]) -> ExtraTrailers {
-    let refused: Vec<(u64, &Refusal)> = rejected.iter().map(|(_, id, r)| (*id, r)).collect();
-    let (values, omitted) = refusal::trailer_values(&refused);
-    let mut t = http::HeaderMap::new();
-    for v in values {
-        // Printable ASCII by construction; a value that still fails is left out.
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            t.append(refusal::TRAILER, v);
-        }
-    }
-    if omitted > 0 {
-        t.insert(refusal::TRAILER_OMITTED, HeaderValue::from(omitted));
-    }
-    ExtraTrailers(t)
 }
 
 /// Records a stream takes from the feed at once.
