@@ -175,9 +175,9 @@ pub fn add_status(e: AddError) -> AddSessionStatus {
         AddError::AlreadyExists => AddSessionStatus::SessionAlreadyExists,
         AddError::TableFull => AddSessionStatus::SessionTableFull,
         AddError::Unavailable => AddSessionStatus::SessionTableUnavailable,
-        AddError::BadProtocol
-        | AddError::UnknownLif
-        | AddError::NoCollector => AddSessionStatus::SessionRejected,
+        AddError::BadProtocol | AddError::UnknownLif | AddError::NoCollector => {
+            AddSessionStatus::SessionRejected
+        }
     }
 }
 

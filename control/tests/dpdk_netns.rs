@@ -158,9 +158,7 @@ fn tcp_connect_from(sport: u16, to: SocketAddr) -> std::io::Result<TcpStream> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_and_udp_between_namespaces_through_dpdk() {
-    // SAFETY: plain libc call.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root (network namespaces, AF_PACKET, DPDK)");
+    if common::netns::unavailable().is_some() {
         return;
     }
     let mut lab = Lab::new();

@@ -3,16 +3,16 @@
 //! file as root of trust, `localhost`), over TLS, in both API versions.
 //!
 //! Needs a Python with grpcio and grpcio-tools: set OFFLOADD_PYTHON to it (`.ci/run`
-//! makes one). Without it the test prints why it skipped.
+//! makes one). Without it the test prints why it skipped (a failure under `CI=true`).
 
 use std::process::Command;
 
-use control::testing::TestDevice;
+use control::testing::{skip_or_fail, TestDevice};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_clients_in_both_versions() {
     let Ok(python) = std::env::var("OFFLOADD_PYTHON") else {
-        eprintln!("skipped: set OFFLOADD_PYTHON to a python with grpcio and grpcio-tools");
+        skip_or_fail("set OFFLOADD_PYTHON to a python with grpcio and grpcio-tools");
         return;
     };
     let dev = TestDevice::start("[dataplane]\ntick_ms = 20\n").await;
