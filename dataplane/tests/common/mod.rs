@@ -24,7 +24,13 @@ pub struct Device {
     pub engine: Engine,
     pub peers: Vec<RingPeer>,
     pub pool: PacketPool,
+    /// Frames `inject` has put on the ports' rings since the start.
+    pub injected: u64,
 }
+
+/// How long `settle` waits for the workers to finish what was injected: far beyond
+/// what they need, so that only a device that loses or holds a frame fails it.
+pub const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct Setup {
     pub workers: usize,
@@ -87,6 +93,7 @@ impl Device {
             engine,
             peers,
             pool: PacketPool::new(4096, 2048).unwrap(),
+            injected: 0,
         }
     }
 
@@ -94,26 +101,37 @@ impl Device {
     pub fn inject(&mut self, port: usize, frame: &[u8]) {
         let pkt = self.pool.alloc_from(frame).expect("test pool has room");
         self.peers[port].inject(pkt).expect("ring has room");
+        self.injected += 1;
     }
 
-    /// Waits until the device has taken every injected frame and then collects what
-    /// each port sent, by port.
+    /// Waits until the workers have finished every injected frame, then collects
+    /// what each port sent, by port. Panics if they have not within
+    /// `SETTLE_DEADLINE`.
     pub fn settle(&mut self) -> Vec<Vec<Vec<u8>>> {
-        wait_until(Duration::from_secs(5), || {
-            self.peers.iter().all(|p| p.pending_rx() == 0)
-        });
-        // Give the workers a few loops to transmit what they took.
+        let done = wait_until(SETTLE_DEADLINE, || self.all_finished());
+        assert!(
+            done,
+            "the workers did not finish the {} injected frames within {SETTLE_DEADLINE:?}: {:?}",
+            self.injected,
+            self.engine.report().total
+        );
         let mut out: Vec<Vec<Vec<u8>>> = vec![Vec::new(); self.peers.len()];
-        let deadline = Instant::now() + Duration::from_millis(50);
-        while Instant::now() < deadline {
-            for (i, peer) in self.peers.iter_mut().enumerate() {
-                let mut got: Vec<PacketBuf> = Vec::new();
-                peer.collect(&mut got);
-                out[i].extend(got.iter().map(|p| p.data().to_vec()));
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        for (i, peer) in self.peers.iter_mut().enumerate() {
+            let mut got: Vec<PacketBuf> = Vec::new();
+            peer.collect(&mut got);
+            out[i].extend(got.iter().map(|p| p.data().to_vec()));
         }
         out
+    }
+
+    /// Whether every injected frame was received and finished (forwarded, dropped or
+    /// handed to the firewall). A worker answers the report between loop iterations,
+    /// after the previous one transmitted what it finished: once the counts agree,
+    /// everything the frames caused is on the ports' tx rings.
+    fn all_finished(&self) -> bool {
+        let t = self.engine.report().total;
+        let finished = t.hits + t.misses + t.not_flow + t.malformed + t.rx_no_lif;
+        t.rx == self.injected && finished == t.rx
     }
 }
 
