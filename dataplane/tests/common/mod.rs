@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use dataplane::packet::{PacketBuf, PacketPool};
 use dataplane::port::ring::{ring_port, RingPeer};
+use dataplane::stats::WorkerCounters;
 use dataplane::wire::{self, FrameSpec, PROTO_TCP, PROTO_UDP};
 use dataplane::{Action, Engine, EngineConfig, PollMode, PortConfig, SessionSpec};
 
@@ -124,15 +125,19 @@ impl Device {
         out
     }
 
-    /// Whether every injected frame was received and finished (forwarded, dropped or
-    /// handed to the firewall). A worker answers the report between loop iterations,
-    /// after the previous one transmitted what it finished: once the counts agree,
-    /// everything the frames caused is on the ports' tx rings.
+    /// Whether every injected frame was received and finished: then everything the
+    /// frames caused is on the ports' tx rings.
     fn all_finished(&self) -> bool {
         let t = self.engine.report().total;
-        let finished = t.hits + t.misses + t.not_flow + t.malformed + t.rx_no_lif;
-        t.rx == self.injected && finished == t.rx
+        t.rx == self.injected && finished(&t) == t.rx
     }
+}
+
+/// Received frames the workers are done with: forwarded, dropped, or handed to the
+/// firewall. Equal to `rx` in a report, everything they caused has been transmitted
+/// (a worker answers between loop iterations, after transmitting).
+pub fn finished(t: &WorkerCounters) -> u64 {
+    t.hits + t.misses + t.not_flow + t.malformed + t.rx_no_lif
 }
 
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
