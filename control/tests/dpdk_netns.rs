@@ -260,7 +260,9 @@ mac = "02:00:00:00:01:fe"
         drop(conn); // our FIN
         (got, msg)
     });
-    bound.recv_timeout(WAIT).expect("the server binds its sockets");
+    bound
+        .recv_timeout(WAIT)
+        .expect("the server binds its sockets");
     let client = spawn_in(&ns1, move || {
         let u_fwd = UdpSocket::bind(sock(H1, 4000)).unwrap();
         let u_drop = UdpSocket::bind(sock(H1, 4001)).unwrap();
@@ -270,7 +272,9 @@ mac = "02:00:00:00:01:fe"
             u_drop.send_to(m.as_bytes(), sock(H2, 5001)).unwrap();
             std::thread::sleep(Duration::from_millis(2));
         }
-        udp_done.recv_timeout(WAIT).expect("the server finishes the UDP part");
+        udp_done
+            .recv_timeout(WAIT)
+            .expect("the server finishes the UDP part");
         let mut s = tcp_connect_from(4100, sock(H2, 5100)).expect("TCP through the device");
         s.set_read_timeout(Some(WAIT)).unwrap();
         s.write_all(b"hello through dpdk").unwrap();
