@@ -640,7 +640,7 @@ fn frames_on_ports_without_a_lif_are_counted_and_freed() {
         for port in [FIREWALL, COLLECTOR] {
             dev.inject(port, &f);
         }
-        if dev.injected % 512 == 0 {
+        if dev.injected.is_multiple_of(512) {
             dev.settle();
         }
     }
