@@ -110,3 +110,30 @@ impl TestDevice {
         self.running.take().expect("running").shutdown().await
     }
 }
+
+/// What a test does when this machine cannot run it (not root, a tool missing): under
+/// `CI=true` that is a failure, so CI never counts an untested behaviour as passed;
+/// elsewhere the test prints `skipped: <why>` and the caller returns. A setup step
+/// that fails where the test could run is not a reason to skip: the test panics.
+pub fn skip_or_fail(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true and this test cannot run: {why}");
+    }
+    eprintln!("skipped: {why}");
+}
+
+/// Why this process cannot run tests that need root, if it is not root.
+pub fn not_root() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    (unsafe { libc::geteuid() } != 0).then(|| "not root".to_string())
+}
+
+/// Why `tool` cannot be run, if it is not on the PATH.
+pub fn missing_tool(tool: &str) -> Option<String> {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    (!found).then(|| format!("`{tool}` is not installed"))
+}

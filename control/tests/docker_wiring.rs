@@ -6,12 +6,14 @@
 //! session's counters in both directions.
 //!
 //! Needs root, `ip`, `socat` and `ethtool` (`.ci/run` installs them); skipped with the
-//! reason printed otherwise. Everything it starts is killed and every namespace it
+//! reason printed otherwise, and failing under `CI=true`. Everything it starts is killed and every namespace it
 //! made is removed, also when it fails.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use control::testing::{missing_tool, not_root, skip_or_fail};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -21,22 +23,10 @@ fn repo() -> PathBuf {
 }
 
 fn unavailable() -> Option<String> {
-    // SAFETY: plain libc call.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root: network namespaces and AF_PACKET need root".into());
-    }
-    for tool in ["ip", "socat", "ethtool"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !found {
-            return Some(format!("`{tool}` is not installed"));
-        }
-    }
-    None
+    not_root()
+        .or_else(|| missing_tool("ip"))
+        .or_else(|| missing_tool("socat"))
+        .or_else(|| missing_tool("ethtool"))
 }
 
 /// The stand-in containers: processes (each in its own process group) and
@@ -134,7 +124,7 @@ fn counters(compose: &Compose) -> Option<(u64, u64, String)> {
 #[test]
 fn compose_services_carry_the_udp_session_through_the_device() {
     if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+        skip_or_fail(&format!("{why} (needs root, ip, socat and ethtool)"));
         return;
     }
     let tag = format!("{:x}", std::process::id());

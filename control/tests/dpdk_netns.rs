@@ -93,9 +93,7 @@ fn sock(addr: &str, port: u16) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_and_udp_between_namespaces_through_dpdk() {
-    // SAFETY: plain libc call.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root (network namespaces, AF_PACKET, DPDK)");
+    if common::netns::unavailable().is_some() {
         return;
     }
     let mut lab = Lab::new();
@@ -155,19 +153,25 @@ mac = "02:00:00:00:01:fe"
     );
 
     // Host 2 listens: UDP on 5000 and 5001, TCP on 5100 (echo, then close).
+    // The server says when it has bound its sockets and when the UDP part is over;
+    // the client waits for each (generous deadlines) instead of sleeping.
     const N: usize = 20;
+    const WAIT: Duration = Duration::from_secs(30);
+    let (bound_tx, bound) = std::sync::mpsc::channel();
+    let (udp_done_tx, udp_done) = std::sync::mpsc::channel();
     let server = spawn_in(&ns2, move || {
         let u_fwd = UdpSocket::bind(sock(H2, 5000)).unwrap();
         let u_drop = UdpSocket::bind(sock(H2, 5001)).unwrap();
         let tcp = TcpListener::bind(sock(H2, 5100)).unwrap();
         tcp.set_nonblocking(false).unwrap();
+        bound_tx.send(()).unwrap();
         // UDP first: every datagram of the forward session arrives, none of the drop one.
         let mut buf = [0u8; 2048];
         let mut fwd = 0usize;
         u_fwd
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + WAIT;
         while fwd < N && Instant::now() < deadline {
             if let Ok((len, from)) = u_fwd.recv_from(&mut buf) {
                 assert_eq!(from, sock(H1, 4000));
@@ -181,16 +185,19 @@ mac = "02:00:00:00:01:fe"
             dropped += 1;
         }
         let got = (fwd, dropped);
+        udp_done_tx.send(()).unwrap();
         let (mut conn, from) = tcp.accept().unwrap();
         assert_eq!(from, sock(H1, 4100));
-        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.set_read_timeout(Some(WAIT)).unwrap();
         let mut msg = Vec::new();
         conn.read_to_end(&mut msg).unwrap(); // until host 1's FIN
         conn.write_all(&msg).unwrap();
         drop(conn); // our FIN
         (got, msg)
     });
-    std::thread::sleep(Duration::from_millis(200)); // the server binds
+    bound
+        .recv_timeout(WAIT)
+        .expect("the server binds its sockets");
     let client = spawn_in(&ns1, move || {
         let u_fwd = UdpSocket::bind(sock(H1, 4000)).unwrap();
         let u_drop = UdpSocket::bind(sock(H1, 4001)).unwrap();
@@ -200,11 +207,13 @@ mac = "02:00:00:00:01:fe"
             u_drop.send_to(m.as_bytes(), sock(H2, 5001)).unwrap();
             std::thread::sleep(Duration::from_millis(2));
         }
-        std::thread::sleep(Duration::from_millis(1500)); // the server moves on to TCP
+        udp_done
+            .recv_timeout(WAIT)
+            .expect("the server finishes the UDP part");
         let s = tcp_bound(sock(H1, 4100)).expect("bind");
         let mut s = tcp_connect(s, sock(H2, 5100), Duration::from_secs(30))
             .expect("TCP through the device");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
         s.write_all(b"hello through dpdk").unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap(); // our FIN
         let mut echo = Vec::new();

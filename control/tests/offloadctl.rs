@@ -322,8 +322,10 @@ async fn fw_sim_fills_the_table_and_sessions_come_back() {
             "2",
             "--batch",
             "24",
+            // Loop 2 needs some of loop 1's sessions (1 s timeouts) to have closed:
+            // 5 s leaves 4 s for the closes even on a loaded machine.
             "--interval",
-            "1.5",
+            "5",
             "--max-timeout",
             "1",
             "--seed",

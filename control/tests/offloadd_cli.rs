@@ -1,9 +1,9 @@
 //! The offloadd binary: bad flags and configs are one-line errors with exit code 2;
 //! a good config serves until SIGTERM and then stops cleanly.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn offloadd(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_offloadd"))
@@ -62,21 +62,35 @@ fn serves_then_stops_cleanly_on_sigterm() {
         .env("RUST_LOG", "info")
         .spawn()
         .expect("start offloadd");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Its log, line by line, from a thread: the test waits for "serving" (generous
+    // deadline) rather than for a fixed time.
+    let stderr = child.stderr.take().unwrap();
+    let (line_tx, lines) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log.contains("serving") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => log += &(line + "\n"),
+            Err(e) => panic!("no \"serving\" in the log ({e}): {log}"),
+        }
+    }
     assert!(child.try_wait().unwrap().is_none(), "still serving");
     unsafe {
         libc_kill(child.id() as i32, 15);
     }
     let status = child.wait().unwrap();
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    reader.join().unwrap();
+    log.extend(lines.try_iter().map(|l| l + "\n"));
     assert!(status.success(), "{log}");
-    assert!(log.contains("serving"), "{log}");
     assert!(
         log.contains("closed sessions not delivered to any client: 0"),
         "{log}"

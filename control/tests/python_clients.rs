@@ -4,16 +4,16 @@
 //! the Python and C++ clients send, on the shipped default and demo configs.
 //!
 //! Needs a Python with grpcio and grpcio-tools: set OFFLOADD_PYTHON to it (`.ci/run`
-//! makes one). Without it the test prints why it skipped.
+//! makes one). Without it the test prints why it skipped (a failure under `CI=true`).
 
 use std::process::Command;
 
-use control::testing::TestDevice;
+use control::testing::{skip_or_fail, TestDevice};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_clients_in_both_versions() {
     let Ok(python) = std::env::var("OFFLOADD_PYTHON") else {
-        eprintln!("skipped: set OFFLOADD_PYTHON to a python with grpcio and grpcio-tools");
+        skip_or_fail("set OFFLOADD_PYTHON to a python with grpcio and grpcio-tools");
         return;
     };
     for (config, skip_closed) in [("offloadd.toml", false), ("demo.toml", true)] {

@@ -139,13 +139,15 @@ fn captures_through_dpdk_and_the_workers() {
     for h in &holds {
         h.release();
     }
+    // Received and finished: then also transmitted.
     assert!(
-        common::wait_until(Duration::from_secs(10), || engine.report().total.rx == 7),
+        common::wait_until(common::SETTLE_DEADLINE, || {
+            let t = engine.report().total;
+            t.rx == 7 && common::finished(&t) == 7
+        }),
         "{:?}",
         engine.report().total
     );
-    // Let the workers transmit what they took.
-    std::thread::sleep(Duration::from_millis(100));
     let fwd_info = engine.query(1).unwrap();
     assert_eq!((fwd_info.in_packets, fwd_info.out_packets), (3, 2));
     assert_eq!(engine.query(2).unwrap().in_packets, 1);
@@ -200,10 +202,11 @@ fn one_worker_on_single_queue_devices() {
     let engine = Engine::start(cfg).unwrap();
     assert_eq!(engine.add(vec![fwd.clone()]), vec![Ok(())]);
     hold.release();
-    assert!(common::wait_until(Duration::from_secs(10), || {
-        engine.query(1).map(|i| i.in_packets) == Some(200)
+    assert!(common::wait_until(common::SETTLE_DEADLINE, || {
+        let t = engine.report().total;
+        t.rx == 200 && common::finished(&t) == 200
     }));
-    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(engine.query(1).map(|i| i.in_packets), Some(200));
     engine.stop();
     drop(engine);
     assert_eq!(read_capture(&p("inside-out.pcap")), frames);

@@ -97,11 +97,16 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         tracing::info!(config = %path.display(), "starting");
+        // Before "serving" is logged: a SIGTERM from then on is a clean stop.
+        let signals = match StopSignals::install() {
+            Ok(s) => s,
+            Err(e) => return fail(format!("cannot handle SIGTERM/SIGINT: {e}")),
+        };
         let running = match control::server::start(config).await {
             Ok(r) => r,
             Err(e) => return fail(e),
         };
-        wait_for_signal().await;
+        signals.wait().await;
         tracing::info!("stopping");
         let s = running.shutdown().await;
         tracing::info!(
@@ -119,17 +124,25 @@ fn main() -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+/// SIGTERM and SIGINT, handled from `install` on.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
 }

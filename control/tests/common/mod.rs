@@ -6,6 +6,7 @@
 pub mod host_kernel;
 pub mod netns;
 pub mod scenario;
+pub mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};

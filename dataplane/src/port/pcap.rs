@@ -1147,6 +1147,35 @@ mod tests {
         );
     }
 
+    /// Where a capture's records end: after the pcap file header and each record
+    /// (big-endian, as `cut_or_damaged...` writes it), or after each pcapng block
+    /// (little-endian). The file's own length is the last.
+    fn record_ends(data: &[u8], pcapng: bool) -> Vec<usize> {
+        let mut ends = Vec::new();
+        let mut at = if pcapng { 0 } else { 24 };
+        if !pcapng {
+            ends.push(at);
+        }
+        while at < data.len() {
+            at += if pcapng {
+                u32::from_le_bytes(data[at + 4..at + 8].try_into().unwrap()) as usize
+            } else {
+                16 + u32::from_be_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize
+            };
+            ends.push(at);
+        }
+        assert_eq!(ends.last(), Some(&data.len()));
+        ends
+    }
+
+    /// One line that says what is wrong and, past the file header, where.
+    fn assert_useful(e: &str, len: usize) {
+        assert!(!e.is_empty() && !e.contains('\n'), "{len}: {e:?}");
+        let says_where = e.contains("at byte") || e.contains("frame ");
+        let says_what = e.contains("too short") || e.contains("empty") || e.contains("header");
+        assert!(says_where || says_what, "cut at {len}: {e}");
+    }
+
     #[test]
     fn cut_or_damaged_files_are_errors_not_panics() {
         let dir = tempfile::tempdir().unwrap();
@@ -1159,21 +1188,46 @@ mod tests {
         );
         let pcapng = dir.path().join("a.pcapng");
         write_pcapng(&pcapng, &frames, Endianness::Little, DataLink::ETHERNET);
-        for path in [pcap, pcapng] {
+        for (path, is_pcapng) in [(pcap, false), (pcapng, true)] {
             let data = std::fs::read(&path).unwrap();
+            let ends = record_ends(&data, is_pcapng);
             for len in 0..data.len() {
-                // A cut at a frame boundary is a shorter capture; anywhere else, an error.
-                if let Ok(cap) = parse_capture(&data[..len], 2048) {
-                    assert!(cap.frames.len() < frames.len());
+                // A cut where a record ends is a shorter capture, the frames before
+                // it; anywhere else, an error that says what and where.
+                match parse_capture(&data[..len], 2048) {
+                    Ok(cap) => {
+                        assert!(ends.contains(&len), "a cut at {len} parsed");
+                        let got: Vec<&[u8]> = (0..cap.frames.len()).map(|i| cap.frame(i)).collect();
+                        assert!(got.len() < frames.len());
+                        assert_eq!(
+                            got,
+                            frames[..got.len()]
+                                .iter()
+                                .map(|f| &f[..])
+                                .collect::<Vec<_>>()
+                        );
+                    }
+                    Err(e) => {
+                        assert!(!ends.contains(&len) || len == 0, "cut at {len}: {e}");
+                        assert_useful(&e, len);
+                    }
                 }
             }
+            // A damaged byte may leave a valid capture (a payload or timestamp byte);
+            // otherwise the error is one line. The magic number is always checked.
             for i in 0..data.len() {
                 for flip in [0x01, 0x80, 0xff] {
                     let mut bad = data.clone();
                     bad[i] ^= flip;
-                    let _ = parse_capture(&bad, 2048);
+                    if let Err(e) = parse_capture(&bad, 2048) {
+                        assert!(!e.is_empty() && !e.contains('\n'), "byte {i}: {e:?}");
+                    }
                 }
             }
+            let mut bad = data.clone();
+            bad[0] ^= 0x80;
+            let e = parse_capture(&bad, 2048).err().expect("a bad magic number");
+            assert!(e.starts_with("not a pcap or pcapng file"), "{e}");
         }
     }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use dataplane::packet::{PacketBuf, PacketPool};
 use dataplane::port::ring::{ring_port, RingPeer};
+use dataplane::stats::WorkerCounters;
 use dataplane::wire::{self, FrameSpec, PROTO_TCP, PROTO_UDP};
 use dataplane::{Action, Engine, EngineConfig, PollMode, PortConfig, SessionSpec};
 
@@ -24,7 +25,13 @@ pub struct Device {
     pub engine: Engine,
     pub peers: Vec<RingPeer>,
     pub pool: PacketPool,
+    /// Frames `inject` has put on the ports' rings since the start.
+    pub injected: u64,
 }
+
+/// How long `settle` waits for the workers to finish what was injected: far beyond
+/// what they need, so that only a device that loses or holds a frame fails it.
+pub const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct Setup {
     pub workers: usize,
@@ -87,6 +94,7 @@ impl Device {
             engine,
             peers,
             pool: PacketPool::new(4096, 2048).unwrap(),
+            injected: 0,
         }
     }
 
@@ -94,27 +102,42 @@ impl Device {
     pub fn inject(&mut self, port: usize, frame: &[u8]) {
         let pkt = self.pool.alloc_from(frame).expect("test pool has room");
         self.peers[port].inject(pkt).expect("ring has room");
+        self.injected += 1;
     }
 
-    /// Waits until the device has taken every injected frame and then collects what
-    /// each port sent, by port.
+    /// Waits until the workers have finished every injected frame, then collects
+    /// what each port sent, by port. Panics if they have not within
+    /// `SETTLE_DEADLINE`.
     pub fn settle(&mut self) -> Vec<Vec<Vec<u8>>> {
-        wait_until(Duration::from_secs(5), || {
-            self.peers.iter().all(|p| p.pending_rx() == 0)
-        });
-        // Give the workers a few loops to transmit what they took.
+        let done = wait_until(SETTLE_DEADLINE, || self.all_finished());
+        assert!(
+            done,
+            "the workers did not finish the {} injected frames within {SETTLE_DEADLINE:?}: {:?}",
+            self.injected,
+            self.engine.report().total
+        );
         let mut out: Vec<Vec<Vec<u8>>> = vec![Vec::new(); self.peers.len()];
-        let deadline = Instant::now() + Duration::from_millis(50);
-        while Instant::now() < deadline {
-            for (i, peer) in self.peers.iter_mut().enumerate() {
-                let mut got: Vec<PacketBuf> = Vec::new();
-                peer.collect(&mut got);
-                out[i].extend(got.iter().map(|p| p.data().to_vec()));
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        for (i, peer) in self.peers.iter_mut().enumerate() {
+            let mut got: Vec<PacketBuf> = Vec::new();
+            peer.collect(&mut got);
+            out[i].extend(got.iter().map(|p| p.data().to_vec()));
         }
         out
     }
+
+    /// Whether every injected frame was received and finished: then everything the
+    /// frames caused is on the ports' tx rings.
+    fn all_finished(&self) -> bool {
+        let t = self.engine.report().total;
+        t.rx == self.injected && finished(&t) == t.rx
+    }
+}
+
+/// Received frames the workers are done with: forwarded, dropped, or handed to the
+/// firewall. Equal to `rx` in a report, everything they caused has been transmitted
+/// (a worker answers between loop iterations, after transmitting).
+pub fn finished(t: &WorkerCounters) -> u64 {
+    t.hits + t.misses + t.not_flow + t.malformed + t.rx_no_lif
 }
 
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {

@@ -240,6 +240,17 @@ mod tests {
 
     #[test]
     fn empty_input_still_draws_axes() {
-        well_formed(&svg(&[])).unwrap();
+        let s = svg(&[]);
+        well_formed(&s).unwrap();
+        // The plot area's frame, both axis titles, the first percentile decade and
+        // a latency scale from 0; no data line.
+        assert!(s.contains(r##"fill="none" stroke="#333"/>"##), "{s}");
+        assert!(s.contains(">Percentile</text>"), "{s}");
+        assert!(s.contains(">Latency (µs)</text>"), "{s}");
+        assert!(s.contains(">0%</text>") && s.contains(">90%</text>"), "{s}");
+        let y_ticks = s.matches(r#"text-anchor="end">"#).count();
+        assert!(y_ticks >= 2, "{y_ticks} latency ticks: {s}");
+        assert!(s.contains(r#"text-anchor="end">0</text>"#), "{s}");
+        assert!(!s.contains("<polyline"), "{s}");
     }
 }
