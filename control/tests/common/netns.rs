@@ -38,7 +38,10 @@ fn lab_unavailable() -> Option<String> {
     }
     // Root in a container may still be refused namespaces: that is a missing
     // privilege, not a broken setup. Any other failure here is the test's to report.
-    let probe = format!("offloadd-probe-{}", std::process::id());
+    // Tests of one binary run at once: each probe has a name of its own.
+    static PROBES: AtomicU32 = AtomicU32::new(0);
+    let n = PROBES.fetch_add(1, Ordering::Relaxed);
+    let probe = format!("offloadd-probe-{}-{n}", std::process::id());
     match ip(&["netns", "add", &probe]) {
         Ok(()) => {
             ip(&["netns", "del", &probe]).expect("remove the probe namespace");
