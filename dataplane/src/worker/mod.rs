@@ -259,7 +259,7 @@ pub struct Worker {
     lif_port: Box<[u8; 1 << 16]>,
     learner: neighbours::Learner,
     /// Worker 0 only: next-hop resolution.
-    resolver: Option<neighbours::Resolver>,
+    resolver: Option<Box<neighbours::Resolver>>,
 }
 
 impl Worker {
@@ -283,11 +283,11 @@ impl Worker {
         }
         let resolver = if id == 0 {
             let sources = request_sources(&ports, &plan.neighbour);
-            Some(neighbours::Resolver::new(
+            Some(Box::new(neighbours::Resolver::new(
                 &plan.neighbours,
                 &plan.neighbour,
                 sources,
-            )?)
+            )?))
         } else {
             None
         };

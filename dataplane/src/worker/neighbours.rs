@@ -162,19 +162,22 @@ impl Worker {
 
     /// Worker 0, every `RESOLVE_PERIOD_NS`: takes what was heard, runs the timers,
     /// sends requests and publishes changes. Returns the requests sent.
+    #[inline]
     pub(super) fn resolve(&mut self) -> usize {
-        let Some(mut r) = self.resolver.take() else {
-            return 0;
-        };
-        let mut sent = 0;
-        if self.clock.ns >= r.next_run_ns {
-            r.next_run_ns = self.clock.ns + RESOLVE_PERIOD_NS;
-            sent = self.run_resolver(&mut r);
+        // Checked in place first: the common case (not due, or not worker 0) moves
+        // nothing.
+        match &self.resolver {
+            Some(r) if self.clock.ns >= r.next_run_ns => {}
+            _ => return 0,
         }
+        let mut r = self.resolver.take().expect("checked above");
+        r.next_run_ns = self.clock.ns + RESOLVE_PERIOD_NS;
+        let sent = self.run_resolver(&mut r);
         self.resolver = Some(r);
         sent
     }
 
+    #[cold]
     fn run_resolver(&mut self, r: &mut Resolver) -> usize {
         let table = self.plan.neighbours.clone();
         let now = table.now_ns();
