@@ -12,6 +12,7 @@ pub mod certs;
 pub mod client;
 pub mod closed_feed;
 pub mod config;
+pub mod connections;
 pub mod delivery;
 pub mod device;
 pub mod directory;

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dataplane::engine::StopReport;
-use futures::StreamExt;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::admin::Admin;
 use crate::config::Config;
+use crate::connections::{accept_loop, CallsLayer};
 use crate::delivery::DeliveryLayer;
 use crate::device::{start_engine, Device, RingEnd};
 use crate::service::SessionTable;
@@ -151,15 +151,10 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
             .tls_config(t)
             .map_err(|e| format!("TLS setup failed: {}", crate::client::error_chain(&e)))?;
     }
-    let incoming = futures::stream::select_all(listeners.into_iter().map(TcpListenerStream::new))
-        .map(|conn| {
-            if let Ok(s) = &conn {
-                let _ = s.set_nodelay(true);
-            }
-            conn
-        });
+    let incoming = accept_all(listeners, &device);
     let (tx, rx) = oneshot::channel::<()>();
     let router = builder
+        .layer(CallsLayer)
         .layer(DeliveryLayer::new())
         .layer(TrailersLayer::new())
         .add_service(v2)
@@ -184,6 +179,19 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
         simulator,
         ring_ends: kept,
     })
+}
+
+/// The connections accepted on every listener, within `api.max_connections`; the
+/// listeners close when the server drops the stream.
+fn accept_all(
+    listeners: Vec<TcpListener>,
+    device: &Arc<Device>,
+) -> ReceiverStream<std::io::Result<crate::connections::Connection>> {
+    let (tx, rx) = mpsc::channel(16);
+    for l in listeners {
+        tokio::spawn(accept_loop(l, device.clone(), tx.clone()));
+    }
+    ReceiverStream::new(rx)
 }
 
 impl RunningDevice {

@@ -37,6 +37,7 @@ pub fn to_json(s: &Stats) -> Value {
         "sessions": s.sessions,
         "closed_pending": s.closed_pending,
         "closed_streams": s.closed_streams,
+        "connections_open": s.connections_open,
         "counters": counters_json(&s.counters),
         "worker_stats": s.worker_stats.iter().map(|w| json!({
             "worker": w.worker,
@@ -69,14 +70,15 @@ pub fn uptime(secs: u64) -> String {
 pub fn to_text(s: &Stats) -> String {
     let mut out = format!(
         "offloadd {}, up {}, {} workers\nsessions {} of {} (closed, waiting for GetClosedSessions: {}; \
-         GetClosedSessions streams open: {})\n\n",
+         GetClosedSessions streams open: {})\nAPI connections open: {}\n\n",
         s.version,
         uptime(s.uptime_seconds),
         s.workers,
         s.sessions,
         s.max_sessions,
         s.closed_pending,
-        s.closed_streams
+        s.closed_streams,
+        s.connections_open
     );
 
     // Counters: one row per name, the device total then each worker.
@@ -172,6 +174,7 @@ pub mod tests {
             sessions: 4,
             closed_pending: 1,
             closed_streams: 2,
+            connections_open: 3,
             counters: vec![c("rx", 100), c("misses", 7), c("closed_timeout", 2)],
             worker_stats: vec![WorkerStats {
                 worker: 0,
