@@ -75,6 +75,8 @@ impl Admin {
                 .counters
                 .closed_streams_open
                 .load(std::sync::atomic::Ordering::Relaxed),
+            boot_id: d.boot.id.clone(),
+            start_time: d.boot.start_time_unix(),
             connections_open: d
                 .counters
                 .connections_open

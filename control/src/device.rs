@@ -99,6 +99,8 @@ pub struct Device {
     pub config: Config,
     pub counters: ControlCounters,
     pub started: Instant,
+    /// This start's id and wall-clock time, told to every client.
+    pub boot: crate::boot::Boot,
     /// Port roles for the admin service, in engine port order.
     pub port_roles: Vec<String>,
     /// Accepted sessions are told to the traffic simulator, when it runs.
@@ -296,6 +298,7 @@ impl Device {
             config,
             counters: ControlCounters::default(),
             started: Instant::now(),
+            boot: crate::boot::Boot::new(),
             port_roles,
             simulator: None,
             refusal_log: RefusalLog::default(),

@@ -8,6 +8,7 @@
 pub mod add_session;
 pub mod admin;
 pub mod body_layer;
+pub mod boot;
 pub mod certs;
 pub mod client;
 pub mod closed_feed;

@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::admin::Admin;
+use crate::boot::BootLayer;
 use crate::config::Config;
 use crate::connections::{accept_loop, CallsLayer};
 use crate::delivery::DeliveryLayer;
@@ -155,6 +156,7 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
     let (tx, rx) = oneshot::channel::<()>();
     let router = builder
         .layer(CallsLayer)
+        .layer(BootLayer::new(&device.boot))
         .layer(DeliveryLayer::new())
         .layer(TrailersLayer::new())
         .add_service(v2)
@@ -168,6 +170,7 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
         tls = !device.config.api.plaintext,
         workers = device.engine.workers(),
         max_sessions = device.config.dataplane.max_sessions,
+        boot_id = %device.boot.id,
         "offloadd serving openoffload.v1/v2.SessionTable and offloadd.admin.v1.Admin"
     );
     Ok(RunningDevice {
@@ -179,6 +182,36 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
         simulator,
         ring_ends: kept,
     })
+}
+
+/// Most session ids named in the log when stopping drops sessions.
+const DROPPED_IDS_LOGGED: usize = 100;
+
+/// A stop loses every session (live, or closed and not yet delivered): the log names
+/// them, so an operator can tell the firewall which to take back.
+fn log_dropped_sessions(device: &Device) {
+    let total = device.directory.len();
+    if total == 0 {
+        return;
+    }
+    let named: Vec<String> = device
+        .directory
+        .slice(0, DROPPED_IDS_LOGGED)
+        .into_iter()
+        .map(|(id, _)| id.to_string())
+        .collect();
+    let more = total - named.len();
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    tracing::warn!(
+        dropped = total,
+        boot_id = %device.boot.id,
+        "stopping drops {total} sessions: ids {}{more}",
+        named.join(" ")
+    );
 }
 
 /// The connections accepted on every listener, within `api.max_connections`; the
@@ -212,6 +245,7 @@ impl RunningDevice {
         {
             server.abort();
         }
+        log_dropped_sessions(&self.device);
         if let Some(sim) = self.simulator.take() {
             sim.stop();
         }

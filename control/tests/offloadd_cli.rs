@@ -1,9 +1,15 @@
 //! The offloadd binary: bad flags and configs are one-line errors with exit code 2;
-//! a good config serves until SIGTERM and then stops cleanly.
+//! a good config serves until SIGTERM and then stops cleanly, naming the sessions
+//! the stop drops.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
+
+use control::client::{ClientOptions, SessionClient};
 
 fn offloadd(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_offloadd"))
@@ -53,48 +59,113 @@ fn bad_flags_and_configs_exit_2_with_one_line() {
     }
 }
 
-#[test]
-fn serves_then_stops_cleanly_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_offloadd"))
-        .args(["--listen", "127.0.0.1:0", "--plaintext", "--simulate"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .env("RUST_LOG", "info")
-        .spawn()
-        .expect("start offloadd");
-    // Its log, line by line, from a thread: the test waits for "serving" (generous
-    // deadline) rather than for a fixed time.
-    let stderr = child.stderr.take().unwrap();
-    let (line_tx, lines) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if line_tx.send(line).is_err() {
-                break;
+/// A running offloadd and its log, read line by line from a thread so the test waits
+/// for what it expects (generous deadline) rather than for a fixed time.
+struct Offloadd {
+    child: Child,
+    lines: Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+    log: String,
+}
+
+impl Offloadd {
+    fn start(args: &[&str]) -> Offloadd {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_offloadd"))
+            .args(args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .env("RUST_LOG", "info")
+            .spawn()
+            .expect("start offloadd");
+        let stderr = child.stderr.take().unwrap();
+        let (line_tx, lines) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Offloadd {
+            child,
+            lines,
+            reader,
+            log: String::new(),
+        }
+    }
+
+    /// Reads the log until a line contains `text`; that line.
+    fn wait_for(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log += &(line.clone() + "\n");
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("no {text:?} in the log ({e}): {}", self.log),
             }
         }
-    });
-    let mut log = String::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !log.contains("serving") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => log += &(line + "\n"),
-            Err(e) => panic!("no \"serving\" in the log ({e}): {log}"),
+    }
+
+    /// Sends SIGTERM; the exit status and the whole log.
+    fn sigterm(mut self) -> (std::process::ExitStatus, String) {
+        assert!(self.child.try_wait().unwrap().is_none(), "still serving");
+        unsafe {
+            libc_kill(self.child.id() as i32, 15);
         }
+        let status = self.child.wait().unwrap();
+        self.reader.join().unwrap();
+        self.log.extend(self.lines.try_iter().map(|l| l + "\n"));
+        (status, self.log)
     }
-    assert!(child.try_wait().unwrap().is_none(), "still serving");
-    unsafe {
-        libc_kill(child.id() as i32, 15);
-    }
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
-    log.extend(lines.try_iter().map(|l| l + "\n"));
+}
+
+/// The port in the "serving" line (`addrs=[127.0.0.1:PORT]`).
+fn port_of(serving: &str) -> u16 {
+    let at = serving.find("127.0.0.1:").expect("an address") + "127.0.0.1:".len();
+    let digits: String = serving[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().expect("a port")
+}
+
+#[test]
+fn serves_then_stops_cleanly_on_sigterm() {
+    let mut d = Offloadd::start(&["--listen", "127.0.0.1:0", "--plaintext", "--simulate"]);
+    d.wait_for("serving");
+    let (status, log) = d.sigterm();
     assert!(status.success(), "{log}");
     assert!(
         log.contains("closed sessions not delivered to any client: 0"),
         "{log}"
     );
+}
+
+#[test]
+fn sigterm_names_the_sessions_it_drops() {
+    let mut d = Offloadd::start(&["--listen", "127.0.0.1:0", "--plaintext"]);
+    let port = port_of(&d.wait_for("serving"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let o = ClientOptions::new(format!("http://127.0.0.1:{port}"));
+        let mut c = SessionClient::connect(&o).await.expect("connect");
+        let sessions: Vec<_> = (1..=105).map(common::v4).collect();
+        assert_eq!(c.add(sessions).await.unwrap().request_status, 0);
+    });
+    let (status, log) = d.sigterm();
+    assert!(status.success(), "{log}");
+    let first_100: Vec<String> = (1..=100).map(|id| id.to_string()).collect();
+    let expected = format!(
+        "stopping drops 105 sessions: ids {} and 5 more",
+        first_100.join(" ")
+    );
+    assert!(log.contains(&expected), "{log}");
 }
 
 extern "C" {
