@@ -151,6 +151,9 @@ pub struct ApiConfig {
     pub idle_timeout_ms: u64,
     /// Most connections open at once; one accepted beyond is closed at once.
     pub max_connections: usize,
+    /// On SIGTERM/SIGINT, adds are refused and the stop waits up to this long for
+    /// GetClosedSessions to collect the closed records; 0: no drain.
+    pub drain_ms: u64,
     /// Adds sent to a worker in one command at most.
     pub add_batch: usize,
     /// Add commands each worker may have queued or running, all streams together.
@@ -171,6 +174,7 @@ impl Default for ApiConfig {
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 300_000,
             max_connections: 512,
+            drain_ms: 0,
             add_batch: 32,
             add_batches_in_flight: 2,
         }

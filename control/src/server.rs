@@ -184,6 +184,15 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
     })
 }
 
+/// Closed records the device holds: in the feed, and waiting in the workers.
+async fn closed_not_collected(device: &Arc<Device>) -> usize {
+    let d = device.clone();
+    let in_workers = tokio::task::spawn_blocking(move || d.engine.report())
+        .await
+        .map_or(0, |r| r.workers.iter().map(|w| w.closed_waiting).sum());
+    device.feed.len() + in_workers
+}
+
 /// Most session ids named in the log when stopping drops sessions.
 const DROPPED_IDS_LOGGED: usize = 100;
 
@@ -230,6 +239,33 @@ fn accept_all(
 impl RunningDevice {
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The drain before a stop: adds are refused from now on (UNAVAILABLE), and this
+    /// waits up to `api.drain_ms` for GetClosedSessions to collect every closed
+    /// record. The server keeps serving meanwhile.
+    pub async fn drain(&self) {
+        let device = &self.device;
+        device.add_rounds.close();
+        let limit = Duration::from_millis(device.config.api.drain_ms);
+        let deadline = tokio::time::Instant::now() + limit;
+        tracing::info!(
+            closed = closed_not_collected(device).await,
+            "draining: adds refused; waiting up to {} ms for GetClosedSessions",
+            limit.as_millis()
+        );
+        loop {
+            let left = closed_not_collected(device).await;
+            if left == 0 {
+                tracing::info!("drained: every closed record collected");
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("drain time up: {left} closed records not collected");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Stops serving (open follow streams are cut after a grace period), then stops
