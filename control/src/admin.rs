@@ -75,6 +75,12 @@ impl Admin {
                 .counters
                 .closed_streams_open
                 .load(std::sync::atomic::Ordering::Relaxed),
+            boot_id: d.boot.id.clone(),
+            start_time: d.boot.start_time_unix(),
+            connections_open: d
+                .counters
+                .connections_open
+                .load(std::sync::atomic::Ordering::Relaxed),
             counters,
             worker_stats: r
                 .workers
@@ -126,6 +132,11 @@ impl Admin {
             "closed_streams",
             "GetClosedSessions streams open now.",
             s.closed_streams,
+        );
+        gauge(
+            "connections_open",
+            "API connections open now.",
+            s.connections_open,
         );
         gauge("uptime_seconds", "Seconds since start.", s.uptime_seconds);
         let (refusals, others): (Vec<&Counter>, Vec<&Counter>) = s

@@ -146,6 +146,14 @@ pub struct ApiConfig {
     pub max_add_stream: usize,
     /// Time allowed for a TLS handshake.
     pub handshake_timeout_ms: u64,
+    /// A connection with no call open this long (counted from its accept or its last
+    /// call's end, so also one that never sends the HTTP/2 preface) is closed.
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once; one accepted beyond is closed at once.
+    pub max_connections: usize,
+    /// On SIGTERM/SIGINT, adds are refused and the stop waits up to this long for
+    /// GetClosedSessions to collect the closed records; 0: no drain.
+    pub drain_ms: u64,
     /// Adds sent to a worker in one command at most.
     pub add_batch: usize,
     /// Add commands each worker may have queued or running, all streams together.
@@ -164,6 +172,9 @@ impl Default for ApiConfig {
             max_concurrent_streams: 256,
             max_add_stream: 100_000,
             handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+            max_connections: 512,
+            drain_ms: 0,
             add_batch: 32,
             add_batches_in_flight: 2,
         }
@@ -724,6 +735,12 @@ impl Config {
                 "api.add_batches_in_flight = {}: must be 1 to 1024",
                 a.add_batches_in_flight
             ));
+        }
+        if a.idle_timeout_ms == 0 {
+            return bad("api.idle_timeout_ms = 0: must be at least 1".into());
+        }
+        if a.max_connections == 0 {
+            return bad("api.max_connections = 0: must be at least 1".into());
         }
         if a.max_add_stream == 0 {
             return bad("api.max_add_stream = 0: must be at least 1".into());

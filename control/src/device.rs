@@ -51,6 +51,14 @@ pub struct ControlCounters {
     /// GetClosedSessions streams open now (a gauge, not in `list`: the server has not
     /// seen them end).
     pub closed_streams_open: AtomicU64,
+    /// Connections open now (a gauge, not in `list`).
+    pub connections_open: AtomicU64,
+    /// Connections closed at accept: `api.max_connections` were open.
+    pub connections_refused: AtomicU64,
+    /// Connections closed after `api.idle_timeout_ms` without a call.
+    pub connections_closed_idle: AtomicU64,
+    /// Times accept ran out of file descriptors (episodes, not failed accepts).
+    pub accept_fd_limit: AtomicU64,
 }
 
 impl ControlCounters {
@@ -69,6 +77,12 @@ impl ControlCounters {
             ("api_closed_calls", g(&self.closed_calls)),
             ("api_closed_delivered", g(&self.closed_delivered)),
             ("api_closed_given_back", g(&self.closed_given_back)),
+            ("api_connections_refused", g(&self.connections_refused)),
+            (
+                "api_connections_closed_idle",
+                g(&self.connections_closed_idle),
+            ),
+            ("api_accept_fd_limit", g(&self.accept_fd_limit)),
         ]
         .into_iter()
         .map(|(n, v)| (n.to_string(), v))
@@ -85,6 +99,8 @@ pub struct Device {
     pub config: Config,
     pub counters: ControlCounters,
     pub started: Instant,
+    /// This start's id and wall-clock time, told to every client.
+    pub boot: crate::boot::Boot,
     /// Port roles for the admin service, in engine port order.
     pub port_roles: Vec<String>,
     /// Accepted sessions are told to the traffic simulator, when it runs.
@@ -282,6 +298,7 @@ impl Device {
             config,
             counters: ControlCounters::default(),
             started: Instant::now(),
+            boot: crate::boot::Boot::new(),
             port_roles,
             simulator: None,
             refusal_log: RefusalLog::default(),

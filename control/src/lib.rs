@@ -8,10 +8,12 @@
 pub mod add_session;
 pub mod admin;
 pub mod body_layer;
+pub mod boot;
 pub mod certs;
 pub mod client;
 pub mod closed_feed;
 pub mod config;
+pub mod connections;
 pub mod delivery;
 pub mod device;
 pub mod directory;

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dataplane::engine::StopReport;
-use futures::StreamExt;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::admin::Admin;
+use crate::boot::BootLayer;
 use crate::config::Config;
+use crate::connections::{accept_loop, CallsLayer};
 use crate::delivery::DeliveryLayer;
 use crate::device::{start_engine, Device, RingEnd};
 use crate::service::SessionTable;
@@ -151,15 +152,11 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
             .tls_config(t)
             .map_err(|e| format!("TLS setup failed: {}", crate::client::error_chain(&e)))?;
     }
-    let incoming = futures::stream::select_all(listeners.into_iter().map(TcpListenerStream::new))
-        .map(|conn| {
-            if let Ok(s) = &conn {
-                let _ = s.set_nodelay(true);
-            }
-            conn
-        });
+    let incoming = accept_all(listeners, &device);
     let (tx, rx) = oneshot::channel::<()>();
     let router = builder
+        .layer(CallsLayer)
+        .layer(BootLayer::new(&device.boot))
         .layer(DeliveryLayer::new())
         .layer(TrailersLayer::new())
         .add_service(v2)
@@ -173,6 +170,7 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
         tls = !device.config.api.plaintext,
         workers = device.engine.workers(),
         max_sessions = device.config.dataplane.max_sessions,
+        boot_id = %device.boot.id,
         "offloadd serving openoffload.v1/v2.SessionTable and offloadd.admin.v1.Admin"
     );
     Ok(RunningDevice {
@@ -186,9 +184,88 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
     })
 }
 
+/// Closed records the device holds: in the feed, and waiting in the workers.
+async fn closed_not_collected(device: &Arc<Device>) -> usize {
+    let d = device.clone();
+    let in_workers = tokio::task::spawn_blocking(move || d.engine.report())
+        .await
+        .map_or(0, |r| r.workers.iter().map(|w| w.closed_waiting).sum());
+    device.feed.len() + in_workers
+}
+
+/// Most session ids named in the log when stopping drops sessions.
+const DROPPED_IDS_LOGGED: usize = 100;
+
+/// A stop loses every session (live, or closed and not yet delivered): the log names
+/// them, so an operator can tell the firewall which to take back.
+fn log_dropped_sessions(device: &Device) {
+    let total = device.directory.len();
+    if total == 0 {
+        return;
+    }
+    let named: Vec<String> = device
+        .directory
+        .slice(0, DROPPED_IDS_LOGGED)
+        .into_iter()
+        .map(|(id, _)| id.to_string())
+        .collect();
+    let more = total - named.len();
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    tracing::warn!(
+        dropped = total,
+        boot_id = %device.boot.id,
+        "stopping drops {total} sessions: ids {}{more}",
+        named.join(" ")
+    );
+}
+
+/// The connections accepted on every listener, within `api.max_connections`; the
+/// listeners close when the server drops the stream.
+fn accept_all(
+    listeners: Vec<TcpListener>,
+    device: &Arc<Device>,
+) -> ReceiverStream<std::io::Result<crate::connections::Connection>> {
+    let (tx, rx) = mpsc::channel(16);
+    for l in listeners {
+        tokio::spawn(accept_loop(l, device.clone(), tx.clone()));
+    }
+    ReceiverStream::new(rx)
+}
+
 impl RunningDevice {
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The drain before a stop: adds are refused from now on (UNAVAILABLE), and this
+    /// waits up to `api.drain_ms` for GetClosedSessions to collect every closed
+    /// record. The server keeps serving meanwhile.
+    pub async fn drain(&self) {
+        let device = &self.device;
+        device.add_rounds.close();
+        let limit = Duration::from_millis(device.config.api.drain_ms);
+        let deadline = tokio::time::Instant::now() + limit;
+        tracing::info!(
+            closed = closed_not_collected(device).await,
+            "draining: adds refused; waiting up to {} ms for GetClosedSessions",
+            limit.as_millis()
+        );
+        loop {
+            let left = closed_not_collected(device).await;
+            if left == 0 {
+                tracing::info!("drained: every closed record collected");
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("drain time up: {left} closed records not collected");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Stops serving (open follow streams are cut after a grace period), then stops
@@ -204,6 +281,7 @@ impl RunningDevice {
         {
             server.abort();
         }
+        log_dropped_sessions(&self.device);
         if let Some(sim) = self.simulator.take() {
             sim.stop();
         }

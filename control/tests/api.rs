@@ -755,3 +755,82 @@ async fn cache_timeout_zero_is_the_configured_default() {
     );
     dev.stop().await;
 }
+
+/// The boot id and start time in the response metadata: `(id, start time)`.
+fn boot_of(m: &tonic::metadata::MetadataMap) -> (String, u64) {
+    let id = m
+        .get(control::boot::BOOT_ID_HEADER)
+        .expect("a boot id")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let start = m
+        .get(control::boot::START_TIME_HEADER)
+        .expect("a start time")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("seconds");
+    (id, start)
+}
+
+/// Every call of both versions and of the admin service, answered OK or with an
+/// error status, names this start of the device; and the next start has another id.
+async fn boots_seen_by_every_call(dev: &TestDevice) -> (String, u64) {
+    use proto::v1::session_table_client::SessionTableClient as V1;
+    use proto::v2::session_table_client::SessionTableClient as V2;
+    use proto::v2::SessionId;
+    let channel = control::client::connect_channel(&dev.options(ApiVersion::V2))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut v1 = V1::new(channel.clone());
+    let mut v2 = V2::new(channel.clone());
+    let known = SessionId { session_id: 1 };
+    let unknown = SessionId { session_id: 99 };
+    seen.push(boot_of(v1.get_session(known).await.unwrap().metadata()));
+    seen.push(boot_of(v2.get_session(known).await.unwrap().metadata()));
+    // NOT_FOUND (the config asks for it): the metadata of an error status too.
+    seen.push(boot_of(
+        v1.get_session(unknown).await.unwrap_err().metadata(),
+    ));
+    seen.push(boot_of(
+        v2.get_session(unknown).await.unwrap_err().metadata(),
+    ));
+    let stats = control::client::admin(channel)
+        .get_stats(proto::admin::StatsRequest {})
+        .await
+        .unwrap();
+    seen.push(boot_of(stats.metadata()));
+    let stats = stats.into_inner();
+    seen.push((stats.boot_id, stats.start_time));
+    for s in &seen {
+        assert_eq!(s, &seen[0], "{seen:?}");
+    }
+    seen.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_names_the_boot_and_a_restart_changes_it() {
+    let config = "[api]\nunknown_session = \"not-found\"\n";
+    let mut boots = Vec::new();
+    for _ in 0..2 {
+        let dev = TestDevice::start(config).await;
+        let mut c = dev.client(ApiVersion::V2).await;
+        assert_eq!(c.add(vec![v4(1)]).await.unwrap().request_status, 0);
+        let (id, start) = boots_seen_by_every_call(&dev).await;
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            start <= now && now - start < 600,
+            "start {start}, now {now}"
+        );
+        boots.push(id);
+        dev.stop().await;
+    }
+    assert_ne!(boots[0], boots[1], "a restart keeps its boot id");
+}

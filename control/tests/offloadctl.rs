@@ -209,6 +209,14 @@ async fn stats_latency_and_plot() {
     assert_eq!(j["sessions"], 1);
     assert_eq!(j["counters"]["adds"], 1);
     assert_eq!(j["closed_streams"], 0);
+    // This start's boot id and start time, as the device knows them.
+    let boot = dev.device().boot.clone();
+    assert_eq!(j["boot_id"], boot.id.as_str());
+    assert_eq!(j["start_time"], boot.start_time_unix());
+    assert!(
+        text.contains(&format!("boot id {}, started ", boot.id)),
+        "{text}"
+    );
 
     // A following GetClosedSessions stream shows while it is open, and goes with it.
     let mut c = dev.client(control::client::ApiVersion::V2).await;

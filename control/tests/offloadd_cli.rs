@@ -1,9 +1,15 @@
 //! The offloadd binary: bad flags and configs are one-line errors with exit code 2;
-//! a good config serves until SIGTERM and then stops cleanly.
+//! a good config serves until SIGTERM and then stops cleanly, naming the sessions
+//! the stop drops.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
+
+use control::client::{ClientOptions, SessionClient};
 
 fn offloadd(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_offloadd"))
@@ -53,46 +59,209 @@ fn bad_flags_and_configs_exit_2_with_one_line() {
     }
 }
 
-#[test]
-fn serves_then_stops_cleanly_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_offloadd"))
-        .args(["--listen", "127.0.0.1:0", "--plaintext", "--simulate"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .env("RUST_LOG", "info")
-        .spawn()
-        .expect("start offloadd");
-    // Its log, line by line, from a thread: the test waits for "serving" (generous
-    // deadline) rather than for a fixed time.
-    let stderr = child.stderr.take().unwrap();
-    let (line_tx, lines) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if line_tx.send(line).is_err() {
-                break;
+/// A running offloadd and its log, read line by line from a thread so the test waits
+/// for what it expects (generous deadline) rather than for a fixed time.
+struct Offloadd {
+    child: Child,
+    lines: Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+    log: String,
+}
+
+impl Offloadd {
+    fn start(args: &[&str]) -> Offloadd {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_offloadd"))
+            .args(args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .env("RUST_LOG", "info")
+            .spawn()
+            .expect("start offloadd");
+        let stderr = child.stderr.take().unwrap();
+        let (line_tx, lines) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Offloadd {
+            child,
+            lines,
+            reader,
+            log: String::new(),
+        }
+    }
+
+    /// Reads the log until a line contains `text`; that line.
+    fn wait_for(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log += &(line.clone() + "\n");
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("no {text:?} in the log ({e}): {}", self.log),
             }
         }
-    });
-    let mut log = String::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !log.contains("serving") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => log += &(line + "\n"),
-            Err(e) => panic!("no \"serving\" in the log ({e}): {log}"),
+    }
+
+    /// Sends SIGTERM; the exit status and the whole log.
+    fn sigterm(mut self) -> (std::process::ExitStatus, String) {
+        assert!(self.child.try_wait().unwrap().is_none(), "still serving");
+        self.send_sigterm();
+        self.exit()
+    }
+
+    fn send_sigterm(&self) {
+        unsafe {
+            libc_kill(self.child.id() as i32, 15);
         }
     }
-    assert!(child.try_wait().unwrap().is_none(), "still serving");
-    unsafe {
-        libc_kill(child.id() as i32, 15);
+
+    /// Waits for the exit; the exit status and the whole log.
+    fn exit(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        self.reader.join().unwrap();
+        self.log.extend(self.lines.try_iter().map(|l| l + "\n"));
+        (status, self.log)
     }
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
-    log.extend(lines.try_iter().map(|l| l + "\n"));
+}
+
+/// The port in the "serving" line (`addrs=[127.0.0.1:PORT]`).
+fn port_of(serving: &str) -> u16 {
+    let at = serving.find("127.0.0.1:").expect("an address") + "127.0.0.1:".len();
+    let digits: String = serving[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().expect("a port")
+}
+
+#[test]
+fn serves_then_stops_cleanly_on_sigterm() {
+    let mut d = Offloadd::start(&["--listen", "127.0.0.1:0", "--plaintext", "--simulate"]);
+    d.wait_for("serving");
+    let (status, log) = d.sigterm();
     assert!(status.success(), "{log}");
     assert!(
         log.contains("closed sessions not delivered to any client: 0"),
+        "{log}"
+    );
+}
+
+#[test]
+fn sigterm_names_the_sessions_it_drops() {
+    let mut d = Offloadd::start(&["--listen", "127.0.0.1:0", "--plaintext"]);
+    let port = port_of(&d.wait_for("serving"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let o = ClientOptions::new(format!("http://127.0.0.1:{port}"));
+        let mut c = SessionClient::connect(&o).await.expect("connect");
+        let sessions: Vec<_> = (1..=105).map(common::v4).collect();
+        assert_eq!(c.add(sessions).await.unwrap().request_status, 0);
+    });
+    let (status, log) = d.sigterm();
+    assert!(status.success(), "{log}");
+    let first_100: Vec<String> = (1..=100).map(|id| id.to_string()).collect();
+    let expected = format!(
+        "stopping drops 105 sessions: ids {} and 5 more",
+        first_100.join(" ")
+    );
+    assert!(log.contains(&expected), "{log}");
+}
+
+/// A config with a drain of `drain_ms` and a 20 ms timer tick, written into `dir`.
+fn drain_config(dir: &std::path::Path, drain_ms: u64) -> String {
+    let path = dir.join("drain.toml");
+    let text =
+        format!("[api]\nplaintext = true\ndrain_ms = {drain_ms}\n[dataplane]\ntick_ms = 20\n");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Adds session 1 with a 1 s idle timeout and waits until it has closed and its
+/// record waits for GetClosedSessions.
+async fn one_closed_session(port: u16) -> SessionClient {
+    let o = ClientOptions::new(format!("http://127.0.0.1:{port}"));
+    let mut c = SessionClient::connect(&o).await.expect("connect");
+    let mut s = common::v4(1);
+    s.cache_timeout = 1;
+    assert_eq!(c.add(vec![s]).await.unwrap().request_status, 0);
+    let mut admin = control::client::admin(control::client::connect_channel(&o).await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = admin
+            .get_stats(proto::admin::StatsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if stats.closed_pending == 1 {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "session 1 never closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn the_drain_refuses_adds_and_stops_once_the_closed_records_are_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = drain_config(dir.path(), 60_000);
+    let mut d = Offloadd::start(&["--config", &config, "--listen", "127.0.0.1:0"]);
+    let port = port_of(&d.wait_for("serving"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut c = runtime.block_on(one_closed_session(port));
+    let asked = Instant::now();
+    d.send_sigterm();
+    d.wait_for("draining");
+    runtime.block_on(async {
+        let refused = c
+            .add(vec![common::v4(2)])
+            .await
+            .expect_err("an add while draining");
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        let mut closed = c
+            .closed(proto::v2::SessionRequestArgs::default(), false)
+            .await
+            .expect("GetClosedSessions while draining");
+        let first = futures::StreamExt::next(&mut closed).await;
+        assert_eq!(first.expect("a record").expect("ok").session_id, 1);
+    });
+    let (status, log) = d.exit();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("drained: every closed record collected"),
+        "{log}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(50),
+        "waited for the drain time, not for the collection: {log}"
+    );
+}
+
+#[test]
+fn the_drain_ends_at_its_time_limit_when_nobody_collects() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = drain_config(dir.path(), 1000);
+    let mut d = Offloadd::start(&["--config", &config, "--listen", "127.0.0.1:0"]);
+    let port = port_of(&d.wait_for("serving"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(one_closed_session(port));
+    let (status, log) = d.sigterm();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("drain time up: 1 closed records not collected"),
+        "{log}"
+    );
+    assert!(
+        log.contains("closed sessions not delivered to any client: 1"),
         "{log}"
     );
 }

@@ -98,7 +98,7 @@ fn main() -> ExitCode {
     rt.block_on(async move {
         tracing::info!(config = %path.display(), "starting");
         // Before "serving" is logged: a SIGTERM from then on is a clean stop.
-        let signals = match StopSignals::install() {
+        let mut signals = match StopSignals::install() {
             Ok(s) => s,
             Err(e) => return fail(format!("cannot handle SIGTERM/SIGINT: {e}")),
         };
@@ -108,6 +108,12 @@ fn main() -> ExitCode {
         };
         signals.wait().await;
         tracing::info!("stopping");
+        if running.device.config.api.drain_ms > 0 {
+            tokio::select! {
+                _ = running.drain() => {}
+                _ = signals.wait() => tracing::info!("a second signal: stopping without waiting"),
+            }
+        }
         let s = running.shutdown().await;
         tracing::info!(
             closed_undelivered = s.closed_held + s.engine.closed_undelivered,
@@ -139,7 +145,7 @@ impl StopSignals {
         })
     }
 
-    async fn wait(mut self) {
+    async fn wait(&mut self) {
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}

@@ -37,6 +37,9 @@ pub fn to_json(s: &Stats) -> Value {
         "sessions": s.sessions,
         "closed_pending": s.closed_pending,
         "closed_streams": s.closed_streams,
+        "connections_open": s.connections_open,
+        "boot_id": s.boot_id,
+        "start_time": s.start_time,
         "counters": counters_json(&s.counters),
         "worker_stats": s.worker_stats.iter().map(|w| json!({
             "worker": w.worker,
@@ -69,14 +72,20 @@ pub fn uptime(secs: u64) -> String {
 pub fn to_text(s: &Stats) -> String {
     let mut out = format!(
         "offloadd {}, up {}, {} workers\nsessions {} of {} (closed, waiting for GetClosedSessions: {}; \
-         GetClosedSessions streams open: {})\n\n",
+         GetClosedSessions streams open: {})\nAPI connections open: {}\nboot id {}, started {} UTC\n\n",
         s.version,
         uptime(s.uptime_seconds),
         s.workers,
         s.sessions,
         s.max_sessions,
         s.closed_pending,
-        s.closed_streams
+        s.closed_streams,
+        s.connections_open,
+        s.boot_id,
+        crate::output::utc(&prost_types::Timestamp {
+            seconds: s.start_time as i64,
+            nanos: 0
+        })
     );
 
     // Counters: one row per name, the device total then each worker.
@@ -172,6 +181,9 @@ pub mod tests {
             sessions: 4,
             closed_pending: 1,
             closed_streams: 2,
+            connections_open: 3,
+            boot_id: "00112233445566778899aabbccddeeff".into(),
+            start_time: 1_700_000_000,
             counters: vec![c("rx", 100), c("misses", 7), c("closed_timeout", 2)],
             worker_stats: vec![WorkerStats {
                 worker: 0,
@@ -197,6 +209,13 @@ pub mod tests {
         let t = to_text(&sample());
         assert!(
             t.starts_with("offloadd 0.1.0, up 01:02:05, 1 workers\nsessions 4 of 19"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "API connections open: 3\nboot id 00112233445566778899aabbccddeeff, \
+                 started 2023-11-14 22:13:20.000 UTC\n"
+            ),
             "{t}"
         );
         assert!(t.contains("COUNTER         DEVICE   W0"), "{t}");
