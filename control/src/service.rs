@@ -48,11 +48,17 @@ impl SessionTable {
         }
     }
 
+    /// Runs the call on a task of its own: when the client resets the stream, hyper
+    /// drops this future, but the call still ends (its stream yields the reset) and
+    /// removes the sessions it had accepted.
     pub async fn add(
         &self,
-        stream: impl Stream<Item = Result<SessionRequest, Status>> + Unpin,
+        stream: impl Stream<Item = Result<SessionRequest, Status>> + Unpin + Send + 'static,
     ) -> Result<Response<AddSessionResponse>, Status> {
-        AddCall::run(&self.device, stream).await
+        let device = self.device.clone();
+        tokio::spawn(async move { AddCall::run(&device, stream).await })
+            .await
+            .unwrap_or_else(|e| Err(Status::internal(format!("AddSession failed: {e}"))))
     }
 
     pub async fn get(&self, req: Request<SessionId>) -> Result<Response<SessionResponse>, Status> {

@@ -354,60 +354,191 @@ backend = "ring"
     dev.stop().await;
 }
 
-/// The README: a client that cancels its AddSession stream leaves the sessions
-/// already accepted in place and gets its own error. (The contract says a call that
-/// ends non-OK leaves none of its sessions; the device does not roll back.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_add_stream_leaves_the_accepted_sessions() {
-    let dev = TestDevice::start("").await;
+/// Checks that the device holds nothing of `ids`: GetSession and GetAllSessions do
+/// not show them, no closed record of them is reported, and each can be added again.
+async fn none_of_them_left(dev: &TestDevice, c: &mut SessionClient, ids: &[u64]) {
+    for &id in ids {
+        let r = c.get(id).await.unwrap();
+        assert_eq!(
+            r.request_status,
+            RequestStatus::RejectedSessionNonexistent as i32,
+            "session {id} is still there: {r:?}"
+        );
+    }
+    let listed = c.list(args(0, 0, 0)).await.unwrap().session_info;
+    assert!(listed.is_empty(), "still listed: {listed:?}");
+    assert_eq!(dev.device().engine.sessions(), 0, "left in the dataplane");
+    let reported: Vec<u64> = closed_now(c).await.iter().map(|r| r.session_id).collect();
+    assert!(reported.is_empty(), "closed records reported: {reported:?}");
+    let again = c.add(ids.iter().map(|&id| v4(id)).collect()).await.unwrap();
+    assert_eq!(
+        again.request_status, 0,
+        "the ids can be added again: {again:?}"
+    );
+    assert_eq!(
+        c.list(args(0, 0, 0)).await.unwrap().session_info.len(),
+        ids.len()
+    );
+}
+
+/// An AddSession message as raw bytes: a valid SessionRequest, or anything else.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct RawMessage(Vec<u8>);
+
+impl prost::Message for RawMessage {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+fn raw(r: &SessionRequest) -> RawMessage {
+    RawMessage(prost::Message::encode_to_vec(r))
+}
+
+/// One v2 AddSession call whose stream is the given raw messages, over the device's
+/// TLS channel.
+async fn add_raw(
+    dev: &TestDevice,
+    messages: Vec<RawMessage>,
+) -> Result<proto::v2::AddSessionResponse, tonic::Status> {
     let channel = connect_channel(&dev.options(ApiVersion::V2)).await.unwrap();
-    let mut raw = proto::v2::session_table_client::SessionTableClient::new(channel);
-    let (tx, rx) = tokio::sync::mpsc::channel::<SessionRequest>(4);
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<RawMessage, proto::v2::AddSessionResponse>::default();
+    let path = http::uri::PathAndQuery::from_static("/openoffload.v2.SessionTable/AddSession");
+    let request = tonic::Request::new(tokio_stream::iter(messages));
+    grpc.client_streaming(request, path, codec)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// A call that ends non-OK leaves none of its sessions: a client that resets its
+/// AddSession stream after some sessions were accepted (one of them closed since)
+/// finds none of them afterwards.
+///
+/// The client resets the stream the way hyper does for a request body that fails:
+/// its fourth message is over its own encoding limit. (tonic's abort of a call does
+/// not reset the stream: dropping the sender half-closes it, a normal end.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_stream_reset_by_the_client_leaves_none_of_its_sessions() {
+    let mut dev = TestDevice::start_with("[dataplane]\ntick_ms = 20\n", true).await;
+    let channel = connect_channel(&dev.options(ApiVersion::V2)).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<RawMessage>(4);
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(1000);
     let call = tokio::spawn(async move {
-        raw.add_session(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
+        grpc.ready().await.unwrap();
+        let codec = tonic_prost::ProstCodec::<RawMessage, proto::v2::AddSessionResponse>::default();
+        let path = http::uri::PathAndQuery::from_static("/openoffload.v2.SessionTable/AddSession");
+        let request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        grpc.client_streaming(request, path, codec).await
     });
-    tx.send(v4(1)).await.unwrap();
-    tx.send(v4(2)).await.unwrap();
-    // Both are in the workers' tables while the stream is still open.
+    for id in [1, 2, 3] {
+        tx.send(raw(&v4(id))).await.unwrap();
+    }
+    // All three are in the dataplane while the stream is still open (the call answers
+    // for them when it ends); then 3 closes (RST), so its record waits in the feed.
     let device = dev.device();
     wait_for("the streamed sessions in the dataplane", EVENT, || async {
-        (device.engine.sessions() == 2).then_some(())
+        (device.engine.sessions() == 3).then_some(())
     })
     .await;
-    // The client goes away mid-stream.
-    call.abort();
-    assert!(call.await.unwrap_err().is_cancelled());
-    drop(tx);
-    // The server learns of the reset and answers the batches it sent: the sessions
-    // become visible and stay (held for longer than any rollback would take).
+    send(dev.ring("outside"), &pool(), &v4(3), true, RST, 0);
+    feed_holds(&dev, 1).await;
+    // The client's stream breaks: hyper resets it (RST_STREAM).
+    tx.send(RawMessage(vec![0; 2000])).await.unwrap();
+    let e = call.await.unwrap().unwrap_err();
+    assert!(
+        format!("{e:?}").contains("Reset(StreamId(1), INTERNAL_ERROR, User)"),
+        "the client reset its stream: {e:?}"
+    );
+    let device = dev.device();
     let mut c = dev.client(ApiVersion::V2).await;
-    wait_for("the accepted sessions kept", EVENT, || {
-        let mut c = c.clone();
-        async move {
-            let a = c.get(1).await.unwrap().request_status;
-            let b = c.get(2).await.unwrap().request_status;
-            (a == 0 && b == 0).then_some(())
-        }
+    wait_for("the reset call's sessions removed", EVENT, || async {
+        device.directory.is_empty().then_some(())
     })
     .await;
-    tokio::time::sleep(2 * QUIET).await;
-    for id in [1, 2] {
-        assert_eq!(c.get(id).await.unwrap().request_status, 0, "{id} kept");
-    }
-    assert_eq!(device.engine.sessions(), 2);
+    assert!(
+        device.feed.is_empty(),
+        "the closed record of 3 is forgotten"
+    );
+    none_of_them_left(&dev, &mut c, &[1, 2, 3]).await;
     dev.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_than_max_add_stream_sessions_is_resource_exhausted() {
+async fn more_than_max_add_stream_sessions_is_resource_exhausted_and_leaves_none() {
     let dev = TestDevice::start("[api]\nmax_add_stream = 10\n").await;
     let mut c = dev.client(ApiVersion::V2).await;
     let e = c.add((0..11).map(v4).collect()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
     assert!(e.message().contains("api.max_add_stream"), "{e:?}");
+    assert!(
+        e.message()
+            .ends_with("; the 10 sessions of this call that were accepted were removed"),
+        "{e:?}"
+    );
+    none_of_them_left(&dev, &mut c, &(0..10).collect::<Vec<_>>()).await;
     let r = c.add((100..110).map(v4).collect()).await.unwrap();
     assert_eq!(r.request_status, 0, "ten is allowed");
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_add_message_fails_the_call_and_leaves_none() {
+    let dev = TestDevice::start("").await;
+    let mut c = dev.client(ApiVersion::V2).await;
+    // Field 1 (session_id, a varint) with its value cut off.
+    let broken = RawMessage(vec![0x08]);
+    let e = add_raw(&dev, vec![raw(&v4(1)), raw(&v4(2)), broken])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Internal, "{e:?}");
+    assert!(
+        e.message()
+            .ends_with("; the 2 sessions of this call that were accepted were removed"),
+        "{e:?}"
+    );
+    none_of_them_left(&dev, &mut c, &[1, 2]).await;
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_add_message_is_resource_exhausted_and_leaves_none() {
+    let dev = TestDevice::start("[api]\nmax_message_bytes = 4096\n").await;
+    let mut c = dev.client(ApiVersion::V2).await;
+    // A valid request with 5,000 bytes of an unknown field (tag 100, bytes).
+    let mut big = raw(&v4(3));
+    big.0.extend_from_slice(&[0xa2, 0x06, 0x88, 0x27]);
+    big.0.extend(std::iter::repeat_n(0u8, 5000));
+    let e = add_raw(&dev, vec![raw(&v4(1)), raw(&v4(2)), big])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("api.max_message_bytes"), "{e:?}");
+    assert!(
+        e.message()
+            .ends_with("; the 2 sessions of this call that were accepted were removed"),
+        "{e:?}"
+    );
+    none_of_them_left(&dev, &mut c, &[1, 2, 3]).await;
     dev.stop().await;
 }
 
