@@ -9,12 +9,17 @@
 //!
 //! Records move from the engine's channel into the feed on a pump thread, and on
 //! demand before any lookup, under one lock, so a session the worker no longer has
-//! is always found here. The feed holds at most `cap` records: beyond that the pump
-//! stops and the back-pressure reaches the workers (their closed sessions wait in
-//! the table, and a full table refuses adds), so nothing is ever dropped.
+//! is always found here. At most `dataplane.closed_held` records are out of the
+//! workers (in the channel or here) at any time: a worker sends a record only with
+//! room (`Engine::closed_room`), and the feed gives the room back when it forgets a
+//! record (delivered or deleted). Beyond that the back-pressure reaches the workers
+//! (their closed sessions wait in the table, where lookups find them, and a full
+//! table refuses adds), so nothing is ever dropped and no lookup moves a record
+//! past the bound.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
@@ -36,18 +41,26 @@ struct Records {
 pub struct ClosedFeed {
     records: Mutex<Records>,
     source: Receiver<SessionInfo>,
-    cap: usize,
+    /// The workers' room for records: one more for each record forgotten.
+    room: Arc<AtomicUsize>,
     /// Woken when records arrive or come back.
     pub arrived: Notify,
 }
 
 impl ClosedFeed {
-    pub fn new(source: Receiver<SessionInfo>, cap: usize) -> ClosedFeed {
+    pub fn new(source: Receiver<SessionInfo>, room: Arc<AtomicUsize>) -> ClosedFeed {
         ClosedFeed {
             records: Mutex::new(Records::default()),
             source,
-            cap: cap.max(1),
+            room,
             arrived: Notify::new(),
+        }
+    }
+
+    /// `n` records forgotten: the workers may send as many more.
+    fn forgotten(&self, n: usize) {
+        if n > 0 {
+            self.room.fetch_add(n, Ordering::AcqRel);
         }
     }
 
@@ -55,15 +68,12 @@ impl ClosedFeed {
         self.records.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Moves records from the workers into the feed (up to the cap unless `all`);
-    /// how many moved.
-    pub fn pull(&self, all: bool) -> usize {
+    /// Moves the records the workers sent into the feed (the room bounds them); how
+    /// many moved.
+    pub fn pull(&self) -> usize {
         let mut r = self.records();
         let mut moved = 0;
-        while all || r.by_id.len() < self.cap {
-            let Ok(info) = self.source.try_recv() else {
-                break;
-            };
+        while let Ok(info) = self.source.try_recv() {
             r.queue.push_back(info.id);
             r.by_id.insert(info.id, Held { info, taken: false });
             moved += 1;
@@ -77,30 +87,27 @@ impl ClosedFeed {
 
     /// The pump: waits for records from the workers and pulls them in, until `stop`.
     pub fn pump(&self, stop: &std::sync::atomic::AtomicBool) {
-        use std::sync::atomic::Ordering;
         while !stop.load(Ordering::Acquire) {
-            if self.len() >= self.cap {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            }
             let mut sel = crossbeam_channel::Select::new();
             sel.recv(&self.source);
             if sel.ready_timeout(Duration::from_millis(50)).is_ok() {
-                self.pull(false);
+                self.pull();
             }
         }
     }
 
     /// A closed session not yet delivered (taken by a stream or not).
     pub fn find(&self, id: u64) -> Option<SessionInfo> {
-        self.pull(true);
+        self.pull();
         self.records().by_id.get(&id).map(|h| h.info.clone())
     }
 
     /// Forgets a closed session (DeleteSession): it will not be delivered.
     pub fn remove(&self, id: u64) -> Option<SessionInfo> {
-        self.pull(true);
-        self.records().by_id.remove(&id).map(|h| h.info)
+        self.pull();
+        let removed = self.records().by_id.remove(&id).map(|h| h.info);
+        self.forgotten(removed.iter().count());
+        removed
     }
 
     /// The next record for a stream; it stays readable until delivered or given back.
@@ -112,7 +119,7 @@ impl ClosedFeed {
 
     /// Up to `n` next records, in order, under one lock.
     pub fn take_into(&self, n: usize, out: &mut Vec<SessionInfo>) -> usize {
-        self.pull(false);
+        self.pull();
         let mut r = self.records();
         let mut taken = 0;
         while taken < n {
@@ -131,11 +138,15 @@ impl ClosedFeed {
     /// The transport accepted these records: forget them.
     pub fn delivered(&self, ids: impl IntoIterator<Item = u64>) {
         let mut r = self.records();
+        let mut forgotten = 0;
         for id in ids {
             if r.by_id.get(&id).is_some_and(|h| h.taken) {
                 r.by_id.remove(&id);
+                forgotten += 1;
             }
         }
+        drop(r);
+        self.forgotten(forgotten);
     }
 
     /// A stream ended before these were delivered: they are first in line again.
@@ -190,7 +201,7 @@ mod tests {
     #[test]
     fn take_deliver_give_back() {
         let (tx, rx) = crossbeam_channel::bounded(16);
-        let feed = ClosedFeed::new(rx, 100);
+        let feed = ClosedFeed::new(rx, Arc::new(AtomicUsize::new(100)));
         for id in [3, 1, 2] {
             tx.send(info(id)).unwrap();
         }
@@ -209,15 +220,20 @@ mod tests {
     }
 
     #[test]
-    fn cap_leaves_records_with_the_workers_but_lookups_find_them() {
+    fn forgotten_records_give_the_room_back() {
         let (tx, rx) = crossbeam_channel::bounded(16);
-        let feed = ClosedFeed::new(rx, 2);
-        for id in 0..5 {
+        let room = Arc::new(AtomicUsize::new(0));
+        let feed = ClosedFeed::new(rx, room.clone());
+        for id in 0..3 {
             tx.send(info(id)).unwrap();
         }
-        assert_eq!(feed.pull(false), 2);
-        assert_eq!(tx.len(), 3);
-        assert!(feed.find(4).is_some());
-        assert_eq!(feed.len(), 5);
+        assert_eq!(feed.take().unwrap().id, 0);
+        feed.delivered([0]);
+        assert_eq!(room.load(Ordering::Acquire), 1, "delivered");
+        assert!(feed.remove(1).is_some());
+        assert_eq!(room.load(Ordering::Acquire), 2, "deleted");
+        assert!(feed.find(2).is_some());
+        feed.give_back(&[]);
+        assert_eq!(room.load(Ordering::Acquire), 2, "held: no room back");
     }
 }

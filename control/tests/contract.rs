@@ -653,3 +653,102 @@ async fn the_same_5_tuple_on_one_in_lif_with_another_out_lif_already_exists() {
     assert_eq!(c.get(2).await.unwrap().request_status, 2);
     dev.stop().await;
 }
+
+/// Closed records out of the workers (in the engine's channel or the feed).
+fn closed_out(dev: &TestDevice) -> usize {
+    let d = dev.device();
+    d.feed.len() + d.engine.closed().len()
+}
+
+/// `dataplane.closed_held` bounds the closed records out of the workers whatever the
+/// calls: GetAllSessions, GetSession and DeleteSession of closed ids find them (in
+/// the workers' tables beyond the bound) without pulling more out, and every record
+/// is still delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_held_bounds_the_records_out_of_the_workers_whatever_the_calls() {
+    const HELD: usize = 10;
+    const SESSIONS: u64 = 200;
+    let cfg = format!("[dataplane]\nclosed_held = {HELD}\ntick_ms = 20\n");
+    let mut dev = TestDevice::start_with(&cfg, true).await;
+    let mut c = dev.client(ApiVersion::V2).await;
+    let ids: Vec<u64> = (1..=SESSIONS).collect();
+    let a = c.add(ids.iter().map(|&id| v4(id)).collect()).await.unwrap();
+    assert_eq!(a.request_status, 0, "{a:?}");
+    // Room for every frame: the RSTs also go to the firewall ring, which nobody drains.
+    let pool = PacketPool::new(1024, 2048).unwrap();
+    // RSTs in chunks the ring holds, each chunk closed (GetSession) before the next.
+    for chunk in ids.chunks(20) {
+        for &id in chunk {
+            send(dev.ring("outside"), &pool, &v4(id), true, RST, 0);
+        }
+        wait_for("a chunk of sessions closed", EVENT, || {
+            let mut c = c.clone();
+            let dev = &dev;
+            async move {
+                let mut closed = 0;
+                for &id in chunk {
+                    let r = c.get(id).await.unwrap();
+                    closed += (r.session_state == SessionState::Closed as i32) as usize;
+                }
+                assert!(closed_out(dev) <= HELD, "{} out", closed_out(dev));
+                (closed == chunk.len()).then_some(())
+            }
+        })
+        .await;
+    }
+    // GetAllSessions until every session shows closed.
+    wait_for("every session closed", EVENT, || {
+        let mut c = c.clone();
+        let dev = &dev;
+        async move {
+            let all = c.list(args(0, 0, 0)).await.unwrap().session_info;
+            assert!(closed_out(dev) <= HELD, "{} out", closed_out(dev));
+            let closed = all
+                .iter()
+                .filter(|r| r.session_state == SessionState::Closed as i32)
+                .count();
+            (closed == SESSIONS as usize).then_some(())
+        }
+    })
+    .await;
+    for &id in &ids {
+        let r = c.get(id).await.unwrap();
+        assert_eq!(r.session_state, SessionState::Closed as i32, "{r:?}");
+        assert_eq!(r.session_close_code, SessionCloseCode::Rst as i32);
+    }
+    assert!(
+        closed_out(&dev) <= HELD,
+        "after GetSession: {}",
+        closed_out(&dev)
+    );
+    let deleted: Vec<u64> = ids.iter().copied().filter(|id| id % 10 == 0).collect();
+    for &id in &deleted {
+        let r = c.delete(id).await.unwrap();
+        assert_eq!(r.session_id, id, "{r:?}");
+        assert!(
+            closed_out(&dev) <= HELD,
+            "after delete: {}",
+            closed_out(&dev)
+        );
+    }
+    // The readers take the rest, each record once; the deleted never come.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + EVENT;
+    while seen.len() < ids.len() - deleted.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} delivered",
+            seen.len()
+        );
+        for r in closed_now(&mut c).await {
+            assert!(seen.insert(r.session_id), "{} twice", r.session_id);
+        }
+    }
+    assert!(
+        deleted.iter().all(|id| !seen.contains(id)),
+        "a deleted record came"
+    );
+    assert!(dev.device().directory.is_empty());
+    assert_eq!(closed_out(&dev), 0);
+    dev.stop().await;
+}
