@@ -29,6 +29,9 @@ use tokio::sync::Notify;
 struct Held {
     info: SessionInfo,
     taken: bool,
+    /// The stream that took it has handed it to the transport: DeleteSession can no
+    /// longer stop it going out, so it leaves it.
+    sending: bool,
 }
 
 #[derive(Default)]
@@ -75,7 +78,14 @@ impl ClosedFeed {
         let mut moved = 0;
         while let Ok(info) = self.source.try_recv() {
             r.queue.push_back(info.id);
-            r.by_id.insert(info.id, Held { info, taken: false });
+            r.by_id.insert(
+                info.id,
+                Held {
+                    info,
+                    taken: false,
+                    sending: false,
+                },
+            );
             moved += 1;
         }
         drop(r);
@@ -102,10 +112,16 @@ impl ClosedFeed {
         self.records().by_id.get(&id).map(|h| h.info.clone())
     }
 
-    /// Forgets a closed session (DeleteSession): it will not be delivered.
+    /// Forgets a closed session (DeleteSession): it will not be delivered. A record
+    /// already going out (`start_sending`) stays: its stream reports it.
     pub fn remove(&self, id: u64) -> Option<SessionInfo> {
         self.pull();
-        let removed = self.records().by_id.remove(&id).map(|h| h.info);
+        let mut r = self.records();
+        if r.by_id.get(&id).is_some_and(|h| h.sending) {
+            return None;
+        }
+        let removed = r.by_id.remove(&id).map(|h| h.info);
+        drop(r);
         self.forgotten(removed.iter().count());
         removed
     }
@@ -135,18 +151,33 @@ impl ClosedFeed {
         taken
     }
 
-    /// The transport accepted these records: forget them.
-    pub fn delivered(&self, ids: impl IntoIterator<Item = u64>) {
+    /// A stream is about to send this record it took: true if it is still here
+    /// (from now on DeleteSession leaves it); false if it was deleted meanwhile, and
+    /// must not be sent.
+    pub fn start_sending(&self, id: u64) -> bool {
+        match self.records().by_id.get_mut(&id).filter(|h| h.taken) {
+            Some(h) => {
+                h.sending = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The transport accepted these records: forget them. Returns the ids forgotten
+    /// (a record deleted meanwhile is not: its id may belong to a new session).
+    pub fn delivered(&self, ids: impl IntoIterator<Item = u64>) -> Vec<u64> {
         let mut r = self.records();
-        let mut forgotten = 0;
+        let mut forgotten = Vec::new();
         for id in ids {
             if r.by_id.get(&id).is_some_and(|h| h.taken) {
                 r.by_id.remove(&id);
-                forgotten += 1;
+                forgotten.push(id);
             }
         }
         drop(r);
-        self.forgotten(forgotten);
+        self.forgotten(forgotten.len());
+        forgotten
     }
 
     /// A stream ended before these were delivered: they are first in line again.
@@ -155,6 +186,7 @@ impl ClosedFeed {
         for &id in ids.iter().rev() {
             if let Some(h) = r.by_id.get_mut(&id).filter(|h| h.taken) {
                 h.taken = false;
+                h.sending = false;
                 r.queue.push_front(id);
             }
         }
@@ -216,6 +248,23 @@ mod tests {
         assert!(feed.take().is_none());
         assert_eq!(feed.remove(2).unwrap().id, 2);
         feed.delivered([1, 2]);
+        assert!(feed.is_empty());
+    }
+
+    #[test]
+    fn a_record_going_out_is_not_deleted_and_a_deleted_one_does_not_go_out() {
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let feed = ClosedFeed::new(rx, Arc::new(AtomicUsize::new(100)));
+        for id in [1, 2] {
+            tx.send(info(id)).unwrap();
+        }
+        assert_eq!(feed.take().unwrap().id, 1);
+        assert_eq!(feed.take().unwrap().id, 2);
+        assert!(feed.start_sending(1));
+        assert!(feed.remove(1).is_none(), "going out: its stream reports it");
+        assert!(feed.remove(2).is_some(), "taken, not yet going out");
+        assert!(!feed.start_sending(2), "deleted: must not be sent");
+        assert_eq!(feed.delivered([1, 2]), vec![1], "2 was not delivered");
         assert!(feed.is_empty());
     }
 

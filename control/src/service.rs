@@ -181,6 +181,12 @@ fn closed_records(
     futures::stream::unfold(state, move |mut st| async move {
         loop {
             if let Some(info) = st.ready.pop_front() {
+                // A record deleted since it was taken is not sent; one going out is
+                // no longer deletable (`ClosedFeed::start_sending`).
+                if !st.d.feed.start_sending(info.id) {
+                    st.ledger.not_sent(info.id);
+                    continue;
+                }
                 return Some((Ok(wire::response_from_info(&info)), st));
             }
             if st.left == 0 {
