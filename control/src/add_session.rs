@@ -9,6 +9,10 @@
 //!    the time from taking a request to its session being live stays short.
 //! 2. `collect_answers`: every batch's results; refusals are explained and counted.
 //! 3. `response`: the contract's answer (bitmask, statuses, reasons in trailers).
+//!    A call that ends with an error status instead (`api.max_add_stream`, a
+//!    malformed or oversized message, the client cancelling) first removes the
+//!    sessions it had accepted (`roll_back`): the client was told the call failed,
+//!    so none of them may stay.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -59,6 +63,8 @@ pub struct AddCall<'a> {
     sent: usize,
     /// (position in the stream, id, why) of each refused session.
     rejected: Vec<(u32, u64, Refusal)>,
+    /// Ids of the sessions the workers accepted.
+    accepted: Vec<u64>,
     /// Why the call ends with an error status, once known.
     failure: Option<Status>,
     answers_tx: UnboundedSender<BatchAnswer>,
@@ -78,15 +84,19 @@ impl<'a> AddCall<'a> {
             taken: 0,
             sent: 0,
             rejected: Vec::new(),
+            accepted: Vec::new(),
             failure: None,
             answers_tx,
             answers,
         };
         call.take_rounds(stream).await;
         ControlCounters::bump(&device.counters.add_requests, call.taken.into());
-        call.collect_answers().await?;
-        if let Some(status) = call.failure.take() {
-            return Err(status);
+        let failure = match call.collect_answers().await {
+            Err(status) => Some(status),
+            Ok(()) => call.failure.take(),
+        };
+        if let Some(status) = failure {
+            return Err(call.roll_back(status).await);
         }
         tracing::debug!(
             sessions = call.taken,
@@ -131,7 +141,7 @@ impl<'a> AddCall<'a> {
                 None => return (batches, RoundEnd::Drained),
                 Some(None) => return (batches, RoundEnd::Ended),
                 Some(Some(Err(status))) => {
-                    self.failure = Some(status);
+                    self.failure = Some(oversized_is_resource_exhausted(status));
                     return (batches, RoundEnd::Ended);
                 }
                 Some(Some(Ok(req))) => req,
@@ -204,6 +214,7 @@ impl<'a> AddCall<'a> {
                 match r {
                     Ok(()) => {
                         d.directory.confirm(id);
+                        self.accepted.push(id);
                         if let (Some(sim), Some(spec)) = (&d.simulator, specs.get(i)) {
                             let _ = sim.try_send(spec.clone());
                         }
@@ -220,6 +231,38 @@ impl<'a> AddCall<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Removes every session this call had accepted (from its worker, or from the
+    /// closed feed if it closed meanwhile, and from the directory) and returns
+    /// `status` saying so.
+    async fn roll_back(&mut self, status: Status) -> Status {
+        let accepted = std::mem::take(&mut self.accepted);
+        let removed = futures::stream::iter(accepted.iter().copied())
+            .map(|id| self.device.delete(id))
+            .buffer_unordered(ROLLBACK_IN_FLIGHT)
+            .filter(|info| std::future::ready(info.is_some()))
+            .count()
+            .await;
+        tracing::info!(
+            accepted = accepted.len(),
+            removed,
+            status = %status.message(),
+            "AddSession failed; the sessions it had accepted were removed"
+        );
+        let mut message = format!(
+            "{}; the {} sessions of this call that were accepted were removed",
+            status.message(),
+            accepted.len()
+        );
+        if removed < accepted.len() {
+            // Only a session closed and already delivered by GetClosedSessions.
+            message.push_str(&format!(
+                " ({} of them had already closed and been reported)",
+                accepted.len() - removed
+            ));
+        }
+        Status::new(status.code(), message)
     }
 
     /// The answer: the bit of each refused message among the first 64, the status
@@ -261,6 +304,20 @@ impl<'a> AddCall<'a> {
         }
         res
     }
+}
+
+/// How many deletes the rollback of a failed call has in flight at once.
+const ROLLBACK_IN_FLIGHT: usize = 64;
+
+/// tonic answers a message over `api.max_message_bytes` with OUT_OF_RANGE; gRPC's
+/// convention (and its other implementations) say RESOURCE_EXHAUSTED.
+fn oversized_is_resource_exhausted(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange
+        && status.message().contains("message length too large")
+    {
+        return Status::resource_exhausted(format!("{} (api.max_message_bytes)", status.message()));
+    }
+    status
 }
 
 /// The reasons of refused sessions as trailers (see `refusal`).

@@ -9,12 +9,17 @@
 //!
 //! Records move from the engine's channel into the feed on a pump thread, and on
 //! demand before any lookup, under one lock, so a session the worker no longer has
-//! is always found here. The feed holds at most `cap` records: beyond that the pump
-//! stops and the back-pressure reaches the workers (their closed sessions wait in
-//! the table, and a full table refuses adds), so nothing is ever dropped.
+//! is always found here. At most `dataplane.closed_held` records are out of the
+//! workers (in the channel or here) at any time: a worker sends a record only with
+//! room (`Engine::closed_room`), and the feed gives the room back when it forgets a
+//! record (delivered or deleted). Beyond that the back-pressure reaches the workers
+//! (their closed sessions wait in the table, where lookups find them, and a full
+//! table refuses adds), so nothing is ever dropped and no lookup moves a record
+//! past the bound.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
@@ -24,6 +29,9 @@ use tokio::sync::Notify;
 struct Held {
     info: SessionInfo,
     taken: bool,
+    /// The stream that took it has handed it to the transport: DeleteSession can no
+    /// longer stop it going out, so it leaves it.
+    sending: bool,
 }
 
 #[derive(Default)]
@@ -36,18 +44,26 @@ struct Records {
 pub struct ClosedFeed {
     records: Mutex<Records>,
     source: Receiver<SessionInfo>,
-    cap: usize,
+    /// The workers' room for records: one more for each record forgotten.
+    room: Arc<AtomicUsize>,
     /// Woken when records arrive or come back.
     pub arrived: Notify,
 }
 
 impl ClosedFeed {
-    pub fn new(source: Receiver<SessionInfo>, cap: usize) -> ClosedFeed {
+    pub fn new(source: Receiver<SessionInfo>, room: Arc<AtomicUsize>) -> ClosedFeed {
         ClosedFeed {
             records: Mutex::new(Records::default()),
             source,
-            cap: cap.max(1),
+            room,
             arrived: Notify::new(),
+        }
+    }
+
+    /// `n` records forgotten: the workers may send as many more.
+    fn forgotten(&self, n: usize) {
+        if n > 0 {
+            self.room.fetch_add(n, Ordering::AcqRel);
         }
     }
 
@@ -55,17 +71,21 @@ impl ClosedFeed {
         self.records.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Moves records from the workers into the feed (up to the cap unless `all`);
-    /// how many moved.
-    pub fn pull(&self, all: bool) -> usize {
+    /// Moves the records the workers sent into the feed (the room bounds them); how
+    /// many moved.
+    pub fn pull(&self) -> usize {
         let mut r = self.records();
         let mut moved = 0;
-        while all || r.by_id.len() < self.cap {
-            let Ok(info) = self.source.try_recv() else {
-                break;
-            };
+        while let Ok(info) = self.source.try_recv() {
             r.queue.push_back(info.id);
-            r.by_id.insert(info.id, Held { info, taken: false });
+            r.by_id.insert(
+                info.id,
+                Held {
+                    info,
+                    taken: false,
+                    sending: false,
+                },
+            );
             moved += 1;
         }
         drop(r);
@@ -77,30 +97,33 @@ impl ClosedFeed {
 
     /// The pump: waits for records from the workers and pulls them in, until `stop`.
     pub fn pump(&self, stop: &std::sync::atomic::AtomicBool) {
-        use std::sync::atomic::Ordering;
         while !stop.load(Ordering::Acquire) {
-            if self.len() >= self.cap {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            }
             let mut sel = crossbeam_channel::Select::new();
             sel.recv(&self.source);
             if sel.ready_timeout(Duration::from_millis(50)).is_ok() {
-                self.pull(false);
+                self.pull();
             }
         }
     }
 
     /// A closed session not yet delivered (taken by a stream or not).
     pub fn find(&self, id: u64) -> Option<SessionInfo> {
-        self.pull(true);
+        self.pull();
         self.records().by_id.get(&id).map(|h| h.info.clone())
     }
 
-    /// Forgets a closed session (DeleteSession): it will not be delivered.
+    /// Forgets a closed session (DeleteSession): it will not be delivered. A record
+    /// already going out (`start_sending`) stays: its stream reports it.
     pub fn remove(&self, id: u64) -> Option<SessionInfo> {
-        self.pull(true);
-        self.records().by_id.remove(&id).map(|h| h.info)
+        self.pull();
+        let mut r = self.records();
+        if r.by_id.get(&id).is_some_and(|h| h.sending) {
+            return None;
+        }
+        let removed = r.by_id.remove(&id).map(|h| h.info);
+        drop(r);
+        self.forgotten(removed.iter().count());
+        removed
     }
 
     /// The next record for a stream; it stays readable until delivered or given back.
@@ -112,7 +135,7 @@ impl ClosedFeed {
 
     /// Up to `n` next records, in order, under one lock.
     pub fn take_into(&self, n: usize, out: &mut Vec<SessionInfo>) -> usize {
-        self.pull(false);
+        self.pull();
         let mut r = self.records();
         let mut taken = 0;
         while taken < n {
@@ -128,14 +151,33 @@ impl ClosedFeed {
         taken
     }
 
-    /// The transport accepted these records: forget them.
-    pub fn delivered(&self, ids: impl IntoIterator<Item = u64>) {
+    /// A stream is about to send this record it took: true if it is still here
+    /// (from now on DeleteSession leaves it); false if it was deleted meanwhile, and
+    /// must not be sent.
+    pub fn start_sending(&self, id: u64) -> bool {
+        match self.records().by_id.get_mut(&id).filter(|h| h.taken) {
+            Some(h) => {
+                h.sending = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The transport accepted these records: forget them. Returns the ids forgotten
+    /// (a record deleted meanwhile is not: its id may belong to a new session).
+    pub fn delivered(&self, ids: impl IntoIterator<Item = u64>) -> Vec<u64> {
         let mut r = self.records();
+        let mut forgotten = Vec::new();
         for id in ids {
             if r.by_id.get(&id).is_some_and(|h| h.taken) {
                 r.by_id.remove(&id);
+                forgotten.push(id);
             }
         }
+        drop(r);
+        self.forgotten(forgotten.len());
+        forgotten
     }
 
     /// A stream ended before these were delivered: they are first in line again.
@@ -144,6 +186,7 @@ impl ClosedFeed {
         for &id in ids.iter().rev() {
             if let Some(h) = r.by_id.get_mut(&id).filter(|h| h.taken) {
                 h.taken = false;
+                h.sending = false;
                 r.queue.push_front(id);
             }
         }
@@ -190,7 +233,7 @@ mod tests {
     #[test]
     fn take_deliver_give_back() {
         let (tx, rx) = crossbeam_channel::bounded(16);
-        let feed = ClosedFeed::new(rx, 100);
+        let feed = ClosedFeed::new(rx, Arc::new(AtomicUsize::new(100)));
         for id in [3, 1, 2] {
             tx.send(info(id)).unwrap();
         }
@@ -209,15 +252,37 @@ mod tests {
     }
 
     #[test]
-    fn cap_leaves_records_with_the_workers_but_lookups_find_them() {
+    fn a_record_going_out_is_not_deleted_and_a_deleted_one_does_not_go_out() {
         let (tx, rx) = crossbeam_channel::bounded(16);
-        let feed = ClosedFeed::new(rx, 2);
-        for id in 0..5 {
+        let feed = ClosedFeed::new(rx, Arc::new(AtomicUsize::new(100)));
+        for id in [1, 2] {
             tx.send(info(id)).unwrap();
         }
-        assert_eq!(feed.pull(false), 2);
-        assert_eq!(tx.len(), 3);
-        assert!(feed.find(4).is_some());
-        assert_eq!(feed.len(), 5);
+        assert_eq!(feed.take().unwrap().id, 1);
+        assert_eq!(feed.take().unwrap().id, 2);
+        assert!(feed.start_sending(1));
+        assert!(feed.remove(1).is_none(), "going out: its stream reports it");
+        assert!(feed.remove(2).is_some(), "taken, not yet going out");
+        assert!(!feed.start_sending(2), "deleted: must not be sent");
+        assert_eq!(feed.delivered([1, 2]), vec![1], "2 was not delivered");
+        assert!(feed.is_empty());
+    }
+
+    #[test]
+    fn forgotten_records_give_the_room_back() {
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let room = Arc::new(AtomicUsize::new(0));
+        let feed = ClosedFeed::new(rx, room.clone());
+        for id in 0..3 {
+            tx.send(info(id)).unwrap();
+        }
+        assert_eq!(feed.take().unwrap().id, 0);
+        feed.delivered([0]);
+        assert_eq!(room.load(Ordering::Acquire), 1, "delivered");
+        assert!(feed.remove(1).is_some());
+        assert_eq!(room.load(Ordering::Acquire), 2, "deleted");
+        assert!(feed.find(2).is_some());
+        feed.give_back(&[]);
+        assert_eq!(room.load(Ordering::Acquire), 2, "held: no room back");
     }
 }

@@ -655,6 +655,7 @@ impl Config {
         if let Some(l) = &o.listen {
             c.api.listen = l.clone();
         }
+        let plaintext_in_config = c.api.plaintext;
         c.api.plaintext |= o.plaintext;
         if let Some(m) = o.max_sessions {
             c.dataplane.max_sessions = m;
@@ -670,6 +671,7 @@ impl Config {
             c.dataplane.collector_port = Some("collector".into());
         }
         c.resolve_paths(base);
+        check_plaintext_without_client_ca(&c, o.plaintext, plaintext_in_config)?;
         c.check()?;
         Ok(c)
     }
@@ -977,6 +979,27 @@ impl Config {
 }
 
 /// A port's `addresses`: unicast, at most one of each family.
+/// Client certificates need TLS: serving plaintext with `tls.client_ca` set would
+/// silently drop the client authentication the config asks for.
+fn check_plaintext_without_client_ca(
+    c: &Config,
+    flag: bool,
+    in_config: bool,
+) -> Result<(), ConfigError> {
+    let Some(ca) = &c.tls.client_ca else {
+        return Ok(());
+    };
+    let plaintext = match (flag, in_config) {
+        (true, _) => "--plaintext",
+        (false, true) => "api.plaintext = true",
+        (false, false) => return Ok(()),
+    };
+    Err(ConfigError(format!(
+        "{plaintext} with tls.client_ca = {:?}: client certificates need TLS; drop one of them",
+        ca.display().to_string()
+    )))
+}
+
 fn check_port_addresses(key: &str, addrs: &[IpAddr]) -> Result<(), ConfigError> {
     let bad = |s: String| Err(ConfigError(s));
     for a in addrs {
@@ -1026,6 +1049,31 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/offloadd"), &Overrides::default())
+    }
+
+    #[test]
+    fn plaintext_with_a_client_ca_is_refused_naming_both() {
+        let ca = "[tls]\nclient_ca = \"ca.crt\"\n";
+        let flag = Overrides {
+            plaintext: true,
+            ..Overrides::default()
+        };
+        let e = Config::parse(ca, Path::new("/etc/offloadd"), &flag).unwrap_err();
+        assert!(e.0.starts_with("--plaintext with tls.client_ca"), "{e:?}");
+        let e = parse(&format!("[api]\nplaintext = true\n{ca}")).unwrap_err();
+        assert!(
+            e.0.starts_with("api.plaintext = true with tls.client_ca"),
+            "{e:?}"
+        );
+        assert!(
+            e.0.contains("/etc/offloadd/ca.crt") && !e.0.contains('\n'),
+            "{e:?}"
+        );
+        assert!(parse(ca).is_ok(), "TLS with a client CA");
+        assert!(
+            parse("[api]\nplaintext = true\n").is_ok(),
+            "plaintext alone"
+        );
     }
 
     #[test]

@@ -49,6 +49,14 @@ impl Ledger {
         self.taken().extend(ids);
     }
 
+    /// A record taken was deleted before it was sent: it will not be.
+    pub fn not_sent(&self, id: u64) {
+        let mut t = self.taken();
+        if let Some(p) = t.iter().position(|&x| x == id) {
+            t.remove(p);
+        }
+    }
+
     /// The first `n` records sent are in the transport.
     fn delivered(&self, n: usize) {
         let ids: Vec<u64> = {
@@ -60,8 +68,8 @@ impl Ledger {
             return;
         }
         let d = &self.device;
-        d.feed.delivered(ids.iter().copied());
-        for &id in &ids {
+        // Only ids whose record this was: a deleted one may name a new session.
+        for id in d.feed.delivered(ids.iter().copied()) {
             d.directory.remove(id);
         }
         ControlCounters::bump(&d.counters.closed_delivered, ids.len() as u64);

@@ -210,6 +210,7 @@ pub fn start_engine(c: &Config) -> Result<(Engine, Vec<RingEnd>), String> {
     ec.collector_port = d.collector_port.as_deref().and_then(|n| c.port_index(n));
     ec.command_queue = d.command_queue;
     ec.closed_queue = d.closed_queue;
+    ec.closed_held = d.closed_held;
     ec.realtime_priority = (d.realtime_priority > 0).then_some(d.realtime_priority);
     ec.next_hops = c
         .next_hops
@@ -269,7 +270,7 @@ fn dpdk_eal(c: &Config) -> Result<Option<dataplane::port::dpdk::Eal>, String> {
 
 impl Device {
     pub fn new(engine: Engine, config: Config) -> Device {
-        let feed = ClosedFeed::new(engine.closed().clone(), config.dataplane.closed_held);
+        let feed = ClosedFeed::new(engine.closed().clone(), engine.closed_room().clone());
         let port_roles = config
             .ports
             .iter()

@@ -48,11 +48,17 @@ impl SessionTable {
         }
     }
 
+    /// Runs the call on a task of its own: when the client resets the stream, hyper
+    /// drops this future, but the call still ends (its stream yields the reset) and
+    /// removes the sessions it had accepted.
     pub async fn add(
         &self,
-        stream: impl Stream<Item = Result<SessionRequest, Status>> + Unpin,
+        stream: impl Stream<Item = Result<SessionRequest, Status>> + Unpin + Send + 'static,
     ) -> Result<Response<AddSessionResponse>, Status> {
-        AddCall::run(&self.device, stream).await
+        let device = self.device.clone();
+        tokio::spawn(async move { AddCall::run(&device, stream).await })
+            .await
+            .unwrap_or_else(|e| Err(Status::internal(format!("AddSession failed: {e}"))))
     }
 
     pub async fn get(&self, req: Request<SessionId>) -> Result<Response<SessionResponse>, Status> {
@@ -175,6 +181,12 @@ fn closed_records(
     futures::stream::unfold(state, move |mut st| async move {
         loop {
             if let Some(info) = st.ready.pop_front() {
+                // A record deleted since it was taken is not sent; one going out is
+                // no longer deletable (`ClosedFeed::start_sending`).
+                if !st.d.feed.start_sending(info.id) {
+                    st.ledger.not_sent(info.id);
+                    continue;
+                }
                 return Some((Ok(wire::response_from_info(&info)), st));
             }
             if st.left == 0 {

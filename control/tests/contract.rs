@@ -354,60 +354,191 @@ backend = "ring"
     dev.stop().await;
 }
 
-/// The README: a client that cancels its AddSession stream leaves the sessions
-/// already accepted in place and gets its own error. (The contract says a call that
-/// ends non-OK leaves none of its sessions; the device does not roll back.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_add_stream_leaves_the_accepted_sessions() {
-    let dev = TestDevice::start("").await;
+/// Checks that the device holds nothing of `ids`: GetSession and GetAllSessions do
+/// not show them, no closed record of them is reported, and each can be added again.
+async fn none_of_them_left(dev: &TestDevice, c: &mut SessionClient, ids: &[u64]) {
+    for &id in ids {
+        let r = c.get(id).await.unwrap();
+        assert_eq!(
+            r.request_status,
+            RequestStatus::RejectedSessionNonexistent as i32,
+            "session {id} is still there: {r:?}"
+        );
+    }
+    let listed = c.list(args(0, 0, 0)).await.unwrap().session_info;
+    assert!(listed.is_empty(), "still listed: {listed:?}");
+    assert_eq!(dev.device().engine.sessions(), 0, "left in the dataplane");
+    let reported: Vec<u64> = closed_now(c).await.iter().map(|r| r.session_id).collect();
+    assert!(reported.is_empty(), "closed records reported: {reported:?}");
+    let again = c.add(ids.iter().map(|&id| v4(id)).collect()).await.unwrap();
+    assert_eq!(
+        again.request_status, 0,
+        "the ids can be added again: {again:?}"
+    );
+    assert_eq!(
+        c.list(args(0, 0, 0)).await.unwrap().session_info.len(),
+        ids.len()
+    );
+}
+
+/// An AddSession message as raw bytes: a valid SessionRequest, or anything else.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct RawMessage(Vec<u8>);
+
+impl prost::Message for RawMessage {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+fn raw(r: &SessionRequest) -> RawMessage {
+    RawMessage(prost::Message::encode_to_vec(r))
+}
+
+/// One v2 AddSession call whose stream is the given raw messages, over the device's
+/// TLS channel.
+async fn add_raw(
+    dev: &TestDevice,
+    messages: Vec<RawMessage>,
+) -> Result<proto::v2::AddSessionResponse, tonic::Status> {
     let channel = connect_channel(&dev.options(ApiVersion::V2)).await.unwrap();
-    let mut raw = proto::v2::session_table_client::SessionTableClient::new(channel);
-    let (tx, rx) = tokio::sync::mpsc::channel::<SessionRequest>(4);
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<RawMessage, proto::v2::AddSessionResponse>::default();
+    let path = http::uri::PathAndQuery::from_static("/openoffload.v2.SessionTable/AddSession");
+    let request = tonic::Request::new(tokio_stream::iter(messages));
+    grpc.client_streaming(request, path, codec)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// A call that ends non-OK leaves none of its sessions: a client that resets its
+/// AddSession stream after some sessions were accepted (one of them closed since)
+/// finds none of them afterwards.
+///
+/// The client resets the stream the way hyper does for a request body that fails:
+/// its fourth message is over its own encoding limit. (tonic's abort of a call does
+/// not reset the stream: dropping the sender half-closes it, a normal end.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_stream_reset_by_the_client_leaves_none_of_its_sessions() {
+    let mut dev = TestDevice::start_with("[dataplane]\ntick_ms = 20\n", true).await;
+    let channel = connect_channel(&dev.options(ApiVersion::V2)).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<RawMessage>(4);
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(1000);
     let call = tokio::spawn(async move {
-        raw.add_session(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
+        grpc.ready().await.unwrap();
+        let codec = tonic_prost::ProstCodec::<RawMessage, proto::v2::AddSessionResponse>::default();
+        let path = http::uri::PathAndQuery::from_static("/openoffload.v2.SessionTable/AddSession");
+        let request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        grpc.client_streaming(request, path, codec).await
     });
-    tx.send(v4(1)).await.unwrap();
-    tx.send(v4(2)).await.unwrap();
-    // Both are in the workers' tables while the stream is still open.
+    for id in [1, 2, 3] {
+        tx.send(raw(&v4(id))).await.unwrap();
+    }
+    // All three are in the dataplane while the stream is still open (the call answers
+    // for them when it ends); then 3 closes (RST), so its record waits in the feed.
     let device = dev.device();
     wait_for("the streamed sessions in the dataplane", EVENT, || async {
-        (device.engine.sessions() == 2).then_some(())
+        (device.engine.sessions() == 3).then_some(())
     })
     .await;
-    // The client goes away mid-stream.
-    call.abort();
-    assert!(call.await.unwrap_err().is_cancelled());
-    drop(tx);
-    // The server learns of the reset and answers the batches it sent: the sessions
-    // become visible and stay (held for longer than any rollback would take).
+    send(dev.ring("outside"), &pool(), &v4(3), true, RST, 0);
+    feed_holds(&dev, 1).await;
+    // The client's stream breaks: hyper resets it (RST_STREAM).
+    tx.send(RawMessage(vec![0; 2000])).await.unwrap();
+    let e = call.await.unwrap().unwrap_err();
+    assert!(
+        format!("{e:?}").contains("Reset(StreamId(1), INTERNAL_ERROR, User)"),
+        "the client reset its stream: {e:?}"
+    );
+    let device = dev.device();
     let mut c = dev.client(ApiVersion::V2).await;
-    wait_for("the accepted sessions kept", EVENT, || {
-        let mut c = c.clone();
-        async move {
-            let a = c.get(1).await.unwrap().request_status;
-            let b = c.get(2).await.unwrap().request_status;
-            (a == 0 && b == 0).then_some(())
-        }
+    wait_for("the reset call's sessions removed", EVENT, || async {
+        device.directory.is_empty().then_some(())
     })
     .await;
-    tokio::time::sleep(2 * QUIET).await;
-    for id in [1, 2] {
-        assert_eq!(c.get(id).await.unwrap().request_status, 0, "{id} kept");
-    }
-    assert_eq!(device.engine.sessions(), 2);
+    assert!(
+        device.feed.is_empty(),
+        "the closed record of 3 is forgotten"
+    );
+    none_of_them_left(&dev, &mut c, &[1, 2, 3]).await;
     dev.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_than_max_add_stream_sessions_is_resource_exhausted() {
+async fn more_than_max_add_stream_sessions_is_resource_exhausted_and_leaves_none() {
     let dev = TestDevice::start("[api]\nmax_add_stream = 10\n").await;
     let mut c = dev.client(ApiVersion::V2).await;
     let e = c.add((0..11).map(v4).collect()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
     assert!(e.message().contains("api.max_add_stream"), "{e:?}");
+    assert!(
+        e.message()
+            .ends_with("; the 10 sessions of this call that were accepted were removed"),
+        "{e:?}"
+    );
+    none_of_them_left(&dev, &mut c, &(0..10).collect::<Vec<_>>()).await;
     let r = c.add((100..110).map(v4).collect()).await.unwrap();
     assert_eq!(r.request_status, 0, "ten is allowed");
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_add_message_fails_the_call_and_leaves_none() {
+    let dev = TestDevice::start("").await;
+    let mut c = dev.client(ApiVersion::V2).await;
+    // Field 1 (session_id, a varint) with its value cut off.
+    let broken = RawMessage(vec![0x08]);
+    let e = add_raw(&dev, vec![raw(&v4(1)), raw(&v4(2)), broken])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Internal, "{e:?}");
+    assert!(
+        e.message()
+            .ends_with("; the 2 sessions of this call that were accepted were removed"),
+        "{e:?}"
+    );
+    none_of_them_left(&dev, &mut c, &[1, 2]).await;
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_add_message_is_resource_exhausted_and_leaves_none() {
+    let dev = TestDevice::start("[api]\nmax_message_bytes = 4096\n").await;
+    let mut c = dev.client(ApiVersion::V2).await;
+    // A valid request with 5,000 bytes of an unknown field (tag 100, bytes).
+    let mut big = raw(&v4(3));
+    big.0.extend_from_slice(&[0xa2, 0x06, 0x88, 0x27]);
+    big.0.extend(std::iter::repeat_n(0u8, 5000));
+    let e = add_raw(&dev, vec![raw(&v4(1)), raw(&v4(2)), big])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("api.max_message_bytes"), "{e:?}");
+    assert!(
+        e.message()
+            .ends_with("; the 2 sessions of this call that were accepted were removed"),
+        "{e:?}"
+    );
+    none_of_them_left(&dev, &mut c, &[1, 2, 3]).await;
     dev.stop().await;
 }
 
@@ -520,5 +651,104 @@ async fn the_same_5_tuple_on_one_in_lif_with_another_out_lif_already_exists() {
         "{r:?}"
     );
     assert_eq!(c.get(2).await.unwrap().request_status, 2);
+    dev.stop().await;
+}
+
+/// Closed records out of the workers (in the engine's channel or the feed).
+fn closed_out(dev: &TestDevice) -> usize {
+    let d = dev.device();
+    d.feed.len() + d.engine.closed().len()
+}
+
+/// `dataplane.closed_held` bounds the closed records out of the workers whatever the
+/// calls: GetAllSessions, GetSession and DeleteSession of closed ids find them (in
+/// the workers' tables beyond the bound) without pulling more out, and every record
+/// is still delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_held_bounds_the_records_out_of_the_workers_whatever_the_calls() {
+    const HELD: usize = 10;
+    const SESSIONS: u64 = 200;
+    let cfg = format!("[dataplane]\nclosed_held = {HELD}\ntick_ms = 20\n");
+    let mut dev = TestDevice::start_with(&cfg, true).await;
+    let mut c = dev.client(ApiVersion::V2).await;
+    let ids: Vec<u64> = (1..=SESSIONS).collect();
+    let a = c.add(ids.iter().map(|&id| v4(id)).collect()).await.unwrap();
+    assert_eq!(a.request_status, 0, "{a:?}");
+    // Room for every frame: the RSTs also go to the firewall ring, which nobody drains.
+    let pool = PacketPool::new(1024, 2048).unwrap();
+    // RSTs in chunks the ring holds, each chunk closed (GetSession) before the next.
+    for chunk in ids.chunks(20) {
+        for &id in chunk {
+            send(dev.ring("outside"), &pool, &v4(id), true, RST, 0);
+        }
+        wait_for("a chunk of sessions closed", EVENT, || {
+            let mut c = c.clone();
+            let dev = &dev;
+            async move {
+                let mut closed = 0;
+                for &id in chunk {
+                    let r = c.get(id).await.unwrap();
+                    closed += (r.session_state == SessionState::Closed as i32) as usize;
+                }
+                assert!(closed_out(dev) <= HELD, "{} out", closed_out(dev));
+                (closed == chunk.len()).then_some(())
+            }
+        })
+        .await;
+    }
+    // GetAllSessions until every session shows closed.
+    wait_for("every session closed", EVENT, || {
+        let mut c = c.clone();
+        let dev = &dev;
+        async move {
+            let all = c.list(args(0, 0, 0)).await.unwrap().session_info;
+            assert!(closed_out(dev) <= HELD, "{} out", closed_out(dev));
+            let closed = all
+                .iter()
+                .filter(|r| r.session_state == SessionState::Closed as i32)
+                .count();
+            (closed == SESSIONS as usize).then_some(())
+        }
+    })
+    .await;
+    for &id in &ids {
+        let r = c.get(id).await.unwrap();
+        assert_eq!(r.session_state, SessionState::Closed as i32, "{r:?}");
+        assert_eq!(r.session_close_code, SessionCloseCode::Rst as i32);
+    }
+    assert!(
+        closed_out(&dev) <= HELD,
+        "after GetSession: {}",
+        closed_out(&dev)
+    );
+    let deleted: Vec<u64> = ids.iter().copied().filter(|id| id % 10 == 0).collect();
+    for &id in &deleted {
+        let r = c.delete(id).await.unwrap();
+        assert_eq!(r.session_id, id, "{r:?}");
+        assert!(
+            closed_out(&dev) <= HELD,
+            "after delete: {}",
+            closed_out(&dev)
+        );
+    }
+    // The readers take the rest, each record once; the deleted never come.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + EVENT;
+    while seen.len() < ids.len() - deleted.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} delivered",
+            seen.len()
+        );
+        for r in closed_now(&mut c).await {
+            assert!(seen.insert(r.session_id), "{} twice", r.session_id);
+        }
+    }
+    assert!(
+        deleted.iter().all(|id| !seen.contains(id)),
+        "a deleted record came"
+    );
+    assert!(dev.device().directory.is_empty());
+    assert_eq!(closed_out(&dev), 0);
     dev.stop().await;
 }

@@ -11,15 +11,31 @@ use std::time::{Duration, Instant};
 
 use control::client::{ClientOptions, SessionClient};
 
+/// Runs offloadd with `args` and returns its exit code and stderr; a run that is
+/// still going after 20 s (it accepted what it should have refused) is killed and
+/// reported as exit code -1.
 fn offloadd(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_offloadd"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_offloadd"))
         .args(args)
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run offloadd");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait for offloadd") {
+            break status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+    (code, err)
 }
 
 #[test]
@@ -33,6 +49,11 @@ fn bad_flags_and_configs_exit_2_with_one_line() {
     let workers0 = write("w.toml", "[dataplane]\nworkers = 0\n");
     let typo = write("t.toml", "[dataplane]\nmax_sesions = 5\n");
     let nocert = write("c.toml", "[tls]\ncert = \"missing.crt\"\n");
+    let client_ca = write("ca.toml", "[tls]\nclient_ca = \"ca.crt\"\n");
+    let plaintext_ca = write(
+        "pca.toml",
+        "[api]\nplaintext = true\n[tls]\nclient_ca = \"ca.crt\"\n",
+    );
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--bogus"], "--bogus"),
         (vec!["--workers", "two"], "two"),
@@ -48,6 +69,14 @@ fn bad_flags_and_configs_exit_2_with_one_line() {
         ),
         (vec!["--listen", "nowhere"], "api.listen"),
         (vec!["--max-sessions", "0"], "dataplane.max_sessions"),
+        (
+            vec!["--config", &client_ca, "--plaintext"],
+            "--plaintext with tls.client_ca",
+        ),
+        (
+            vec!["--config", &plaintext_ca],
+            "api.plaintext = true with tls.client_ca",
+        ),
     ];
     for (args, key) in cases {
         let (code, err) = offloadd(&args);

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::neighbour::{NeighbourTable, NeighbourView};
 use crate::port::{Port, PortError};
@@ -69,6 +69,10 @@ pub struct EngineConfig {
     pub command_queue: usize,
     /// Closed records that may wait in the feed (all workers).
     pub closed_queue: usize,
+    /// Closed records that may be out of the workers and not yet forgotten by the
+    /// reader of the feed (`Engine::closed_room`): beyond that, closed sessions wait
+    /// in the workers' tables.
+    pub closed_held: usize,
     /// Run the workers as real-time threads (SCHED_FIFO) at this priority (1..=99), so
     /// nothing else on their cores delays a burst or a command; None: ordinary
     /// threads. Needs root or CAP_SYS_NICE. With busy polling a real-time worker
@@ -93,6 +97,7 @@ impl EngineConfig {
             neighbours: NeighbourConfig::default(),
             command_queue: 1024,
             closed_queue: 65_536,
+            closed_held: usize::MAX,
             realtime_priority: None,
         }
     }
@@ -168,11 +173,37 @@ struct WorkerHandle {
     join: Mutex<Option<JoinHandle<WorkerExit>>>,
 }
 
+/// Where a worker sends closed records: the feed's channel, within the room the
+/// reader has left (`Engine::closed_room`).
+#[derive(Clone)]
+pub struct ClosedSender {
+    records: Sender<SessionInfo>,
+    room: Arc<AtomicUsize>,
+}
+
+impl ClosedSender {
+    /// Sends one record if there is room (else `Full`, as for a full channel).
+    pub fn try_send(&self, info: SessionInfo) -> Result<(), TrySendError<SessionInfo>> {
+        let took = self
+            .room
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1));
+        if took.is_err() {
+            return Err(TrySendError::Full(info));
+        }
+        let sent = self.records.try_send(info);
+        if sent.is_err() {
+            self.room.fetch_add(1, Ordering::AcqRel);
+        }
+        sent
+    }
+}
+
 /// The running dataplane.
 pub struct Engine {
     workers: Vec<WorkerHandle>,
     steering: Steering,
     closed: Receiver<SessionInfo>,
+    closed_room: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     live: Arc<AtomicUsize>,
     /// Kept open for the workers' lifetime (some backends stop when the port goes).
@@ -274,6 +305,11 @@ impl Engine {
         let stop = Arc::new(AtomicBool::new(false));
         let live = Arc::new(AtomicUsize::new(0));
         let (closed_tx, closed_rx) = crossbeam_channel::bounded(cfg.closed_queue.max(1));
+        let closed_room = Arc::new(AtomicUsize::new(cfg.closed_held));
+        let closed_tx = ClosedSender {
+            records: closed_tx,
+            room: closed_room.clone(),
+        };
         let mut workers = Vec::with_capacity(n);
         for (w, wports) in per_worker.into_iter().enumerate() {
             let plan = WorkerPlan {
@@ -328,6 +364,7 @@ impl Engine {
             workers,
             steering: Steering::new(n),
             closed: closed_rx,
+            closed_room,
             stop,
             live,
             _ports: Mutex::new(ports),
@@ -383,6 +420,13 @@ impl Engine {
     /// The closed-session feed: every session closed by FIN, RST or timeout, once.
     pub fn closed(&self) -> &Receiver<SessionInfo> {
         &self.closed
+    }
+
+    /// Room for closed records (`EngineConfig::closed_held`): each record a worker
+    /// sends takes one; the reader gives it back (`fetch_add`) once it has forgotten
+    /// the record (delivered or deleted).
+    pub fn closed_room(&self) -> &Arc<AtomicUsize> {
+        &self.closed_room
     }
 
     /// Adds sessions and waits for the answers (one per spec, in order). Ids must not

@@ -19,14 +19,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 
+use crate::engine::ClosedSender;
 use crate::flow::{FlowTable, TimerWheel};
 use crate::mem::ReserveError;
 use crate::neighbour::{NeighbourTable, RequestSource};
 use crate::packet::Burst;
 use crate::port::PortQueue;
-use crate::session::SessionInfo;
 use crate::stats::{Latency, PortCounters, WorkerCounters, WorkerReport};
 pub use command::{Command, Reply};
 pub use neighbours::NeighbourConfig;
@@ -243,7 +243,7 @@ pub struct Worker {
     wheel: TimerWheel,
     ports: Vec<WorkerPort>,
     commands: Receiver<Command>,
-    closed_feed: Sender<SessionInfo>,
+    closed_feed: ClosedSender,
     /// Slots of closed sessions waiting for room in the feed, oldest first.
     closed_waiting: VecDeque<u32>,
     /// Sessions held by all workers (capacity is device-wide).
@@ -268,7 +268,7 @@ impl Worker {
         plan: WorkerPlan,
         ports: Vec<WorkerPort>,
         commands: Receiver<Command>,
-        closed_feed: Sender<SessionInfo>,
+        closed_feed: ClosedSender,
         live: Arc<AtomicUsize>,
         stop: Arc<AtomicBool>,
     ) -> Result<Worker, ReserveError> {
