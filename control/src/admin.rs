@@ -7,12 +7,14 @@ use dataplane::stats::EngineReport;
 use hdrhistogram::serialization::{Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use proto::admin::{
-    Counter, Histogram as WireHistogram, Latency, LatencyRequest, Metrics, MetricsRequest,
-    Neighbour, Neighbours, NeighboursRequest, PortStats, Stats, StatsRequest, WorkerStats,
+    ClosedAck, Counter, Histogram as WireHistogram, Latency, LatencyRequest, Metrics,
+    MetricsRequest, Neighbour, Neighbours, NeighboursRequest, PortStats, Stats, StatsRequest,
+    WorkerStats,
 };
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
-use crate::device::Device;
+use crate::acked::{acked_closed_records, AckedStream};
+use crate::device::{ControlCounters, Device};
 use crate::refusal;
 
 #[derive(Clone)]
@@ -249,6 +251,19 @@ impl proto::admin::admin_server::Admin for Admin {
         _: Request<NeighboursRequest>,
     ) -> Result<Response<Neighbours>, Status> {
         Ok(Response::new(neighbours_of(&self.device)))
+    }
+
+    type AckedClosedSessionsStream = AckedStream;
+
+    async fn acked_closed_sessions(
+        &self,
+        request: Request<Streaming<ClosedAck>>,
+    ) -> Result<Response<AckedStream>, Status> {
+        ControlCounters::bump(&self.device.counters.closed_calls, 1);
+        Ok(Response::new(acked_closed_records(
+            self.device.clone(),
+            request.into_inner(),
+        )))
     }
 
     async fn get_metrics(&self, _: Request<MetricsRequest>) -> Result<Response<Metrics>, Status> {

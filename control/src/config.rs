@@ -137,6 +137,9 @@ pub struct ApiConfig {
     /// GetClosedSessions keeps streaming closures as they happen, for every call
     /// (otherwise only for calls with the `offloadd-follow` metadata).
     pub closed_follow: bool,
+    /// Records one AckedClosedSessions stream may have sent and not yet seen acked;
+    /// at this many it sends nothing more until an ack comes.
+    pub ack_window: usize,
     /// Largest gRPC message received or sent.
     pub max_message_bytes: usize,
     /// Concurrent HTTP/2 streams per connection.
@@ -168,6 +171,7 @@ impl Default for ApiConfig {
             unknown_session: UnknownSession::InBand,
             list_cap: 10_000,
             closed_follow: false,
+            ack_window: 1024,
             max_message_bytes: 4 << 20,
             max_concurrent_streams: 256,
             max_add_stream: 100_000,
@@ -716,6 +720,9 @@ impl Config {
         }
         if a.list_cap == 0 {
             return bad("api.list_cap = 0: must be at least 1".into());
+        }
+        if a.ack_window == 0 {
+            return bad("api.ack_window = 0: must be at least 1".into());
         }
         if a.max_message_bytes < 4096 {
             return bad(format!(

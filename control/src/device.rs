@@ -48,6 +48,10 @@ pub struct ControlCounters {
     pub closed_calls: AtomicU64,
     pub closed_delivered: AtomicU64,
     pub closed_given_back: AtomicU64,
+    /// AckedClosedSessions: records acked (forgotten), and acks that named no record
+    /// outstanding on their stream (ignored).
+    pub closed_acked: AtomicU64,
+    pub closed_acks_ignored: AtomicU64,
     /// GetClosedSessions streams open now (a gauge, not in `list`: the server has not
     /// seen them end).
     pub closed_streams_open: AtomicU64,
@@ -77,6 +81,8 @@ impl ControlCounters {
             ("api_closed_calls", g(&self.closed_calls)),
             ("api_closed_delivered", g(&self.closed_delivered)),
             ("api_closed_given_back", g(&self.closed_given_back)),
+            ("api_closed_acked", g(&self.closed_acked)),
+            ("api_closed_acks_ignored", g(&self.closed_acks_ignored)),
             ("api_connections_refused", g(&self.connections_refused)),
             (
                 "api_connections_closed_idle",

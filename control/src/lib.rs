@@ -5,6 +5,7 @@
 //! closed-session feed and its delivery, the traffic simulator. Must not: touch a
 //! packet on the hot path, or keep counters of sessions (they live in the workers).
 
+pub mod acked;
 pub mod add_session;
 pub mod admin;
 pub mod body_layer;

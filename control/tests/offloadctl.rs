@@ -195,6 +195,52 @@ async fn closed_sessions_are_printed_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_follow_acks_what_it_printed() {
+    let dev = TestDevice::start("[dataplane]\ntick_ms = 20\n").await;
+    for id in ["1", "2", "3"] {
+        let sport = format!("100{id}");
+        let add = [
+            "add",
+            "--id",
+            id,
+            "--src",
+            "10.0.0.1",
+            "--sport",
+            &sport,
+            "--dst",
+            "10.0.0.2",
+            "--dport",
+            "80",
+            "--timeout",
+            "1",
+        ];
+        ok(&ctl(&dev, &add).await);
+    }
+    let device = dev.device();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while device.feed.len() < 3 {
+        assert!(Instant::now() < deadline, "sessions never closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // --page-size stops the follow after two records, printed and acked.
+    let first = ctl(&dev, &["--json", "closed", "--follow", "--page-size", "2"]).await;
+    let printed: Vec<u64> = json_lines(ok(&first))
+        .iter()
+        .map(|r| r["session_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(printed.len(), 2, "{}", first.out);
+    // The next reader gets only the record not printed.
+    let rest = ctl(&dev, &["--json", "closed"]).await;
+    let rest: Vec<u64> = json_lines(ok(&rest))
+        .iter()
+        .map(|r| r["session_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rest.len(), 1);
+    let all: std::collections::BTreeSet<u64> = printed.iter().chain(&rest).copied().collect();
+    assert_eq!(all, (1..=3).collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_latency_and_plot() {
     let dev = TestDevice::start("").await;
     ok(&ctl(&dev, V4).await);

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use control::client::SessionClient;
 use control::wire::{add_status_name, close_code_name, request_from_spec, request_status_name};
 use dataplane::session::SessionSpec;
+use proto::admin::ClosedAck;
 use proto::v2::{
     AddSessionResponse, AddSessionStatus, RequestStatus, SessionRequestArgs, SessionResponse,
 };
@@ -303,7 +304,9 @@ pub async fn list(conn: &Conn, a: ListArgs) -> Result<(), String> {
 
 #[derive(clap::Args, Debug)]
 pub struct ClosedArgs {
-    /// Keep the stream open and print closures as they happen (until Ctrl-C).
+    /// Keep printing closures as they happen (until Ctrl-C), over the admin
+    /// AckedClosedSessions call: each record is acked once printed, so a record printed
+    /// is never printed again and one received but not printed comes back.
     #[arg(long)]
     pub follow: bool,
     /// At most this many records (0: all the device has).
@@ -325,13 +328,16 @@ pub fn closed_line(r: &SessionResponse) -> String {
 }
 
 pub async fn closed(conn: &Conn, a: ClosedArgs) -> Result<(), String> {
+    if a.follow {
+        return closed_acked(conn, a).await;
+    }
     let mut c = conn.sessions().await?;
     let args = SessionRequestArgs {
         page_size: a.page_size,
         ..Default::default()
     };
     let err = |s: Status| status_line("GetClosedSessions failed", &s);
-    let mut stream = c.closed(args, a.follow).await.map_err(err)?;
+    let mut stream = c.closed(args, false).await.map_err(err)?;
     let mut n = 0u64;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -349,6 +355,66 @@ pub async fn closed(conn: &Conn, a: ClosedArgs) -> Result<(), String> {
             out!("{}", closed_line(&r));
         }
     }
+    if !conn.json {
+        out!("{n} closed sessions");
+    }
+    Ok(())
+}
+
+/// How long `closed --follow` waits, once it stops, for the device to end the call
+/// (which it does after applying every ack sent before).
+const ACKS_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `closed --follow`: the admin AckedClosedSessions call. Each record is acked once it
+/// is printed (stdout flushed), so a record is printed once even when offloadctl is
+/// killed: one received and not acked goes back to the device's feed.
+async fn closed_acked(conn: &Conn, a: ClosedArgs) -> Result<(), String> {
+    let mut admin = control::client::admin(conn.channel().await?);
+    let (acks, ack_stream) = futures::channel::mpsc::unbounded::<ClosedAck>();
+    let err = |s: Status| status_line("AckedClosedSessions failed", &s);
+    let mut stream = admin
+        .acked_closed_sessions(ack_stream)
+        .await
+        .map_err(err)?
+        .into_inner();
+    let limit = match a.page_size {
+        0 => u64::MAX,
+        n => n as u64,
+    };
+    let mut n = 0u64;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    while n < limit {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            _ = &mut ctrl_c => break,
+        };
+        let Some(item) = item else { break };
+        let r = item.map_err(err)?.session.unwrap_or_default();
+        if conn.json {
+            out!("{}", session_json(&r));
+        } else {
+            out!("{}", closed_line(&r));
+        }
+        n += 1;
+        // `out!` flushed stdout: the record is out of our hands, ack it.
+        let _ = acks.unbounded_send(ClosedAck {
+            session_ids: vec![r.session_id],
+        });
+    }
+    // Closing the ack stream ends the call once the device has applied every ack
+    // before it; records that arrive meanwhile are not printed (not acked: they go
+    // back to the device).
+    drop(acks);
+    let settle = async {
+        while let Some(item) = stream.next().await {
+            item.map_err(err)?;
+        }
+        Ok::<(), String>(())
+    };
+    tokio::time::timeout(ACKS_SETTLE, settle)
+        .await
+        .map_err(|_| "AckedClosedSessions: the device did not end the call".to_string())??;
     if !conn.json {
         out!("{n} closed sessions");
     }
