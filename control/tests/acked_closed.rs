@@ -170,6 +170,13 @@ async fn a_reader_that_never_acks_holds_at_most_the_window() {
     let nothing_more = tokio::time::timeout(Duration::from_secs(3), a.records.next()).await;
     assert!(nothing_more.is_err(), "the window is full again");
 
+    // B cannot ack A's record: ignored and counted.
+    b.ack(&held_by_a[1..2]);
+    wait_for("b's ack ignored", Duration::from_secs(15), || async {
+        (counter(&dev, |c| c.closed_acks_ignored.load(Ordering::Relaxed)) == 1).then_some(())
+    })
+    .await;
+
     // A goes away: its 50 outstanding come back; B's stay with B.
     drop(a);
     wait_for("a's records back", Duration::from_secs(15), || async {

@@ -238,6 +238,7 @@ async fn closed_follow_acks_what_it_printed() {
     assert_eq!(rest.len(), 1);
     let all: std::collections::BTreeSet<u64> = printed.iter().chain(&rest).copied().collect();
     assert_eq!(all, (1..=3).collect());
+    assert!(device.feed.is_empty(), "the printed ones are forgotten");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
