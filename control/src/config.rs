@@ -1118,6 +1118,7 @@ mod tests {
         let cases = [
             ("[api]\nlisten = \"nowhere\"\n", "api.listen"),
             ("[api]\nunknown_session = \"maybe\"\n", "line 2"),
+            ("[api]\nack_window = 0\n", "api.ack_window = 0"),
             ("[dataplane]\nworkers = 0\n", "dataplane.workers"),
             ("[dataplane]\nworkers = 2\ncores = [0]\n", "dataplane.cores"),
             ("[dataplane]\nmax_sessions = 0\n", "dataplane.max_sessions"),
