@@ -241,6 +241,64 @@ async fn closed_follow_acks_what_it_printed() {
     assert!(device.feed.is_empty(), "the printed ones are forgotten");
 }
 
+/// `offloadctl add` of session `id` that times out after a second.
+async fn add_short_lived(dev: &TestDevice, id: u32) {
+    let (id, sport) = (id.to_string(), (1000 + id).to_string());
+    let add = [
+        "add",
+        "--id",
+        &id,
+        "--src",
+        "10.0.0.1",
+        "--sport",
+        &sport,
+        "--dst",
+        "10.0.0.2",
+        "--dport",
+        "80",
+        "--timeout",
+        "1",
+    ];
+    ok(&ctl(dev, &add).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_follow_prints_closures_as_they_happen_until_ctrl_c() {
+    use std::io::BufRead;
+    let dev = TestDevice::start("[dataplane]\ntick_ms = 20\n").await;
+    add_short_lived(&dev, 1).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_offloadctl"))
+        .args(["--server", &dev.url, "--ca"])
+        .arg(dev.cert(control::certs::CA_CERT))
+        .args(["closed", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("offloadctl runs");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = lines_tx.send(line.unwrap());
+        }
+    });
+    let next_line = || lines.recv_timeout(Duration::from_secs(20)).expect("a line");
+    let line = next_line();
+    assert!(line.starts_with("session 1 closed TIMEOUT"), "{line}");
+    // Closed after offloadctl started: it follows.
+    add_short_lived(&dev, 2).await;
+    let line = next_line();
+    assert!(line.starts_with("session 2 closed TIMEOUT"), "{line}");
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    assert_eq!(next_line(), "2 closed sessions");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    // Both were acked: the next reader gets neither.
+    assert_eq!(ok(&ctl(&dev, &["closed"]).await), "0 closed sessions\n");
+    assert!(dev.device().feed.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_latency_and_plot() {
     let dev = TestDevice::start("").await;
