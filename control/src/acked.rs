@@ -5,8 +5,8 @@
 //! sent is only *outstanding*: it stays taken in the feed (readable, not given to
 //! anyone else) until the client acks its session id, and only then is forgotten.
 //! When the call ends, whatever the reason (client cancel or crash, connection reset,
-//! the client closing its ack stream, server stop), hyper drops the response stream
-//! and every outstanding record goes back to the feed, first in line.
+//! the client closing its ack stream), hyper drops the response stream and every
+//! outstanding record goes back to the feed, first in line.
 //!
 //! Acks are read inside the response stream itself, so one future owns the
 //! outstanding records and dropping it settles them: no task, no lock. At most
