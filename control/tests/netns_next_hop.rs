@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use common::netns::{mac, unavailable, Lab, Wire};
+use common::scenario::{port_section, Backend};
 use control::client::ApiVersion;
 use control::testing::TestDevice;
 use control::wire::ipv4_to_wire;
@@ -118,22 +119,6 @@ fn octets(a: IpAddr) -> [u8; 16] {
     o
 }
 
-/// The backend of the device's ports.
-struct Backend {
-    /// `backend = ...` and its keys, one per line.
-    keys: &'static str,
-    /// Prefix of the lab's interface names (unique per test).
-    prefix: &'static str,
-    /// Queues of each veth (af_xdp binds queue k for worker k).
-    queues: usize,
-    workers: usize,
-    /// How a port names its interface (`{iface}`, `{n}` replaced); empty:
-    /// `interface = "{iface}"`.
-    attach: &'static str,
-    /// Sections after the ports.
-    extra: &'static str,
-}
-
 const AF_PACKET: Backend = Backend {
     keys: "backend = \"af_packet\"\nblock_size = 65536\nblock_count = 4\ntx_frames = 128\n\
            pool_buffers = 1024\n",
@@ -144,40 +129,28 @@ const AF_PACKET: Backend = Backend {
     extra: "",
 };
 
-fn config(devs: &[String], b: &Backend) -> String {
+fn config(devs: &[String], b: &Backend<'_>) -> String {
     let mut c = format!(
         "[dataplane]\nworkers = {}\nmax_sessions = 100\nfirewall_port = \"firewall\"\n\
          [neighbours]\nretrans_ms = 200\n",
         b.workers
     );
     for (i, (name, lif)) in [
-        ("outside", "lif = 1\n"),
-        ("inside", "lif = 2\n"),
-        ("firewall", ""),
+        ("outside", Some(1)),
+        ("inside", Some(2)),
+        ("firewall", None),
     ]
     .into_iter()
     .enumerate()
     {
-        let attach = if b.attach.is_empty() {
-            "interface = \"{iface}\""
-        } else {
-            b.attach
-        };
-        let attach = attach
-            .replace("{iface}", &devs[i])
-            .replace("{n}", &i.to_string());
-        c += &format!(
-            "[[port]]\nname = \"{name}\"\n{attach}\nmac = \"{}\"\n{}{lif}",
-            mac(DEV[i]),
-            b.keys
-        );
+        c += &port_section(b, i, name, &devs[i], DEV[i], lif);
     }
     c + b.extra
 }
 
 /// The outside host, the router (a plain Linux host with the next hops' addresses)
 /// and the firewall; None (after printing why) where namespaces cannot be made.
-fn build_lab(b: &Backend) -> Option<(Lab, Vec<String>, Vec<String>)> {
+fn build_lab(b: &Backend<'_>) -> Option<(Lab, Vec<String>, Vec<String>)> {
     // It says why, and fails under CI=true.
     if unavailable().is_some() {
         return None;
@@ -260,7 +233,7 @@ async fn dpdk_resolves_unknown_next_hops_from_a_kernel_router() {
     .await;
 }
 
-async fn resolves_unknown_next_hops_from_a_kernel_router(b: &Backend) {
+async fn resolves_unknown_next_hops_from_a_kernel_router(b: &Backend<'_>) {
     let Some((lab, nss, devs)) = build_lab(b) else {
         return;
     };

@@ -264,24 +264,37 @@ fn config(devs: &[String], b: &Backend) -> String {
     .into_iter()
     .enumerate()
     {
-        let attach = if b.attach.is_empty() {
-            "interface = \"{iface}\""
-        } else {
-            b.attach
-        };
-        let attach = attach
-            .replace("{iface}", &devs[i])
-            .replace("{n}", &i.to_string());
-        c += &format!(
-            "[[port]]\nname = \"{name}\"\n{attach}\nmac = \"{}\"\n{}\n",
-            super::netns::mac(DEV[i]),
-            b.keys.trim_end()
-        );
-        if let Some(l) = lif {
-            c += &format!("lif = {l}\n");
-        }
+        c += &port_section(b, i, name, &devs[i], DEV[i], lif);
     }
     c + b.extra
+}
+
+/// Port `n` of backend `b` as a `[[port]]` section: named `name`, on interface `iface`.
+pub fn port_section(
+    b: &Backend,
+    n: usize,
+    name: &str,
+    iface: &str,
+    mac: [u8; 6],
+    lif: Option<u16>,
+) -> String {
+    let attach = if b.attach.is_empty() {
+        "interface = \"{iface}\""
+    } else {
+        b.attach
+    };
+    let attach = attach
+        .replace("{iface}", iface)
+        .replace("{n}", &n.to_string());
+    let mut c = format!(
+        "[[port]]\nname = \"{name}\"\n{attach}\nmac = \"{}\"\n{}\n",
+        super::netns::mac(mac),
+        b.keys.trim_end()
+    );
+    if let Some(l) = lif {
+        c += &format!("lif = {l}\n");
+    }
+    c
 }
 
 /// Builds the four hosts; None (after printing why) where the lab cannot run.
