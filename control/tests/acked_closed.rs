@@ -16,24 +16,6 @@ use proto::admin::{ClosedAck, ClosedRecord};
 use proto::v2::SessionRequestArgs;
 use tonic::Streaming;
 
-/// Sessions that time out with no traffic at all: `n` closed records.
-async fn closed_records(dev: &TestDevice, c: &mut SessionClient, n: u64) {
-    let reqs = (0..n)
-        .map(|i| {
-            let mut r = v4(i);
-            r.source_port = 1 + i as u32;
-            r.cache_timeout = 1;
-            r
-        })
-        .collect();
-    assert_eq!(c.add(reqs).await.unwrap().request_status, 0);
-    let device = dev.device();
-    wait_for("all closed", Duration::from_secs(30), || async {
-        (device.feed.len() as u64 == n).then_some(())
-    })
-    .await;
-}
-
 /// One acked reader: its ack sender and the records it receives.
 struct Reader {
     acks: UnboundedSender<ClosedAck>,

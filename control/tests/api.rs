@@ -454,28 +454,6 @@ async fn closed_sessions_from_real_frames_are_delivered_once() {
     dev.stop().await;
 }
 
-/// Sessions that time out with no traffic at all: `n` closed records.
-async fn closed_records(dev: &TestDevice, c: &mut SessionClient, n: u64) {
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let reqs = chunk
-            .iter()
-            .map(|&i| {
-                let mut r = v4(i);
-                r.source_port = 1 + (i % 65000) as u32;
-                r.source_ip = (i / 65000) as u32 + 1;
-                r.cache_timeout = 1;
-                r
-            })
-            .collect();
-        assert_eq!(c.add(reqs).await.unwrap().request_status, 0);
-    }
-    let device = dev.device();
-    wait_for("all closed", Duration::from_secs(30), || async {
-        (device.feed.len() as u64 == n).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_size_caps_a_closed_call_and_a_dropped_stream_gives_records_back() {
     let dev = TestDevice::start("[dataplane]\ntick_ms = 20\n").await;

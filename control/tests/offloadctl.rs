@@ -60,29 +60,29 @@ const V4: &[&str] = &[
     "80",
 ];
 
+/// Session 8: IPv6 UDP.
+const V6: &[&str] = &[
+    "add",
+    "--id",
+    "8",
+    "--src",
+    "2001:db8::1",
+    "--sport",
+    "5000",
+    "--dst",
+    "2001:db8::2",
+    "--dport",
+    "53",
+    "--proto",
+    "udp",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_get_list_delete() {
     let dev = TestDevice::start("").await;
     assert_eq!(ok(&ctl(&dev, V4).await), "session 7: accepted\n");
-    let v6 = [
-        "add",
-        "--id",
-        "8",
-        "--src",
-        "2001:db8::1",
-        "--sport",
-        "5000",
-        "--dst",
-        "2001:db8::2",
-        "--dport",
-        "53",
-        "--proto",
-        "udp",
-        "--action",
-        "mirror",
-        "--timeout",
-        "60",
-    ];
+    let mut v6 = V6.to_vec();
+    v6.extend(["--action", "mirror", "--timeout", "60"]);
     ok(&ctl(&dev, &v6).await);
     let e = failed(&ctl(&dev, V4).await).to_string();
     assert_eq!(
@@ -552,23 +552,8 @@ async fn neighbours_lists_static_and_learned_next_hops() {
     let mut v4 = V4.to_vec();
     v4.extend(["--next-hop", "12.2.3.4"]);
     assert_eq!(ok(&ctl(&dev, &v4).await), "session 7: accepted\n");
-    let v6 = [
-        "add",
-        "--id",
-        "8",
-        "--src",
-        "2001:db8::1",
-        "--sport",
-        "5000",
-        "--dst",
-        "2001:db8::2",
-        "--dport",
-        "53",
-        "--proto",
-        "udp",
-        "--next-hop",
-        "1::ffff:204:160",
-    ];
+    let mut v6 = V6.to_vec();
+    v6.extend(["--next-hop", "1::ffff:204:160"]);
     assert_eq!(ok(&ctl(&dev, &v6).await), "session 8: accepted\n");
 
     let list = json_lines(ok(&ctl(&dev, &["--json", "neighbours"]).await));

@@ -131,3 +131,29 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Sessions that time out with no traffic at all: `n` closed records.
+pub async fn closed_records(
+    dev: &control::testing::TestDevice,
+    c: &mut control::client::SessionClient,
+    n: u64,
+) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let reqs = chunk
+            .iter()
+            .map(|&i| {
+                let mut r = v4(i);
+                r.source_port = 1 + (i % 65000) as u32;
+                r.source_ip = (i / 65000) as u32 + 1;
+                r.cache_timeout = 1;
+                r
+            })
+            .collect();
+        assert_eq!(c.add(reqs).await.unwrap().request_status, 0);
+    }
+    let device = dev.device();
+    wait_for("all closed", Duration::from_secs(30), || async {
+        (device.feed.len() as u64 == n).then_some(())
+    })
+    .await;
+}
