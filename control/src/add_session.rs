@@ -141,7 +141,7 @@ impl<'a> AddCall<'a> {
                 None => return (batches, RoundEnd::Drained),
                 Some(None) => return (batches, RoundEnd::Ended),
                 Some(Some(Err(status))) => {
-                    self.failure = Some(oversized_is_resource_exhausted(status));
+                    self.failure = Some(crate::oversized::resource_exhausted(status));
                     return (batches, RoundEnd::Ended);
                 }
                 Some(Some(Ok(req))) => req,
@@ -308,17 +308,6 @@ impl<'a> AddCall<'a> {
 
 /// How many deletes the rollback of a failed call has in flight at once.
 const ROLLBACK_IN_FLIGHT: usize = 64;
-
-/// tonic answers a message over `api.max_message_bytes` with OUT_OF_RANGE; gRPC's
-/// convention (and its other implementations) say RESOURCE_EXHAUSTED.
-fn oversized_is_resource_exhausted(status: Status) -> Status {
-    if status.code() == tonic::Code::OutOfRange
-        && status.message().contains("message length too large")
-    {
-        return Status::resource_exhausted(format!("{} (api.max_message_bytes)", status.message()));
-    }
-    status
-}
 
 /// The reasons of refused sessions as trailers (see `refusal`).
 fn refusal_trailers(rejected: &[(u32, u64, Refusal)]) -> ExtraTrailers {

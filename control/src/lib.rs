@@ -18,6 +18,7 @@ pub mod connections;
 pub mod delivery;
 pub mod device;
 pub mod directory;
+pub mod oversized;
 pub mod refusal;
 pub mod server;
 pub mod service;

@@ -159,6 +159,7 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
         .layer(BootLayer::new(&device.boot))
         .layer(DeliveryLayer::new())
         .layer(TrailersLayer::new())
+        .layer(crate::oversized::layer())
         .add_service(v2)
         .add_service(v1)
         .add_service(admin);

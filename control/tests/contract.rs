@@ -542,6 +542,39 @@ async fn an_oversized_add_message_is_resource_exhausted_and_leaves_none() {
     dev.stop().await;
 }
 
+/// A unary or server-streaming request over `api.max_message_bytes` is decoded by
+/// tonic before any handler runs: its answer is RESOURCE_EXHAUSTED too, on both API
+/// versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_unary_request_is_resource_exhausted() {
+    let dev = TestDevice::start("[api]\nmax_message_bytes = 4096\n").await;
+    // A session id (field 1) and 5,000 bytes of an unknown field (tag 100, bytes).
+    let mut big = vec![0x08, 0x07, 0xa2, 0x06, 0x88, 0x27];
+    big.extend(std::iter::repeat_n(0u8, 5000));
+    for (version, path) in [
+        (ApiVersion::V2, "/openoffload.v2.SessionTable/GetSession"),
+        (ApiVersion::V1, "/openoffload.v1.SessionTable/getSession"),
+        (ApiVersion::V2, "/openoffload.v2.SessionTable/DeleteSession"),
+        (
+            ApiVersion::V2,
+            "/openoffload.v2.SessionTable/GetClosedSessions",
+        ),
+    ] {
+        let channel = connect_channel(&dev.options(version)).await.unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let codec = tonic_prost::ProstCodec::<RawMessage, RawMessage>::default();
+        let request = tonic::Request::new(RawMessage(big.clone()));
+        let e = grpc
+            .unary(request, http::uri::PathAndQuery::from_static(path), codec)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{path}: {e:?}");
+        assert!(e.message().contains("api.max_message_bytes"), "{e:?}");
+    }
+    dev.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn next_key_is_the_last_id_while_more_remain_and_0_when_complete() {
     let dev = TestDevice::start("[api]\nlist_cap = 10\n").await;
