@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::acked::{acked_closed_records, AckedStream};
 use crate::device::{ControlCounters, Device};
-use crate::refusal;
+use crate::metrics::Snapshot;
 
 #[derive(Clone)]
 pub struct Admin {
@@ -112,89 +112,41 @@ impl Admin {
         }
     }
 
-    /// Prometheus text exposition of the same numbers.
-    pub fn metrics_text(&self, r: &EngineReport) -> String {
-        use std::fmt::Write;
-        let s = self.stats_of(r);
-        let mut t = String::new();
-        let mut gauge = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                t,
-                "# HELP offloadd_{name} {help}\n# TYPE offloadd_{name} gauge\noffloadd_{name} {v}"
-            );
-        };
-        gauge("sessions", "Sessions in the flow tables.", s.sessions);
-        gauge("max_sessions", "Configured capacity.", s.max_sessions);
-        gauge(
-            "closed_pending",
-            "Closed sessions not yet delivered.",
-            s.closed_pending,
-        );
-        gauge(
-            "closed_streams",
-            "GetClosedSessions streams open now.",
-            s.closed_streams,
-        );
-        gauge(
-            "connections_open",
-            "API connections open now.",
-            s.connections_open,
-        );
-        gauge("uptime_seconds", "Seconds since start.", s.uptime_seconds);
-        let (refusals, others): (Vec<&Counter>, Vec<&Counter>) = s
-            .counters
+    /// The numbers of one report as Prometheus metrics (`metrics.rs`).
+    pub fn snapshot(&self, report: EngineReport) -> Snapshot {
+        let d = &self.device;
+        let backend = d
+            .engine
+            .port_counters()
+            .into_iter()
+            .flat_map(|(port, cs)| {
+                cs.into_iter()
+                    .map(move |(n, v)| (port.clone(), n.to_string(), v))
+            })
+            .collect();
+        // Every state, 0 included, so a dashboard's series do not come and go.
+        let mut neighbours: Vec<(String, u64)> = dataplane::neighbour::State::ALL
             .iter()
-            .partition(|c| c.name.starts_with(refusal::COUNTER_PREFIX));
-        for c in others {
-            let _ = writeln!(
-                t,
-                "# TYPE offloadd_{}_total counter\noffloadd_{}_total {}",
-                c.name, c.name, c.value
-            );
-        }
-        // Refused sessions: one family, the reason as a label.
-        let _ = writeln!(
-            t,
-            "# HELP offloadd_api_rejected_total Sessions refused by AddSession, by reason.\n\
-             # TYPE offloadd_api_rejected_total counter"
-        );
-        for c in refusals {
-            let reason = &c.name[refusal::COUNTER_PREFIX.len()..];
-            let _ = writeln!(
-                t,
-                "offloadd_api_rejected_total{{reason=\"{reason}\"}} {}",
-                c.value
-            );
-        }
-        for w in &s.worker_stats {
-            for c in &w.counters {
-                let _ = writeln!(
-                    t,
-                    "offloadd_worker_{}_total{{worker=\"{}\"}} {}",
-                    c.name, w.worker, c.value
-                );
+            .map(|s| (s.name().to_string(), 0))
+            .collect();
+        for n in d.engine.neighbours() {
+            if let Some((_, count)) = neighbours.iter_mut().find(|(s, _)| s == n.state.name()) {
+                *count += 1;
             }
         }
-        for p in &s.port_stats {
-            for (n, v) in [("rx", p.rx), ("tx", p.tx), ("tx_drops", p.tx_drops)] {
-                let _ = writeln!(t, "offloadd_port_{n}_total{{port=\"{}\"}} {v}", p.name);
-            }
+        Snapshot {
+            stats: self.stats_of(&report),
+            report,
+            control: d.counters.list(),
+            backend,
+            neighbours,
         }
-        for (name, h) in [("packet", &r.latency.packet_ns), ("add", &r.latency.add_ns)] {
-            for q in [0.5, 0.9, 0.99, 0.999] {
-                let _ = writeln!(
-                    t,
-                    "offloadd_latency_ns{{histogram=\"{name}\",quantile=\"{q}\"}} {}",
-                    h.value_at_quantile(q)
-                );
-            }
-            let _ = writeln!(
-                t,
-                "offloadd_latency_ns_count{{histogram=\"{name}\"}} {}",
-                h.len()
-            );
-        }
-        t
+    }
+
+    /// The Prometheus text of the device now.
+    pub async fn metrics_text(&self) -> Result<String, Status> {
+        let r = self.report().await?;
+        Ok(self.snapshot(r).text())
     }
 }
 
@@ -267,9 +219,8 @@ impl proto::admin::admin_server::Admin for Admin {
     }
 
     async fn get_metrics(&self, _: Request<MetricsRequest>) -> Result<Response<Metrics>, Status> {
-        let r = self.report().await?;
         Ok(Response::new(Metrics {
-            text: self.metrics_text(&r),
+            text: self.metrics_text().await?,
         }))
     }
 }

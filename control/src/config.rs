@@ -31,6 +31,24 @@ pub struct Config {
     pub simulate: SimulateConfig,
     #[serde(default)]
     pub dpdk: DpdkConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// The `[metrics]` section: the Prometheus endpoint.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` of the HTTP endpoint serving `/metrics`; empty: no endpoint.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
 }
 
 /// The `[dpdk]` section: EAL arguments and the buffers of every `backend = "dpdk"`
@@ -584,6 +602,8 @@ pub struct Overrides {
     pub max_sessions: Option<usize>,
     pub workers: Option<usize>,
     pub simulate: bool,
+    /// metrics.listen ("" turns the endpoint off).
+    pub metrics_listen: Option<String>,
 }
 
 /// A config that cannot be used: one line naming the key.
@@ -659,6 +679,9 @@ impl Config {
         if let Some(l) = &o.listen {
             c.api.listen = l.clone();
         }
+        if let Some(l) = &o.metrics_listen {
+            c.metrics.listen = l.clone();
+        }
         let plaintext_in_config = c.api.plaintext;
         c.api.plaintext |= o.plaintext;
         if let Some(m) = o.max_sessions {
@@ -711,12 +734,14 @@ impl Config {
     fn check(&self) -> Result<(), ConfigError> {
         let bad = |s: String| Err(ConfigError(s));
         let a = &self.api;
-        if a.listen
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse::<u16>().ok())
-            .is_none()
-        {
+        if !is_host_port(&a.listen) {
             return bad(format!("api.listen = {:?}: expected host:port", a.listen));
+        }
+        let m = &self.metrics.listen;
+        if !m.is_empty() && !is_host_port(m) {
+            return bad(format!(
+                "metrics.listen = {m:?}: expected host:port, or \"\" for no endpoint"
+            ));
         }
         if a.list_cap == 0 {
             return bad("api.list_cap = 0: must be at least 1".into());
@@ -988,6 +1013,12 @@ impl Config {
 /// A port's `addresses`: unicast, at most one of each family.
 /// Client certificates need TLS: serving plaintext with `tls.client_ca` set would
 /// silently drop the client authentication the config asks for.
+/// `host:port` with a port number (the host is resolved when listening).
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+}
+
 fn check_plaintext_without_client_ca(
     c: &Config,
     flag: bool,
@@ -1100,9 +1131,10 @@ mod tests {
             max_sessions: Some(19),
             workers: Some(2),
             simulate: true,
+            metrics_listen: Some(String::new()),
         };
         let c = Config::parse(
-            "[dataplane]\nworkers = 1\ncores = [0]\n",
+            "[dataplane]\nworkers = 1\ncores = [0]\n[metrics]\nlisten = \"127.0.0.1:9100\"\n",
             Path::new("."),
             &o,
         )
@@ -1111,12 +1143,14 @@ mod tests {
         assert!(c.dataplane.cores.is_empty());
         assert_eq!(c.dataplane.max_sessions, 19);
         assert!(c.api.plaintext && c.simulate.enabled);
+        assert_eq!(c.metrics.listen, "", "--metrics-listen '' turns it off");
     }
 
     #[test]
     fn bad_configs_name_the_key() {
         let cases = [
             ("[api]\nlisten = \"nowhere\"\n", "api.listen"),
+            ("[metrics]\nlisten = \"9464\"\n", "metrics.listen"),
             ("[api]\nunknown_session = \"maybe\"\n", "line 2"),
             ("[api]\nack_window = 0\n", "api.ack_window = 0"),
             ("[dataplane]\nworkers = 0\n", "dataplane.workers"),

@@ -18,6 +18,8 @@ pub mod connections;
 pub mod delivery;
 pub mod device;
 pub mod directory;
+pub mod metrics;
+pub mod metrics_http;
 pub mod oversized;
 pub mod refusal;
 pub mod server;

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::connections::{accept_loop, CallsLayer};
 use crate::delivery::DeliveryLayer;
 use crate::device::{start_engine, Device, RingEnd};
+use crate::metrics_http::MetricsEndpoint;
 use crate::service::SessionTable;
 use crate::simulator::Simulator;
 use crate::trailers::TrailersLayer;
@@ -32,6 +33,8 @@ pub struct RunningDevice {
     simulator: Option<Simulator>,
     /// The outside ends of the ring ports, when the caller asked to drive them.
     pub ring_ends: Vec<RingEnd>,
+    /// The Prometheus endpoint, unless `metrics.listen` is empty.
+    metrics: Option<MetricsEndpoint>,
 }
 
 /// What stopping found.
@@ -107,6 +110,10 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
         .filter_map(|l| l.local_addr().ok())
         .collect();
 
+    let metrics_listener = match config.metrics.listen.as_str() {
+        "" => None,
+        listen => Some(MetricsEndpoint::bind(listen).await?),
+    };
     let (engine, mut ring_ends) = start_engine(&config)?;
     let mut device = Device::new(engine, config);
     let kept = if keep_rings {
@@ -152,6 +159,10 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
             .tls_config(t)
             .map_err(|e| format!("TLS setup failed: {}", crate::client::error_chain(&e)))?;
     }
+    let metrics = match metrics_listener {
+        Some(l) => Some(MetricsEndpoint::start(l, device.clone())?),
+        None => None,
+    };
     let incoming = accept_all(listeners, &device);
     let (tx, rx) = oneshot::channel::<()>();
     let router = builder
@@ -182,6 +193,7 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
         pump: Some(pump),
         simulator,
         ring_ends: kept,
+        metrics,
     })
 }
 
@@ -242,6 +254,11 @@ impl RunningDevice {
         &self.addrs
     }
 
+    /// Where the Prometheus endpoint listens, if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.addr)
+    }
+
     /// The drain before a stop: adds are refused from now on (UNAVAILABLE), and this
     /// waits up to `api.drain_ms` for GetClosedSessions to collect every closed
     /// record. The server keeps serving meanwhile.
@@ -281,6 +298,9 @@ impl RunningDevice {
             .is_err()
         {
             server.abort();
+        }
+        if let Some(m) = self.metrics.take() {
+            m.stop().await;
         }
         log_dropped_sessions(&self.device);
         if let Some(sim) = self.simulator.take() {

@@ -33,6 +33,10 @@ impl TestDevice {
             ..Overrides::default()
         };
         let mut config = Config::parse(config_toml, dir.path(), &overrides).expect("test config");
+        // Tests run side by side: each device's endpoint on a port of its own.
+        if config.metrics.listen == crate::config::MetricsConfig::default().listen {
+            config.metrics.listen = "127.0.0.1:0".into();
+        }
         config.tls.cert = dir.path().join(crate::certs::SERVER_CERT);
         config.tls.key = dir.path().join(crate::certs::SERVER_KEY);
         if config.tls.client_ca.is_some() {
@@ -104,6 +108,12 @@ impl TestDevice {
 
     pub fn device(&self) -> &crate::device::Device {
         &self.running.as_ref().expect("running").device
+    }
+
+    /// Where the device's Prometheus endpoint listens (on a port of its own unless
+    /// the test's config chose one).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.running.as_ref().expect("running").metrics_addr()
     }
 
     pub async fn stop(mut self) -> crate::server::StopSummary {

@@ -17,6 +17,7 @@ use control::client::{ClientOptions, SessionClient};
 fn offloadd(args: &[&str]) -> (i32, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_offloadd"))
         .args(args)
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -99,8 +100,10 @@ struct Offloadd {
 
 impl Offloadd {
     fn start(args: &[&str]) -> Offloadd {
+        // Tests run side by side: a metrics endpoint on a port of its own.
         let mut child = Command::new(env!("CARGO_BIN_EXE_offloadd"))
             .args(args)
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .env("RUST_LOG", "info")

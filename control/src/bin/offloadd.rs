@@ -31,6 +31,9 @@ struct Args {
     /// Run the traffic simulator on the ring device (overrides simulate.enabled).
     #[arg(long)]
     simulate: bool,
+    /// Prometheus endpoint, host:port, or "" for none (overrides metrics.listen).
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 fn default_config() -> PathBuf {
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         max_sessions: args.max_sessions,
         workers: args.workers,
         simulate: args.simulate,
+        metrics_listen: args.metrics_listen,
     };
     let config = match Config::load(&path, &overrides) {
         Ok(c) => c,

@@ -67,6 +67,17 @@ impl State {
         }
     }
 
+    /// Every state, in the order the table moves an entry through them.
+    pub const ALL: [State; 7] = [
+        State::Permanent,
+        State::Noarp,
+        State::Incomplete,
+        State::Reachable,
+        State::Stale,
+        State::Probe,
+        State::Failed,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             State::Permanent => "permanent",

@@ -2,8 +2,8 @@
 //!
 //! One binary, one subcommand per job: session calls (add/get/delete/list/closed),
 //! a live view (watch), the firewall simulator (fw-sim), a load generator (bench), the
-//! device's counters, neighbour table and latency histograms (stats, neighbours,
-//! latency), and the development
+//! device's counters, neighbour table and latency histograms (stats, metrics,
+//! neighbours, latency), and the development
 //! certificates (certs).
 //!
 //! Output is for people by default. `--json` prints JSON Lines: one JSON object per
@@ -96,6 +96,9 @@ pub enum Cmd {
     Bench(bench::BenchArgs),
     /// Device, worker and port counters.
     Stats,
+    /// Prometheus text of the device's counters, levels and histograms (what its
+    /// metrics endpoint serves).
+    Metrics,
     /// The neighbour table: next hops, their MACs, ports, states and ages.
     Neighbours,
     /// Latency histograms of the device: percentiles, .hgrm text, SVG plot.
@@ -217,6 +220,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Cmd::FwSim(a) => fw_sim::run(&conn, a).await,
         Cmd::Bench(a) => bench::run(&conn, a).await,
         Cmd::Stats => stats::run(&conn).await,
+        Cmd::Metrics => stats::metrics(&conn).await,
         Cmd::Neighbours => neighbours::run(&conn).await,
         Cmd::Latency(a) => latency::run(&conn, a).await,
         Cmd::Certs { .. } => unreachable!("handled above"),

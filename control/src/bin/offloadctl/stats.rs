@@ -163,6 +163,19 @@ pub async fn run(conn: &Conn) -> Result<(), String> {
     Ok(())
 }
 
+/// `metrics`: the same numbers as the device's Prometheus endpoint serves, in the
+/// Prometheus text format (already machine-readable: `--json` changes nothing).
+pub async fn metrics(conn: &Conn) -> Result<(), String> {
+    let mut a = control::client::admin(conn.channel().await?);
+    let text = a
+        .get_metrics(proto::admin::MetricsRequest {})
+        .await
+        .map(|r| r.into_inner().text)
+        .map_err(|s| status_line("GetMetrics failed", &s))?;
+    out_raw!("{text}");
+    Ok(())
+}
+
 #[cfg(test)]
 pub mod tests {
     use super::*;
