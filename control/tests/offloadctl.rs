@@ -491,6 +491,17 @@ async fn errors_are_one_line() {
     .await
     .unwrap();
     assert!(failed(&r).contains("--ca FILE"), "{}", r.err);
+    // No --ca and no default CA (run in the temporary directory): names what it tried.
+    if !std::path::Path::new("/etc/offloadd/certs/ca.crt").exists() {
+        let r = tokio::task::spawn_blocking(|| run(vec!["stats".into()]))
+            .await
+            .unwrap();
+        assert!(
+            failed(&r).contains("tried /etc/offloadd/certs/ca.crt, certs/ca.crt"),
+            "{}",
+            r.err
+        );
+    }
     // Nobody listening.
     let r = tokio::task::spawn_blocking(|| {
         run(vec![

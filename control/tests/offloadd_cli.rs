@@ -15,9 +15,18 @@ use control::client::{ClientOptions, SessionClient};
 /// still going after 20 s (it accepted what it should have refused) is killed and
 /// reported as exit code -1.
 fn offloadd(args: &[&str]) -> (i32, String) {
+    offloadd_in(SOURCE_TREE, args)
+}
+
+/// The root of the source tree: `config/offloadd.toml` is found from there.
+const SOURCE_TREE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+/// `offloadd`, run in `dir`.
+fn offloadd_in(dir: &str, args: &[&str]) -> (i32, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_offloadd"))
         .args(args)
         .args(["--metrics-listen", "127.0.0.1:0"])
+        .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -79,6 +88,16 @@ fn bad_flags_and_configs_exit_2_with_one_line() {
             "api.plaintext = true with tls.client_ca",
         ),
     ];
+    // No --config, run where there is no config/offloadd.toml (and none installed).
+    if !std::path::Path::new("/etc/offloadd/offloadd.toml").exists() {
+        let (code, err) = offloadd_in(&dir.path().to_string_lossy(), &[]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("tried /etc/offloadd/offloadd.toml, config/offloadd.toml")
+                && err.contains("--config"),
+            "{err}"
+        );
+    }
     for (args, key) in cases {
         let (code, err) = offloadd(&args);
         assert_eq!(code, 2, "{args:?}: {err}");
@@ -104,6 +123,7 @@ impl Offloadd {
         let mut child = Command::new(env!("CARGO_BIN_EXE_offloadd"))
             .args(args)
             .args(["--metrics-listen", "127.0.0.1:0"])
+            .current_dir(SOURCE_TREE)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .env("RUST_LOG", "info")

@@ -11,8 +11,8 @@ use control::config::{Config, Overrides};
 #[derive(Parser, Debug)]
 #[command(name = "offloadd", version, about = "The offloadd OpenOffload device")]
 struct Args {
-    /// Config file (TOML). Default: config/offloadd.toml, looked up from the current
-    /// directory, then from the source tree offloadd was built from.
+    /// Config file (TOML). Default: /etc/offloadd/offloadd.toml, then
+    /// ./config/offloadd.toml.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Listen address, host:port (overrides api.listen).
@@ -36,15 +36,21 @@ struct Args {
     metrics_listen: Option<String>,
 }
 
-fn default_config() -> PathBuf {
-    let here = PathBuf::from("config/offloadd.toml");
-    if here.is_file() {
-        return here;
-    }
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../config/offloadd.toml"
-    ))
+/// Where the config is looked for without --config: the installed device's, then
+/// the one of a source tree (run from its root). Never a path built in.
+const DEFAULT_CONFIGS: [&str; 2] = ["/etc/offloadd/offloadd.toml", "config/offloadd.toml"];
+
+fn default_config() -> Result<PathBuf, String> {
+    DEFAULT_CONFIGS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "no config file: tried {}; pass one with --config FILE",
+                DEFAULT_CONFIGS.join(", ")
+            )
+        })
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -77,7 +83,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let path = args.config.clone().unwrap_or_else(default_config);
+    let path = match args.config.clone().map_or_else(default_config, Ok) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
     let overrides = Overrides {
         listen: args.listen,
         plaintext: args.plaintext,

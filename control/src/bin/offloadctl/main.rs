@@ -51,7 +51,8 @@ pub struct Cli {
     /// Device URL: https:// for TLS, http:// for plaintext.
     #[arg(long, global = true, default_value = "https://localhost:3443")]
     pub server: String,
-    /// CA certificate (PEM) the device's certificate must chain to [default: certs/ca.crt].
+    /// CA certificate (PEM) the device's certificate must chain to [default:
+    /// /etc/offloadd/certs/ca.crt, then ./certs/ca.crt].
     #[arg(long, global = true, value_name = "FILE")]
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS; needs --key.
@@ -143,7 +144,33 @@ pub struct Conn {
     pub json: bool,
 }
 
-const DEFAULT_CA: &str = "certs/ca.crt";
+/// Where the CA is looked for without --ca: the installed device's, then the
+/// development one of a source tree.
+const DEFAULT_CAS: [&str; 2] = ["/etc/offloadd/certs/ca.crt", "certs/ca.crt"];
+
+/// The CA to trust: --ca, or the first default that exists.
+fn find_ca(given: Option<&PathBuf>) -> Result<PathBuf, String> {
+    if let Some(ca) = given {
+        if ca.exists() {
+            return Ok(ca.clone());
+        }
+        return Err(format!(
+            "CA file {} not found: pass the device's CA with --ca FILE, or use an http:// --server for plaintext",
+            ca.display()
+        ));
+    }
+    DEFAULT_CAS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            format!(
+                "no CA file: tried {}; pass the device's CA with --ca FILE \
+                 (`offloadctl certs` writes certs/ca.crt), or use an http:// --server for plaintext",
+                DEFAULT_CAS.join(", ")
+            )
+        })
+}
 
 impl Conn {
     fn from_cli(cli: &Cli) -> Result<Conn, String> {
@@ -152,15 +179,7 @@ impl Conn {
         o.cert = cli.cert.clone();
         o.key = cli.key.clone();
         if cli.server.starts_with("https://") {
-            let ca = cli.ca.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CA));
-            if !ca.exists() {
-                return Err(format!(
-                    "CA file {} not found: pass the device's CA with --ca FILE \
-                     (`offloadctl certs` writes certs/ca.crt), or use an http:// --server for plaintext",
-                    ca.display()
-                ));
-            }
-            o.ca = Some(ca);
+            o.ca = Some(find_ca(cli.ca.as_ref())?);
         }
         Ok(Conn {
             options: o,
