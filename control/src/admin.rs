@@ -7,9 +7,9 @@ use dataplane::stats::EngineReport;
 use hdrhistogram::serialization::{Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use proto::admin::{
-    ClosedAck, Counter, Histogram as WireHistogram, Latency, LatencyRequest, Metrics,
-    MetricsRequest, Neighbour, Neighbours, NeighboursRequest, PortStats, Stats, StatsRequest,
-    WorkerStats,
+    ClosedAck, Counter, Histogram as WireHistogram, Latency, LatencyRequest, ListSessionsRequest,
+    Metrics, MetricsRequest, Neighbour, Neighbours, NeighboursRequest, PortStats, SessionView,
+    SessionViews, Stats, StatsRequest, WorkerStats,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -150,6 +150,35 @@ impl Admin {
     }
 }
 
+/// A session as ListSessions sends it.
+fn session_view(
+    v: &Result<dataplane::session::SessionView, dataplane::session::SessionInfo>,
+) -> SessionView {
+    use dataplane::session::bytes_addr;
+    match v {
+        Ok(v) => SessionView {
+            session: Some(crate::wire::response_from_info(&v.info)),
+            live: true,
+            protocol: match v.proto {
+                dataplane::wire::PROTO_TCP => "tcp".into(),
+                dataplane::wire::PROTO_UDP => "udp".into(),
+                p => p.to_string(),
+            },
+            source: bytes_addr(v.v6, &v.src).to_string(),
+            source_port: v.sport.into(),
+            destination: bytes_addr(v.v6, &v.dst).to_string(),
+            destination_port: v.dport.into(),
+            in_lif: v.in_lif,
+            out_lif: v.out_lif,
+            action: format!("{:?}", v.action).to_lowercase(),
+        },
+        Err(info) => SessionView {
+            session: Some(crate::wire::response_from_info(info)),
+            ..SessionView::default()
+        },
+    }
+}
+
 /// The neighbour table as the admin service sends it (ports by name).
 pub fn neighbours_of(device: &Device) -> Neighbours {
     let names = device.engine.port_names();
@@ -203,6 +232,22 @@ impl proto::admin::admin_server::Admin for Admin {
         _: Request<NeighboursRequest>,
     ) -> Result<Response<Neighbours>, Status> {
         Ok(Response::new(neighbours_of(&self.device)))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<ListSessionsRequest>,
+    ) -> Result<Response<SessionViews>, Status> {
+        let d = &self.device;
+        let r = request.into_inner();
+        let cap = d.config.api.list_cap;
+        let limit = match r.limit {
+            0 => cap,
+            n => n.min(cap),
+        };
+        let (page, more) = d.directory.after(r.after, None, limit as usize);
+        let sessions = d.views(&page).await.iter().map(session_view).collect();
+        Ok(Response::new(SessionViews { sessions, more }))
     }
 
     type AckedClosedSessionsStream = AckedStream;

@@ -18,7 +18,7 @@ use dataplane::port::af_xdp::AfXdpPort;
 use dataplane::port::pcap::PcapPort;
 use dataplane::port::ring::{ring_port, RingPeer};
 use dataplane::port::Port;
-use dataplane::session::{AddError, SessionInfo, SessionSpec};
+use dataplane::session::{AddError, SessionInfo, SessionSpec, SessionView};
 use dataplane::worker::NeighbourConfig;
 use dataplane::worker::{Command, PollMode};
 
@@ -376,34 +376,57 @@ impl Device {
     /// States of sessions (id, worker) in the given order; ids gone meanwhile are left
     /// out.
     pub async fn states(&self, ids: &[(u64, usize)]) -> Vec<SessionInfo> {
+        let mut found = self
+            .ask_workers(ids, |ids, reply| Command::Query { ids, reply })
+            .await;
+        ids.iter()
+            .filter_map(|&(id, _)| found.remove(&id).flatten().or_else(|| self.feed.find(id)))
+            .collect()
+    }
+
+    /// What each session (id, worker) is and how it stands, in the given order: live
+    /// ones with their tuple (`Ok`), closed undelivered ones with their record only
+    /// (`Err`); ids gone meanwhile are left out.
+    pub async fn views(&self, ids: &[(u64, usize)]) -> Vec<Result<SessionView, SessionInfo>> {
+        let mut found = self
+            .ask_workers(ids, |ids, reply| Command::Describe { ids, reply })
+            .await;
+        ids.iter()
+            .filter_map(|&(id, _)| match found.remove(&id).flatten() {
+                Some(v) => Some(Ok(v)),
+                None => self.feed.find(id).map(Err),
+            })
+            .collect()
+    }
+
+    /// One command to each worker holding some of `ids`; the answers by id.
+    async fn ask_workers<T: Send + 'static>(
+        &self,
+        ids: &[(u64, usize)],
+        command: impl Fn(Vec<u64>, dataplane::worker::Reply<Vec<Option<T>>>) -> Command,
+    ) -> std::collections::HashMap<u64, Option<T>> {
         let mut by_worker: Vec<Vec<u64>> = vec![Vec::new(); self.engine.workers()];
         for &(id, w) in ids {
             by_worker[w].push(id);
         }
+        let command = &command;
         let calls = by_worker
             .into_iter()
             .enumerate()
             .filter(|(_, v)| !v.is_empty())
             .map(|(w, ids)| async move {
                 let answers = self
-                    .call(w, |reply| Command::Query {
-                        ids: ids.clone(),
-                        reply,
-                    })
+                    .call(w, |reply| command(ids.clone(), reply))
                     .await
                     .unwrap_or_default();
                 ids.into_iter()
-                    .zip(answers.into_iter().chain(std::iter::repeat(None)))
+                    .zip(answers.into_iter().chain(std::iter::repeat_with(|| None)))
                     .collect::<Vec<_>>()
             });
-        let mut found: std::collections::HashMap<u64, Option<SessionInfo>> =
-            futures::future::join_all(calls)
-                .await
-                .into_iter()
-                .flatten()
-                .collect();
-        ids.iter()
-            .filter_map(|&(id, _)| found.remove(&id).flatten().or_else(|| self.feed.find(id)))
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
             .collect()
     }
 

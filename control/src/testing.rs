@@ -26,10 +26,16 @@ impl TestDevice {
     /// `start`; with `keep_rings` the test drives the ring ports itself
     /// (`running.ring_ends`).
     pub async fn start_with(config_toml: &str, keep_rings: bool) -> TestDevice {
+        TestDevice::start_listening(config_toml, keep_rings, "127.0.0.1:0").await
+    }
+
+    /// `start_with`, listening on `listen` (a device started again on the port of
+    /// one stopped, say).
+    pub async fn start_listening(config_toml: &str, keep_rings: bool, listen: &str) -> TestDevice {
         let dir = tempfile::tempdir().expect("temp dir");
         crate::certs::generate(dir.path()).expect("certificates");
         let overrides = Overrides {
-            listen: Some("127.0.0.1:0".into()),
+            listen: Some(listen.into()),
             ..Overrides::default()
         };
         let mut config = Config::parse(config_toml, dir.path(), &overrides).expect("test config");
@@ -108,6 +114,11 @@ impl TestDevice {
 
     pub fn device(&self) -> &crate::device::Device {
         &self.running.as_ref().expect("running").device
+    }
+
+    /// Where the device's API listens.
+    pub fn running_addr(&self) -> std::net::SocketAddr {
+        self.running.as_ref().expect("running").local_addrs()[0]
     }
 
     /// Where the device's Prometheus endpoint listens (on a port of its own unless

@@ -470,7 +470,7 @@ async fn fw_sim_fills_the_table_and_sessions_come_back() {
     let text = ok(&w);
     assert!(text.starts_with("offloadd "), "{text}");
     assert!(text.contains(" of 19 "), "{text}");
-    assert!(text.contains("ID  STATE"), "{text}");
+    assert!(text.contains("ID  TUPLE"), "{text}");
     assert!(!text.contains('\x1b'));
 }
 

@@ -172,6 +172,22 @@ pub struct SessionInfo {
     pub end_ns: Option<u64>,
 }
 
+/// A live session as a person looks at it (`offloadctl watch`): what it is (its
+/// tuple as added, its lifs and action) next to how it stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionView {
+    pub info: SessionInfo,
+    pub in_lif: u32,
+    pub out_lif: u32,
+    pub v6: bool,
+    pub proto: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub action: Action,
+}
+
 /// Why an add was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum AddError {

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use crate::session::{AddError, SessionInfo, SessionSpec};
+use crate::session::{AddError, SessionInfo, SessionSpec, SessionView};
 use crate::stats::WorkerReport;
 
 /// Called once by the worker with the answer.
@@ -33,6 +33,12 @@ pub enum Command {
         ids: Vec<u64>,
         reply: Reply<Vec<Option<SessionInfo>>>,
     },
+    /// Each id's tuple, lifs and action with its state (None for ids this worker
+    /// does not hold).
+    Describe {
+        ids: Vec<u64>,
+        reply: Reply<Vec<Option<SessionView>>>,
+    },
     /// Counters and histograms.
     Report { reply: Reply<WorkerReport> },
 }
@@ -47,6 +53,7 @@ impl Command {
             }
             Command::Delete { reply, .. } => reply(None),
             Command::Query { ids, reply } => reply(ids.iter().map(|_| None).collect()),
+            Command::Describe { ids, reply } => reply(ids.iter().map(|_| None).collect()),
             Command::Report { .. } => {}
         }
     }

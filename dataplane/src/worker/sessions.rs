@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 
 use super::{Command, Worker};
 use crate::flow::{Cold, Dir, Entry, InsertError};
-use crate::session::{AddError, CloseCause, SessionInfo, SessionSpec, SessionState};
+use crate::session::{
+    Action, AddError, CloseCause, SessionInfo, SessionSpec, SessionState, SessionView,
+};
 use crate::wire::{tcp_flags, PROTO_TCP, PROTO_UDP};
 
 /// Entry flag: deleted while its closed record waited for the feed; the record is
@@ -44,6 +46,10 @@ impl Worker {
             Command::Query { ids, reply } => {
                 let infos = ids.iter().map(|&id| self.query(id)).collect();
                 reply(infos);
+            }
+            Command::Describe { ids, reply } => {
+                let views = ids.iter().map(|&id| self.describe(id)).collect();
+                reply(views);
             }
             Command::Report { reply } => reply(self.report()),
         }
@@ -179,6 +185,25 @@ impl Worker {
 
     fn query(&self, id: u64) -> Option<SessionInfo> {
         self.table.slot_of(id).map(|slot| self.info(slot))
+    }
+
+    fn describe(&self, id: u64) -> Option<SessionView> {
+        let slot = self.table.slot_of(id)?;
+        let e = self.table.entry(slot);
+        let k = e.key(Dir::In);
+        Some(SessionView {
+            info: self.info(slot),
+            in_lif: e.in_lif,
+            out_lif: e.out_lif,
+            v6: k.v6,
+            proto: k.proto,
+            src: k.src,
+            dst: k.dst,
+            sport: k.sport,
+            dport: k.dport,
+            // Stored from an `Action`: always one.
+            action: Action::from_code(e.action()).unwrap_or(Action::Drop),
+        })
     }
 
     pub(super) fn info(&self, slot: u32) -> SessionInfo {
