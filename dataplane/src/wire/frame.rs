@@ -492,6 +492,30 @@ pub fn build(spec: &FrameSpec, buf: &mut [u8]) -> Option<usize> {
     Some(layout.frame_len)
 }
 
+/// Rewrites the sequence and acknowledgement numbers of a TCP frame (`build`'s, or
+/// any other) and its TCP checksum to match: what tests use to place segments in or
+/// out of a session's window. None when the frame is no TCP segment.
+pub fn set_tcp_numbers(frame: &mut [u8], seq: u32, ack: u32) -> Option<()> {
+    let info = parse(frame).ok()?;
+    let at = TcpFrame::locate(frame, info.l3_offset.into(), info.v6)?;
+    let pseudo = if info.v6 {
+        PseudoHeader::V6 {
+            src: info.src,
+            dst: info.dst,
+        }
+    } else {
+        PseudoHeader::V4 {
+            src: first4(&info.src),
+            dst: first4(&info.dst),
+        }
+    };
+    let mut tcp = tcp::Packet::new_checked(frame.get_mut(at.l4..at.end)?).ok()?;
+    tcp.set_seq_number(seq);
+    tcp.set_ack_number(ack);
+    tcp.fill_checksum(&pseudo);
+    Some(())
+}
+
 fn first4(addr: &[u8; 16]) -> [u8; 4] {
     [addr[0], addr[1], addr[2], addr[3]]
 }
@@ -572,6 +596,21 @@ mod tests {
                 assert!(!t.checksums_ok(&f), "IPv4 header checksum");
             }
         }
+    }
+
+    #[test]
+    fn set_tcp_numbers_keeps_checksums_right() {
+        for is_v6 in [false, true] {
+            let mut f = build_vec(&spec(is_v6, PROTO_TCP, 5, 20));
+            set_tcp_numbers(&mut f, 0xdead_beef, 17).unwrap();
+            let info = parse(&f).unwrap();
+            let t = TcpFrame::locate(&f, info.l3_offset.into(), is_v6).unwrap();
+            let seg = t.segment(&f).unwrap();
+            assert_eq!((seg.seq, seg.ack), (0xdead_beef, 17));
+            assert!(t.checksums_ok(&f));
+        }
+        let mut udp = build_vec(&spec(false, PROTO_UDP, 0, 20));
+        assert_eq!(set_tcp_numbers(&mut udp, 1, 2), None);
     }
 
     #[test]
