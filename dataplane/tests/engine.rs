@@ -735,17 +735,27 @@ fn control_packets_outside_the_window_change_nothing() {
         }
     }
     let out = dev.settle();
-    assert_eq!(out[FIREWALL].len(), forged, "the firewall sees each of them");
+    assert_eq!(
+        out[FIREWALL].len(),
+        forged,
+        "the firewall sees each of them"
+    );
     let r = dev.engine.report();
     assert_eq!(r.total.tcp_invalid_out_of_window, forged as u64);
-    assert_eq!(dev.engine.query(1).unwrap().state, SessionState::Established);
+    assert_eq!(
+        dev.engine.query(1).unwrap().state,
+        SessionState::Established
+    );
     // In the window but with a bad TCP checksum: counted, nothing changes.
     let mut bad = frame_of(&s, false, tcp_flags::RST, 0);
     bad[14 + 20 + 16] ^= 0xff; // the TCP checksum of an untagged IPv4 frame
     dev.inject(OUTSIDE, &bad);
     dev.settle();
     assert_eq!(dev.engine.report().total.tcp_invalid_bad_checksum, 1);
-    assert_eq!(dev.engine.query(1).unwrap().state, SessionState::Established);
+    assert_eq!(
+        dev.engine.query(1).unwrap().state,
+        SessionState::Established
+    );
     // The real RST closes it.
     dev.inject(OUTSIDE, &frame_of(&s, false, tcp_flags::RST, 0));
     dev.settle();
@@ -766,7 +776,10 @@ fn a_rst_before_anything_is_known_is_not_believed() {
     dev.inject(OUTSIDE, &frame_of(&s, false, tcp_flags::RST, 0));
     dev.settle();
     assert_eq!(dev.engine.report().total.tcp_invalid_no_window, 1);
-    assert_eq!(dev.engine.query(1).unwrap().state, SessionState::Established);
+    assert_eq!(
+        dev.engine.query(1).unwrap().state,
+        SessionState::Established
+    );
     // Once the other side has said where this one is, its RST is believed.
     dev.inject(INSIDE, &frame_of(&s, true, ACK, 0));
     dev.settle();

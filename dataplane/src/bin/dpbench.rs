@@ -150,7 +150,11 @@ fn frame(s: &SessionSpec, reverse: bool, buf: &mut [u8]) -> usize {
         dst,
         sport,
         dport,
-        tcp_flags: if s.proto == PROTO_TCP { tcp_flags::ACK } else { 0 },
+        tcp_flags: if s.proto == PROTO_TCP {
+            tcp_flags::ACK
+        } else {
+            0
+        },
         payload_len: 0,
     };
     wire::build(&spec, buf).expect("a 64-byte frame fits")

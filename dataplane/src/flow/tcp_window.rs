@@ -276,7 +276,10 @@ mod tests {
             Verdict::InWindow,
             "before the wrap, within a window"
         );
-        assert_eq!(w.check(IN, &seg(59 + 1001, 0, 0, RST, 0)), Verdict::OutOfWindow);
+        assert_eq!(
+            w.check(IN, &seg(59 + 1001, 0, 0, RST, 0)),
+            Verdict::OutOfWindow
+        );
         // Data goes on across the wrap.
         w.note(IN, &seg(59, 53, 1000, ACK, 500));
         assert_eq!(w.end(IN), Some(559));
@@ -293,7 +296,10 @@ mod tests {
         }
         assert_eq!(w.end(IN), Some(seq));
         assert_eq!(w.check(IN, &seg(seq, 0, 0, RST, 0)), Verdict::InWindow);
-        assert_eq!(w.check(IN, &seg(10_100, 0, 0, RST, 0)), Verdict::OutOfWindow);
+        assert_eq!(
+            w.check(IN, &seg(10_100, 0, 0, RST, 0)),
+            Verdict::OutOfWindow
+        );
         // A retransmission from the past moves nothing back.
         w.note(IN, &seg(seq - 1800, 50_050, 1000, ACK, 900));
         assert_eq!(w.end(IN), Some(seq));
@@ -310,8 +316,14 @@ mod tests {
         assert_eq!(w.scale(OUT), 5, "512 << 5 = 16384 covers 11584");
         // The window checks now take the scaled window.
         let end = 10_100 + 8 * 1448;
-        assert_eq!(w.check(IN, &seg(end + 16_000, 0, 0, RST, 0)), Verdict::InWindow);
-        assert_eq!(w.check(IN, &seg(end + 16_385, 0, 0, RST, 0)), Verdict::OutOfWindow);
+        assert_eq!(
+            w.check(IN, &seg(end + 16_000, 0, 0, RST, 0)),
+            Verdict::InWindow
+        );
+        assert_eq!(
+            w.check(IN, &seg(end + 16_385, 0, 0, RST, 0)),
+            Verdict::OutOfWindow
+        );
         // The other way stays unscaled.
         assert_eq!(w.scale(IN), 0);
     }
@@ -332,7 +344,12 @@ mod tests {
         let mut w = picked_up(10_000, 50_000, 1000);
         let before = w;
         for (d, end) in [(IN, 10_100u32), (OUT, 50_050)] {
-            for off in [1 << 31, 1 << 28, 0u32.wrapping_sub(1 << 28), 0u32.wrapping_sub(2000)] {
+            for off in [
+                1 << 31,
+                1 << 28,
+                0u32.wrapping_sub(1 << 28),
+                0u32.wrapping_sub(2000),
+            ] {
                 w.note(d, &seg(end.wrapping_add(off), 12345, 65535, ACK, 100));
             }
         }

@@ -6,9 +6,9 @@
 use std::sync::atomic::Ordering;
 
 use super::{Command, Worker};
+use crate::flow::Verdict;
 use crate::flow::{Cold, Dir, Entry, InsertError};
 use crate::session::{AddError, CloseCause, SessionInfo, SessionSpec, SessionState};
-use crate::flow::Verdict;
 use crate::wire::frame::TcpFrame;
 use crate::wire::tcp::Segment;
 use crate::wire::{tcp_flags, PROTO_TCP, PROTO_UDP};

@@ -72,7 +72,11 @@ fn bad_checksum(f: &Flow, forward: bool, flags: u8, ip: bool) -> Vec<u8> {
 fn firewall_has(net: &mut Net, f: &Flow, flags: u8, n: usize) {
     let of = |i: &FrameInfo| (f.is(true)(i) || f.is(false)(i)) && i.tcp_flags & flags == flags;
     let got = net.firewall.wait_for(n, WAIT, of);
-    assert_eq!(got, n, "session {}: firewall copies with flags {flags:#x}", f.id);
+    assert_eq!(
+        got, n,
+        "session {}: firewall copies with flags {flags:#x}",
+        f.id
+    );
 }
 
 /// Waits until the device has counted what the test sent on `f`.
@@ -154,7 +158,11 @@ pub(super) async fn forged_control_packets(c: &mut SessionClient, dev: &TestDevi
         assert_eq!(state(dev, fin6.id), Some(SessionState::Closing2));
         net.send_frame(&fin6, true, &numbered(&fin6, true, ACK, FAR, FAR));
         wait_counted(dev, net, &fin6);
-        assert_eq!(state(dev, fin6.id), Some(SessionState::Closing2), "forged ACK");
+        assert_eq!(
+            state(dev, fin6.id),
+            Some(SessionState::Closing2),
+            "forged ACK"
+        );
         net.send(&fin6, true, ACK, 0, 1);
     });
     let closed = closed_records(c, net, &[21, 22, 23]).await;
@@ -278,8 +286,7 @@ async fn bulk_picked_up_mid_stream(
     let client_sock = p.client;
     let answered = Arc::new(AtomicBool::new(false));
     let has_answer = answered.clone();
-    let client =
-        std::thread::spawn(move || bulk_client(client_sock, server_addr, end, has_answer));
+    let client = std::thread::spawn(move || bulk_client(client_sock, server_addr, end, has_answer));
 
     wait_until(net, "a few MB through the device", || {
         received.load(Ordering::Relaxed) >= 4 << 20 || server.is_finished()
@@ -319,7 +326,10 @@ async fn bulk_picked_up_mid_stream(
     let got = joined(server);
     let answer = joined(client);
     assert!(got == pattern(BULK, 3), "session {id}: bulk byte-exact");
-    assert!(answer == pattern(ANSWER, 4), "session {id}: answer byte-exact");
+    assert!(
+        answer == pattern(ANSWER, 4),
+        "session {id}: answer byte-exact"
+    );
 
     let closed = closed_records(c, net, &[again.id]).await;
     let rec = &closed[&again.id];
@@ -327,7 +337,11 @@ async fn bulk_picked_up_mid_stream(
         End::Fins => SessionCloseCode::Finack,
         End::Reset => SessionCloseCode::Rst,
     };
-    assert_eq!(rec.session_close_code, want as i32, "session {}: {rec:?}", again.id);
+    assert_eq!(
+        rec.session_close_code, want as i32,
+        "session {}: {rec:?}",
+        again.id
+    );
     let now = counters(dev);
     assert_eq!(
         invalid(&now),
@@ -338,8 +352,17 @@ async fn bulk_picked_up_mid_stream(
     // Every packet after the pick-up was the session's: its counters are every hit
     // since (nothing else ran), and no data segment went to the firewall.
     let hits = now.hits - before_add.hits;
-    assert_eq!(rec.in_packets + rec.out_packets, hits, "session {}", again.id);
-    assert!(rec.in_bytes > (BULK / 2) as u64, "session {}: {rec:?}", again.id);
+    assert_eq!(
+        rec.in_packets + rec.out_packets,
+        hits,
+        "session {}",
+        again.id
+    );
+    assert!(
+        rec.in_bytes > (BULK / 2) as u64,
+        "session {}: {rec:?}",
+        again.id
+    );
     eprintln!(
         "bulk session {}: {} packets in, {} out after the pick-up; {} misses while deleted",
         again.id,
