@@ -139,23 +139,33 @@ impl TcpWindow {
             self.set_scale(d, 0);
             return self.take_fields(d, seg);
         }
-        let o = 1 - d;
-        let window = self.offered(o);
-        let in_window = self.reach(d, seg, window).is_some();
-        let largest = self.offered_with(o, MAX_SCALE);
-        match self.reach(d, seg, largest) {
-            // Ahead by more than the window: evidence of a larger scale, if some
-            // scale allows it.
-            Some(beyond) if beyond > window && beyond <= largest => self.grow_scale(o, beyond),
-            Some(beyond) if in_window && beyond <= window => {}
-            // Older than a window, or far off.
-            _ => return,
-        }
-        let beyond = self.end[d] != seg.end() && after(seg.end(), self.end[d]);
-        if beyond {
+        let window = self.offered(1 - d);
+        // How far the segment's end lies past `end` (negative: before it).
+        let ahead = seg.end().wrapping_sub(self.end[d]) as i32;
+        if ahead > 0 {
+            if ahead as u32 > window && !self.widen(d, ahead as u32) {
+                return;
+            }
             self.end[d] = seg.end();
+        } else if ahead.unsigned_abs() > window {
+            // Older than a window (or far off): nothing to learn from it.
+            return;
         }
         self.take_fields(d, seg)
+    }
+
+    /// Data of direction `d` ahead of `end` by `beyond`, more than the other side's
+    /// window allows: evidence of a larger scale when some scale allows it (then the
+    /// estimate grows; true), far off otherwise (false).
+    #[cold]
+    #[inline(never)]
+    fn widen(&mut self, d: usize, beyond: u32) -> bool {
+        let o = 1 - d;
+        if beyond > self.offered_with(o, MAX_SCALE) {
+            return false;
+        }
+        self.grow_scale(o, beyond);
+        true
     }
 
     /// The window a segment announces, and the other side's start from its ack.

@@ -219,6 +219,42 @@ pub struct TcpFrame {
     pub v6: bool,
 }
 
+/// The TCP segment of a frame that `parse` took as a TCP flow, whose IP header starts
+/// at `l3` (IPv6 when `v6`): what window tracking reads of every TCP packet. IPv4 is
+/// read in place, in a few checks; IPv6 walks its headers (`TcpFrame::locate`).
+#[inline(always)]
+pub fn tcp_segment(frame: &[u8], l3: usize, v6: bool) -> Option<tcp::Segment> {
+    if v6 {
+        return tcp_segment_v6(frame, l3);
+    }
+    let ip: &[u8; ipv4::HEADER_LEN] = frame.get(l3..)?.first_chunk()?;
+    let l4 = l3 + usize::from(ip[0] & 0x0f) * 4;
+    let end = l3 + usize::from(be16(ip[2], ip[3]));
+    if end > frame.len() || ip[9] != PROTO_TCP {
+        return None;
+    }
+    let h: &[u8; tcp::HEADER_LEN] = frame.get(l4..end)?.first_chunk()?;
+    let header_len = usize::from(h[12] >> 4) * 4;
+    if header_len < tcp::HEADER_LEN {
+        return None;
+    }
+    let payload = (end - l4).checked_sub(header_len)?;
+    let flags = h[13];
+    let syn_fin = u32::from(flags & tcp_flags::SYN != 0) + u32::from(flags & tcp_flags::FIN != 0);
+    Some(tcp::Segment {
+        seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+        ack: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
+        window: be16(h[14], h[15]),
+        flags,
+        len: payload as u32 + syn_fin,
+    })
+}
+
+#[inline(never)]
+fn tcp_segment_v6(frame: &[u8], l3: usize) -> Option<tcp::Segment> {
+    TcpFrame::locate(frame, l3, true)?.segment(frame)
+}
+
 impl TcpFrame {
     /// Finds the TCP segment of `frame`, whose IP header starts at `l3` (IPv6 when
     /// `v6`). None when the headers do not say where a whole TCP header is; `parse`
@@ -578,6 +614,11 @@ mod tests {
             let info = parse(&f).unwrap();
             let t = TcpFrame::locate(&f, info.l3_offset.into(), is_v6).unwrap();
             let seg = t.segment(&f).unwrap();
+            assert_eq!(
+                tcp_segment(&f, t.l3, is_v6),
+                Some(seg),
+                "the same, read in place"
+            );
             assert_eq!((seg.seq, seg.ack), build_seq_ack(&s));
             assert_eq!(seg.len, 34, "33 payload bytes and the FIN");
             assert_eq!(seg.window, tcp::DEFAULT_WINDOW);
@@ -620,10 +661,13 @@ mod tests {
         let tcp = build_vec(&spec(false, PROTO_TCP, 0, 10));
         assert_eq!(TcpFrame::locate(&tcp[..40], 14, false), None, "cut short");
         assert_eq!(TcpFrame::locate(&tcp, 70, false), None, "past the end");
+        assert_eq!(tcp_segment(&udp, 14, false), None);
+        assert_eq!(tcp_segment(&tcp[..40], 14, false), None, "cut short");
         let t = TcpFrame::locate(&tcp, 14, false).unwrap();
         let mut bad = tcp.clone();
         bad[t.l4 + 12] = 0x40; // data offset 4
         assert_eq!(t.segment(&bad), None);
+        assert_eq!(tcp_segment(&bad, 14, false), None);
         assert!(!t.checksums_ok(&bad));
     }
 

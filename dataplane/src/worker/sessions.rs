@@ -9,7 +9,7 @@ use super::{Command, Worker};
 use crate::flow::Verdict;
 use crate::flow::{Cold, Dir, Entry, InsertError};
 use crate::session::{AddError, CloseCause, SessionInfo, SessionSpec, SessionState};
-use crate::wire::frame::TcpFrame;
+use crate::wire::frame::{self, TcpFrame};
 use crate::wire::tcp::Segment;
 use crate::wire::{tcp_flags, PROTO_TCP, PROTO_UDP};
 
@@ -220,14 +220,13 @@ impl Worker {
         v6: bool,
     ) -> Option<u8> {
         // `parse` took the frame as a TCP flow: the segment is there.
-        let at = TcpFrame::locate(frame, l3, v6)?;
-        let seg = at.segment(frame)?;
+        let seg = frame::tcp_segment(frame, l3, v6)?;
         let c = self.table.cold_mut(slot);
         if !would_change_state(seg.flags, state, c.fin, dir) {
             c.tcp.note(dir as usize, &seg);
             return None;
         }
-        self.judge_state_change(slot, dir as usize, &seg, &at, frame)
+        self.judge_state_change(slot, dir as usize, &seg, frame, l3, v6)
     }
 
     /// A packet that would change the session's state: believed only when in the
@@ -238,14 +237,17 @@ impl Worker {
         slot: u32,
         d: usize,
         seg: &Segment,
-        at: &TcpFrame,
         frame: &[u8],
+        l3: usize,
+        v6: bool,
     ) -> Option<u8> {
         let window = &mut self.table.cold_mut(slot).tcp;
+        let checksums_ok =
+            |f: &[u8]| TcpFrame::locate(f, l3, v6).is_some_and(|t| t.checksums_ok(f));
         match window.check(d, seg) {
             Verdict::OutOfWindow => self.counters.tcp_invalid_out_of_window += 1,
             Verdict::NoWindow => self.counters.tcp_invalid_no_window += 1,
-            Verdict::InWindow if !at.checksums_ok(frame) => {
+            Verdict::InWindow if !checksums_ok(frame) => {
                 self.counters.tcp_invalid_bad_checksum += 1
             }
             Verdict::InWindow => {
