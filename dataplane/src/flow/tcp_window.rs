@@ -65,6 +65,7 @@ fn after(a: u32, b: u32) -> bool {
 
 impl TcpWindow {
     /// Whether direction `d` has been seen (or seeded from the other's ack).
+    #[inline(always)]
     pub fn known(&self, d: usize) -> bool {
         self.nibble(d) != 0
     }
@@ -75,10 +76,12 @@ impl TcpWindow {
     }
 
     /// The scale shift taken for direction `d`'s windows.
+    #[inline(always)]
     pub fn scale(&self, d: usize) -> u8 {
         self.nibble(d).saturating_sub(1)
     }
 
+    #[inline(always)]
     fn nibble(&self, d: usize) -> u8 {
         (self.sides >> (4 * d)) & 0xf
     }
@@ -90,6 +93,7 @@ impl TcpWindow {
 
     /// The window direction `o` has offered the other side: its largest window,
     /// scaled by the estimate.
+    #[inline(always)]
     fn offered(&self, o: usize) -> u32 {
         let raw = match self.win[o] {
             0 => UNKNOWN_WINDOW,
@@ -133,6 +137,7 @@ impl TcpWindow {
     ///
     /// For a packet that would change the session's state, call this only once
     /// `check` said `InWindow` and its checksums are right.
+    #[inline(always)]
     pub fn note(&mut self, d: usize, seg: &Segment) {
         if !self.known(d) {
             self.end[d] = seg.end();
@@ -169,6 +174,7 @@ impl TcpWindow {
     }
 
     /// The window a segment announces, and the other side's start from its ack.
+    #[inline(always)]
     fn take_fields(&mut self, d: usize, seg: &Segment) {
         // A SYN's window is never scaled: not comparable with the others.
         if seg.flags & tcp_flags::SYN == 0 && seg.window > self.win[d] {

@@ -220,13 +220,18 @@ pub struct TcpFrame {
 }
 
 /// The TCP segment of a frame that `parse` took as a TCP flow, whose IP header starts
-/// at `l3` (IPv6 when `v6`): what window tracking reads of every TCP packet. IPv4 is
-/// read in place, in a few checks; IPv6 walks its headers (`TcpFrame::locate`).
-#[inline(always)]
+/// at `l3` (IPv6 when `v6`): what window tracking reads of every TCP packet.
 pub fn tcp_segment(frame: &[u8], l3: usize, v6: bool) -> Option<tcp::Segment> {
     if v6 {
-        return tcp_segment_v6(frame, l3);
+        tcp_segment_v6(frame, l3)
+    } else {
+        tcp_segment_v4(frame, l3)
     }
+}
+
+/// `tcp_segment` of an IPv4 frame, read in place in a few checks (the hot path's).
+#[inline(always)]
+pub fn tcp_segment_v4(frame: &[u8], l3: usize) -> Option<tcp::Segment> {
     let ip: &[u8; ipv4::HEADER_LEN] = frame.get(l3..)?.first_chunk()?;
     let l4 = l3 + usize::from(ip[0] & 0x0f) * 4;
     let end = l3 + usize::from(be16(ip[2], ip[3]));
@@ -250,8 +255,8 @@ pub fn tcp_segment(frame: &[u8], l3: usize, v6: bool) -> Option<tcp::Segment> {
     })
 }
 
-#[inline(never)]
-fn tcp_segment_v6(frame: &[u8], l3: usize) -> Option<tcp::Segment> {
+/// `tcp_segment` of an IPv6 frame: its headers walked (`TcpFrame::locate`).
+pub fn tcp_segment_v6(frame: &[u8], l3: usize) -> Option<tcp::Segment> {
     TcpFrame::locate(frame, l3, true)?.segment(frame)
 }
 

@@ -219,14 +219,47 @@ impl Worker {
         l3: usize,
         v6: bool,
     ) -> Option<u8> {
-        // `parse` took the frame as a TCP flow: the segment is there.
-        let seg = frame::tcp_segment(frame, l3, v6)?;
+        // `parse` took the frame as a TCP flow: the segment is there. IPv6 apart, so
+        // that the IPv4 segment stays in registers.
+        if v6 {
+            return self.track_tcp_v6(slot, dir, state, frame, l3);
+        }
+        let seg = frame::tcp_segment_v4(frame, l3)?;
+        self.track_segment(slot, dir, state, &seg, frame, l3, false)
+    }
+
+    #[inline(never)]
+    fn track_tcp_v6(
+        &mut self,
+        slot: u32,
+        dir: Dir,
+        state: u8,
+        frame: &[u8],
+        l3: usize,
+    ) -> Option<u8> {
+        let seg = frame::tcp_segment_v6(frame, l3)?;
+        self.track_segment(slot, dir, state, &seg, frame, l3, true)
+    }
+
+    /// `track_tcp` once the segment is read.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn track_segment(
+        &mut self,
+        slot: u32,
+        dir: Dir,
+        state: u8,
+        seg: &Segment,
+        frame: &[u8],
+        l3: usize,
+        v6: bool,
+    ) -> Option<u8> {
         let c = self.table.cold_mut(slot);
         if !would_change_state(seg.flags, state, c.fin, dir) {
-            c.tcp.note(dir as usize, &seg);
+            c.tcp.note(dir as usize, seg);
             return None;
         }
-        self.judge_state_change(slot, dir as usize, &seg, frame, l3, v6)
+        self.judge_state_change(slot, dir as usize, seg, frame, l3, v6)
     }
 
     /// A packet that would change the session's state: believed only when in the
