@@ -20,6 +20,7 @@ use dataplane::wire::frame::{self, TcpFrame, BUILD_SEQ};
 use dataplane::wire::{FrameInfo, PROTO_TCP};
 use dataplane::SessionState;
 use futures::StreamExt;
+use proto::admin::StatsRequest;
 use proto::v2::{SessionCloseCode, SessionRequestArgs, SessionResponse};
 
 /// A quarter of the sequence space away from what built frames carry.
@@ -187,6 +188,13 @@ pub(super) async fn forged_control_packets(c: &mut SessionClient, dev: &TestDevi
         "and the forged last ACK"
     );
     assert_eq!(invalid(&now)[1], invalid(&before)[1], "no window: none");
+    // What `offloadctl stats` and the admin service show.
+    let stats = dev.admin().await.get_stats(StatsRequest {}).await;
+    let stats = stats.unwrap().into_inner();
+    let named = |n: &str| stats.counters.iter().find(|c| c.name == n).map(|c| c.value);
+    assert_eq!(named("tcp_invalid_out_of_window"), Some(invalid(&now)[0]));
+    assert_eq!(named("tcp_invalid_bad_checksum"), Some(invalid(&now)[2]));
+    assert_eq!(named("tcp_invalid_no_window"), Some(invalid(&now)[1]));
 }
 
 /// Polls the closed-session feed until it has reported all of `ids`.
