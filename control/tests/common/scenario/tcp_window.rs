@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::kernel_sessions::{accept, joined, made_in, pattern, tcp_pair};
-use super::{flow, Flow, Net, ACK, DROP, FIN, FORWARD, PSH, RST, WAIT};
+use super::{flow, Flow, Net, ACK, DROP, FIN, FORWARD, PSH, RST, SYN, WAIT};
 use control::client::SessionClient;
 use control::testing::TestDevice;
 use dataplane::stats::WorkerCounters;
@@ -300,15 +300,27 @@ async fn bulk_picked_up_mid_stream(
         received.load(Ordering::Relaxed) >= 4 << 20 || server.is_finished()
     })
     .await;
+    net.pump_all();
+    let data_before = client_data(&net.firewall, &flow);
+    let misses_before = counters(dev).misses;
     let deleted = c.delete(flow.id).await.unwrap();
     assert_eq!(deleted.request_status, 0, "deleted mid-stream");
     // Segments sent now are misses: the firewall gets them, the receiver does not.
-    let misses_before = counters(dev).misses;
-    // (At least one: with a small flight at the delete, retransmissions back off.)
-    wait_until(net, "a segment lost while no session", || {
-        counters(dev).misses > misses_before
-    })
-    .await;
+    // One data segment of the client's lost is enough (with a small flight at the
+    // delete, retransmissions back off).
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        net.pump_all();
+        net.forget_hosts_seen();
+        if client_data(&net.firewall, &flow) > data_before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "session {id}: no data segment lost while no session"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     // Nothing hits while the session is away: hits from here on are the new one's.
     let before_add = counters(dev);
     let r = c.add(vec![again.request()]).await.unwrap();
@@ -332,7 +344,11 @@ async fn bulk_picked_up_mid_stream(
     })
     .await;
     let got = joined(server);
-    let answer = joined(client);
+    let (answer, retransmitted) = joined(client);
+    assert!(
+        retransmitted > 0,
+        "session {id}: the client retransmitted what was lost"
+    );
     assert!(got == pattern(BULK, 3), "session {id}: bulk byte-exact");
     assert!(
         answer == pattern(ANSWER, 4),
@@ -372,12 +388,25 @@ async fn bulk_picked_up_mid_stream(
         again.id
     );
     eprintln!(
-        "bulk session {}: {} packets in, {} out after the pick-up; {} misses while deleted",
+        "bulk session {}: {} packets in, {} out after the pick-up; {} misses while \
+         deleted; {retransmitted} segments retransmitted by the client",
         again.id,
         rec.in_packets,
         rec.out_packets,
         at_pickup.misses - misses_before
     );
+}
+
+/// Frames of the client of `f` with data in them that a wire saw.
+fn client_data(w: &super::Wire, f: &Flow) -> usize {
+    w.matching(f.is(true))
+        .into_iter()
+        .filter(|fr| {
+            let i = frame::parse(fr).unwrap();
+            let seg = frame::tcp_segment(fr, i.l3_offset.into(), i.v6).unwrap();
+            seg.len > u32::from(seg.flags & (FIN | SYN) != 0)
+        })
+        .count()
 }
 
 /// Pumps the hosts' wires (whose rings would fill) until `done`.
@@ -398,7 +427,7 @@ fn bulk_client(
     server: SocketAddr,
     end: End,
     answered: Arc<AtomicBool>,
-) -> Vec<u8> {
+) -> (Vec<u8>, u32) {
     let mut s = super::super::host_kernel::tcp_connect(s, server, DEADLINE)
         .expect("TCP connection through the device");
     s.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -407,6 +436,7 @@ fn bulk_client(
     let mut answer = vec![0u8; ANSWER];
     s.read_exact(&mut answer).expect("the answer");
     answered.store(true, Ordering::Relaxed);
+    let retransmitted = total_retransmits(&s);
     match end {
         End::Fins => {
             s.shutdown(Shutdown::Write).unwrap();
@@ -421,7 +451,27 @@ fn bulk_client(
             drop(s); // a RST
         }
     }
-    answer
+    (answer, retransmitted)
+}
+
+/// Segments the socket's kernel has retransmitted (`TCP_INFO`).
+fn total_retransmits(s: &std::net::TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: zero is a valid tcp_info.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: TCP_INFO writes at most `len` bytes into `info`.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info.tcpi_total_retrans
 }
 
 /// Reads `BULK` bytes (counting them in `progress`), answers, then waits for the
