@@ -95,28 +95,14 @@ impl TcpWindow {
     /// scaled by the estimate.
     #[inline(always)]
     fn offered(&self, o: usize) -> u32 {
-        let raw = match self.win[o] {
-            0 => UNKNOWN_WINDOW,
-            w => u32::from(w),
-        };
-        raw << self.scale(o)
+        self.offered_with(o, self.scale(o))
     }
 
-    /// How far beyond `end` a segment of direction `d` lies (0 when not beyond);
-    /// None when it lies more than the other side's window below `end` or starts more
-    /// than that window above it.
-    fn reach(&self, d: usize, seg: &Segment, window: u32) -> Option<u32> {
+    /// Whether a segment of direction `d` ends no more than `window` below `end` and
+    /// starts no more than `window` above it.
+    fn in_window(&self, d: usize, seg: &Segment, window: u32) -> bool {
         let end = self.end[d];
-        let low = end.wrapping_sub(window);
-        let high = end.wrapping_add(window);
-        if after(low, seg.end()) || after(seg.seq, high) {
-            return None;
-        }
-        Some(if after(seg.end(), end) {
-            seg.end().wrapping_sub(end)
-        } else {
-            0
-        })
+        !after(end.wrapping_sub(window), seg.end()) && !after(seg.seq, end.wrapping_add(window))
     }
 
     /// Whether a packet of direction `d` that would change the session's state (RST,
@@ -125,9 +111,10 @@ impl TcpWindow {
         if !self.known(d) {
             return Verdict::NoWindow;
         }
-        match self.reach(d, seg, self.offered(1 - d)) {
-            Some(_) => Verdict::InWindow,
-            None => Verdict::OutOfWindow,
+        if self.in_window(d, seg, self.offered(1 - d)) {
+            Verdict::InWindow
+        } else {
+            Verdict::OutOfWindow
         }
     }
 
@@ -197,6 +184,8 @@ impl TcpWindow {
         self.set_scale(o, scale);
     }
 
+    /// `offered` with another scale.
+    #[inline(always)]
     fn offered_with(&self, o: usize, scale: u8) -> u32 {
         let raw = match self.win[o] {
             0 => UNKNOWN_WINDOW,
