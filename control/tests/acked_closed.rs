@@ -192,9 +192,9 @@ async fn an_acked_reader_follows_closures_as_they_happen() {
     let mut c = dev.client(ApiVersion::V2).await;
     assert_eq!(c.add(vec![v4(1), v4(2)]).await.unwrap().request_status, 0);
     let mut a = Reader::open(&dev).await;
-    send(dev.ring("outside"), &pool, &v4(2), true, RST, 0);
+    reset(dev.ring("outside"), &pool, &v4(2), true);
     assert_eq!(a.receive(1).await, vec![2]);
-    send(dev.ring("inside"), &pool, &v4(1), false, RST, 0);
+    reset(dev.ring("inside"), &pool, &v4(1), false);
     assert_eq!(a.receive(1).await, vec![1]);
     a.ack(&[2, 1]);
     wait_acked(&dev, 2).await;

@@ -372,7 +372,7 @@ async fn closed_sessions_from_real_frames_are_delivered_once() {
     )
     .await;
     bytes_in += send(dev.ring("outside"), &pool, &fin, true, ACK, 0);
-    send(dev.ring("inside"), &pool, &rst, false, RST, 0);
+    reset(dev.ring("inside"), &pool, &rst, false);
     send(dev.ring("outside"), &pool, &idle, true, 0, 20);
     send(dev.ring("outside"), &pool, &udp_live, true, 0, 20);
 
@@ -397,7 +397,7 @@ async fn closed_sessions_from_real_frames_are_delivered_once() {
         (s.session_state, s.session_close_code),
         (3, SessionCloseCode::Rst as i32)
     );
-    assert_eq!(s.out_packets, 1);
+    assert_eq!(s.out_packets, 2, "the ACK and the RST");
     wait_for("timeout close", Duration::from_secs(5), || {
         let mut c = c.clone();
         async move {
@@ -541,7 +541,7 @@ async fn follow_mode_pushes_closures_as_they_happen() {
     }
     assert_eq!(open(), 1, "the server saw the second follower go");
 
-    send(dev.ring("outside"), &pool, &v4(2), true, RST, 0);
+    reset(dev.ring("outside"), &pool, &v4(2), true);
     let r = tokio::time::timeout(Duration::from_secs(5), follow.next())
         .await
         .unwrap()
@@ -551,7 +551,7 @@ async fn follow_mode_pushes_closures_as_they_happen() {
         (r.session_id, r.session_close_code),
         (2, SessionCloseCode::Rst as i32)
     );
-    send(dev.ring("inside"), &pool, &v4(1), false, RST, 0);
+    reset(dev.ring("inside"), &pool, &v4(1), false);
     let r = tokio::time::timeout(Duration::from_secs(5), follow.next())
         .await
         .unwrap()

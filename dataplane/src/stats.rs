@@ -41,6 +41,14 @@ pub struct WorkerCounters {
     /// Forwarded packets whose session's next hop was not resolved (yet, or on a port
     /// that cannot resolve): sent as with no next hop.
     pub forwarded_unresolved: u64,
+    /// TCP packets of a session that would have changed its state (RST, a first FIN,
+    /// the last ACK) but did not, by reason (`tcp_invalid`): the sequence number is
+    /// outside the window tracked for its side; nothing is known of its side yet;
+    /// the IPv4 header or TCP checksum is wrong. They go to the firewall as every
+    /// control packet does, and on as the session's action says.
+    pub tcp_invalid_out_of_window: u64,
+    pub tcp_invalid_no_window: u64,
+    pub tcp_invalid_bad_checksum: u64,
     /// ARP requests and neighbour solicitations sent for next hops.
     pub neighbour_requests: u64,
     /// Requests held back by the rate limit (or for want of a buffer), sent later.
@@ -151,6 +159,9 @@ impl WorkerCounters {
             copy_failures,
             retag_failures,
             forwarded_unresolved,
+            tcp_invalid_out_of_window,
+            tcp_invalid_no_window,
+            tcp_invalid_bad_checksum,
             neighbour_requests,
             neighbour_requests_deferred,
             neighbour_replies,
@@ -183,6 +194,9 @@ impl WorkerCounters {
         *copy_failures += o.copy_failures;
         *retag_failures += o.retag_failures;
         *forwarded_unresolved += o.forwarded_unresolved;
+        *tcp_invalid_out_of_window += o.tcp_invalid_out_of_window;
+        *tcp_invalid_no_window += o.tcp_invalid_no_window;
+        *tcp_invalid_bad_checksum += o.tcp_invalid_bad_checksum;
         *neighbour_requests += o.neighbour_requests;
         *neighbour_requests_deferred += o.neighbour_requests_deferred;
         *neighbour_replies += o.neighbour_replies;

@@ -164,6 +164,9 @@ fn rst_closes_at_once() {
     let mut dev = Device::start(Setup::default());
     let s = tcp(6, "10.0.0.1", 40001, "10.0.1.1", 80, Action::Drop);
     add_ok(&dev, vec![s.clone()]);
+    // The outside's ACK says where the inside's sequence numbers are (window
+    // tracking: a RST from a side nothing is known of is not believed).
+    dev.inject(OUTSIDE, &frame_of(&s, false, ACK, 0));
     dev.inject(INSIDE, &frame_of(&s, true, tcp_flags::RST, 0));
     let out = dev.settle();
     assert_eq!(
@@ -475,6 +478,12 @@ fn reset_sessions(dev: &mut Device, n: u64) -> Vec<SessionSpec> {
         })
         .collect();
     add_ok(dev, specs.clone());
+    // The inside's ACKs place the outside's windows (see `rst_closes_at_once`);
+    // they go first (ports are polled in turn).
+    for s in &specs {
+        dev.inject(INSIDE, &frame_of(s, true, ACK, 0));
+    }
+    dev.settle();
     for s in &specs {
         dev.inject(OUTSIDE, &frame_of(s, false, tcp_flags::RST, 0));
     }
@@ -531,7 +540,7 @@ fn latency_is_recorded_and_stop_reports_what_is_left() {
     dev.settle();
     let r = dev.engine.report();
     assert_eq!(r.latency.add_ns.len(), 3);
-    assert_eq!(r.latency.packet_ns.len(), 3);
+    assert_eq!(r.latency.packet_ns.len(), 6, "an ACK and a RST each");
     assert!(r.latency.packet_ns.value_at_quantile(0.5) > 0);
     let Device { engine, .. } = dev;
     let stop = engine.stop();
@@ -616,6 +625,7 @@ fn closing_2_without_the_last_ack_times_out_as_finack() {
     let mut s = tcp(1, "10.0.0.1", 40000, "10.0.1.1", 80, Action::Forward);
     s.timeout_s = 1;
     add_ok(&dev, vec![s.clone()]);
+    dev.inject(OUTSIDE, &frame_of(&s, false, ACK, 10));
     dev.inject(OUTSIDE, &frame_of(&s, false, tcp_flags::FIN | ACK, 0));
     dev.inject(INSIDE, &frame_of(&s, true, tcp_flags::FIN | ACK, 0));
     dev.settle();
@@ -693,4 +703,92 @@ fn capacity_is_device_wide_across_two_workers() {
     let per_worker: Vec<usize> = report.workers.iter().map(|w| w.sessions).collect();
     assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
     assert_eq!(per_worker.iter().sum::<usize>(), 100);
+}
+
+/// `frame_of` with other sequence and acknowledgement numbers (checksum refilled).
+fn numbered(s: &SessionSpec, reverse: bool, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
+    let mut f = frame_of(s, reverse, flags, 0);
+    wire::frame::set_tcp_numbers(&mut f, seq, ack).expect("a TCP frame");
+    f
+}
+
+#[test]
+fn control_packets_outside_the_window_change_nothing() {
+    let mut dev = Device::start(Setup::default());
+    let s = tcp(1, "10.0.0.1", 40000, "10.0.1.1", 80, Action::Forward);
+    add_ok(&dev, vec![s.clone()]);
+    // Picked up mid-stream: one data packet each way.
+    dev.inject(OUTSIDE, &frame_of(&s, false, ACK, 100));
+    dev.inject(INSIDE, &frame_of(&s, true, ACK, 100));
+    dev.settle();
+    // Outside's frames carry BUILD_SEQ, inside's BUILD_ACK: a quarter of the
+    // sequence space away from both.
+    let far = wire::frame::BUILD_SEQ.wrapping_add(1 << 30);
+    let mut forged = 0;
+    for reverse in [false, true] {
+        for flags in [tcp_flags::RST, tcp_flags::RST | ACK, tcp_flags::FIN | ACK] {
+            dev.inject(
+                if reverse { INSIDE } else { OUTSIDE },
+                &numbered(&s, reverse, flags, far, 7),
+            );
+            forged += 1;
+        }
+    }
+    let out = dev.settle();
+    assert_eq!(
+        out[FIREWALL].len(),
+        forged,
+        "the firewall sees each of them"
+    );
+    let r = dev.engine.report();
+    assert_eq!(r.total.tcp_invalid_out_of_window, forged as u64);
+    assert_eq!(
+        dev.engine.query(1).unwrap().state,
+        SessionState::Established
+    );
+    // In the window but with a bad TCP checksum: counted, nothing changes.
+    let mut bad = frame_of(&s, false, tcp_flags::RST, 0);
+    bad[14 + 20 + 16] ^= 0xff; // the TCP checksum of an untagged IPv4 frame
+    dev.inject(OUTSIDE, &bad);
+    dev.settle();
+    assert_eq!(dev.engine.report().total.tcp_invalid_bad_checksum, 1);
+    assert_eq!(
+        dev.engine.query(1).unwrap().state,
+        SessionState::Established
+    );
+    // The real RST closes it.
+    dev.inject(OUTSIDE, &frame_of(&s, false, tcp_flags::RST, 0));
+    dev.settle();
+    let rec = dev
+        .engine
+        .closed()
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(rec.cause, CloseCause::Rst);
+    assert_eq!(rec.in_packets, 1 + 3 + 1 + 1, "every packet counted");
+}
+
+#[test]
+fn a_rst_before_anything_is_known_is_not_believed() {
+    let mut dev = Device::start(Setup::default());
+    let s = tcp(1, "10.0.0.1", 40000, "10.0.1.1", 80, Action::Forward);
+    add_ok(&dev, vec![s.clone()]);
+    dev.inject(OUTSIDE, &frame_of(&s, false, tcp_flags::RST, 0));
+    dev.settle();
+    assert_eq!(dev.engine.report().total.tcp_invalid_no_window, 1);
+    assert_eq!(
+        dev.engine.query(1).unwrap().state,
+        SessionState::Established
+    );
+    // Once the other side has said where this one is, its RST is believed.
+    dev.inject(INSIDE, &frame_of(&s, true, ACK, 0));
+    dev.settle();
+    dev.inject(OUTSIDE, &frame_of(&s, false, tcp_flags::RST, 0));
+    dev.settle();
+    let rec = dev
+        .engine
+        .closed()
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(rec.cause, CloseCause::Rst);
 }

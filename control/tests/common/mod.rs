@@ -76,6 +76,14 @@ pub fn v6(id: u64) -> SessionRequest {
     }
 }
 
+/// Ends `r`'s session with a RST from one side, as a real peer's would be: an ACK
+/// from that side first, so that the device knows where its sequence numbers are
+/// (window tracking believes no RST from a side it knows nothing of). Both frames on
+/// the same ring, in order. Returns the bytes sent (two frames).
+pub fn reset(end: &mut RingEnd, pool: &PacketPool, r: &SessionRequest, from_in: bool) -> usize {
+    send(end, pool, r, from_in, ACK, 0) + send(end, pool, r, from_in, RST, 0)
+}
+
 /// Builds and injects one frame of `r`'s session: from its source on the in side
 /// (`from_in`) or from its destination on the out side. Returns the frame length.
 pub fn send(

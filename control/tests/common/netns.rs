@@ -286,8 +286,14 @@ impl Wire {
     pub fn send(&mut self, spec: &FrameSpec) -> usize {
         let mut buf = [0u8; 2048];
         let len = frame::build(spec, &mut buf).expect("frame builds");
+        self.send_frame(&buf[..len])
+    }
+
+    /// Sends one frame as it is; returns its length.
+    pub fn send_frame(&mut self, data: &[u8]) -> usize {
+        let len = data.len();
         let mut burst = Burst::new();
-        burst.push(self.pool.alloc_from(&buf[..len]).expect("pool has buffers"));
+        burst.push(self.pool.alloc_from(data).expect("pool has buffers"));
         let deadline = Instant::now() + Duration::from_secs(2);
         while self.queue.tx_burst(&mut burst) == 0 {
             assert!(
@@ -332,6 +338,11 @@ impl Wire {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Forgets the frames seen so far (a long transfer would pile them up).
+    pub fn forget(&mut self) {
+        self.seen.clear();
     }
 
     /// The host socket's own counters (kernel drops among them).

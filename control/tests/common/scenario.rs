@@ -7,6 +7,7 @@
 //! (`scenario/kernel_sessions.rs`). Needs root; skipped (with the reason) otherwise.
 
 mod kernel_sessions;
+mod tcp_window;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -193,6 +194,24 @@ impl Net {
                 s.out_packets += 1;
             }
         }
+    }
+
+    /// Sends `frame` (of `flow`, from one side) as it is, and books it.
+    fn send_frame(&mut self, flow: &Flow, forward: bool, frame: &[u8]) {
+        let s = self.sent.entry(flow.id).or_default();
+        if forward {
+            s.in_bytes += self.outside.send_frame(frame) as u64;
+            s.in_packets += 1;
+        } else {
+            s.out_bytes += self.inside.send_frame(frame) as u64;
+            s.out_packets += 1;
+        }
+    }
+
+    /// Forgets what the two hosts received (the firewall's and collector's stay).
+    fn forget_hosts_seen(&mut self) {
+        self.outside.forget();
+        self.inside.forget();
     }
 
     fn pump_all(&mut self) {
@@ -653,4 +672,25 @@ fn dir(forward: bool) -> &'static str {
     } else {
         "out->in"
     }
+}
+
+/// Window tracking on ports of backend `b`: forged and broken control packets, then
+/// real kernel connections picked up mid-stream (`scenario/tcp_window.rs`).
+pub async fn tcp_windows_over_veth_pairs(b: Backend<'_>) {
+    let Some((_lab, nss, devs)) = build_lab(&b) else {
+        return;
+    };
+    let mut net = Net {
+        outside: Wire::open(&nss[0]).expect("outside wire"),
+        inside: Wire::open(&nss[1]).expect("inside wire"),
+        firewall: Wire::open(&nss[2]).expect("firewall wire"),
+        collector: Wire::open(&nss[3]).expect("collector wire"),
+        sent: HashMap::new(),
+    };
+    let dev = TestDevice::start(&config(&devs, &b)).await;
+    let mut c = dev.client(ApiVersion::V2).await;
+    tcp_window::forged_control_packets(&mut c, &dev, &mut net).await;
+    tcp_window::kernel_bulk(&mut c, &dev, &mut net, &nss).await;
+    let summary = dev.stop().await;
+    assert_eq!(summary.engine.crashed, 0);
 }

@@ -1,8 +1,9 @@
 //! dpbench: how fast one worker moves the packets of offloaded sessions.
 //!
-//! `dpbench --sessions N --packets P [--workers W] [--json]`
+//! `dpbench --sessions N --packets P [--workers W] [--tcp] [--json]`
 //!
-//! Builds 64-byte UDP frames for N sessions (both directions), shuffles them (uniform
+//! Builds 64-byte UDP frames (with `--tcp`: TCP ACKs, so every packet also goes
+//! through window tracking) for N sessions (both directions), shuffles them (uniform
 //! random over sessions), then measures in one run:
 //! (a) the baseline: the same frames through the same ring ports, moved rx -> tx by a
 //!     pinned thread with no parsing or lookup;
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use dataplane::packet::{Burst, PacketBuf, PacketPool, BURST};
 use dataplane::port::ring::{ring_port, RingPeer, RingPort};
 use dataplane::port::Port;
-use dataplane::wire::{self, FrameSpec, PROTO_UDP};
+use dataplane::wire::{self, tcp_flags, FrameSpec, PROTO_TCP, PROTO_UDP};
 use dataplane::worker::Command;
 use dataplane::{Action, Engine, EngineConfig, PollMode, PortConfig, SessionSpec};
 use rand::rngs::SmallRng;
@@ -44,10 +45,12 @@ struct Args {
     port: String,
     /// af_packet: seconds each measurement sends for.
     seconds: u64,
+    /// TCP sessions and ACK frames instead of UDP.
+    tcp: bool,
 }
 
 fn usage() -> &'static str {
-    "usage: dpbench [--port ring|af_packet|af_xdp|dpdk] --sessions N [--packets P] [--seconds S] [--workers W] [--json]"
+    "usage: dpbench [--port ring|af_packet|af_xdp|dpdk] --sessions N [--packets P] [--seconds S] [--workers W] [--tcp] [--json]"
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -58,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
         json: false,
         port: "ring".into(),
         seconds: 3,
+        tcp: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -76,6 +80,7 @@ fn parse_args() -> Result<Args, String> {
             "--packets" => a.packets = value("--packets")?,
             "--workers" => a.workers = value("--workers")? as usize,
             "--json" => a.json = true,
+            "--tcp" => a.tcp = true,
             "--seconds" => a.seconds = value("--seconds")?,
             "-h" | "--help" => return Err(usage().into()),
             other => return Err(format!("unknown argument {other:?}\n{}", usage())),
@@ -112,7 +117,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-fn session(i: usize) -> SessionSpec {
+fn session(i: usize, proto: u8) -> SessionSpec {
     let i = i as u32;
     let src = std::net::Ipv4Addr::from(0x0a00_0000 | (i >> 8)); // 10.x.y.z
     let dst = std::net::Ipv4Addr::from(0xc0a8_0000 | (i & 0xff)); // 192.168.0.z
@@ -120,7 +125,7 @@ fn session(i: usize) -> SessionSpec {
         u64::from(i),
         1,
         2,
-        PROTO_UDP,
+        proto,
         src.into(),
         1024 + (i % 50_000) as u16,
         dst.into(),
@@ -140,12 +145,16 @@ fn frame(s: &SessionSpec, reverse: bool, buf: &mut [u8]) -> usize {
         dst_mac: [2, 0, 0, 0, 0, 2],
         vlan: 0,
         v6: false,
-        proto: PROTO_UDP,
+        proto: s.proto,
         src,
         dst,
         sport,
         dport,
-        tcp_flags: 0,
+        tcp_flags: if s.proto == PROTO_TCP {
+            tcp_flags::ACK
+        } else {
+            0
+        },
         payload_len: 0,
     };
     wire::build(&spec, buf).expect("a 64-byte frame fits")
@@ -303,7 +312,8 @@ fn run(a: &Args) -> Result<bool, String> {
 
     // Frames, both directions of every session, shuffled.
     let t = Instant::now();
-    let specs: Vec<SessionSpec> = (0..a.sessions).map(session).collect();
+    let proto = if a.tcp { PROTO_TCP } else { PROTO_UDP };
+    let specs: Vec<SessionSpec> = (0..a.sessions).map(|i| session(i, proto)).collect();
     let pool = PacketPool::new((2 * a.sessions + 4 * RING * a.workers) as u32, FRAME)
         .map_err(|e| format!("packet pool: {e}"))?;
     let steering = dataplane::steer::Steering::new(a.workers);
@@ -443,6 +453,10 @@ fn run(a: &Args) -> Result<bool, String> {
         && hits == a.packets
         && misses == 0
         && counted == a.packets
+        && report.total.tcp_invalid_out_of_window
+            + report.total.tcp_invalid_no_window
+            + report.total.tcp_invalid_bad_checksum
+            == 0
         && stop.crashed == 0;
     log(format!(
         "verify: sent {} hits {hits} misses {misses} session counters {counted}: {}",
@@ -459,6 +473,7 @@ fn run(a: &Args) -> Result<bool, String> {
     let json = serde_json::json!({
         "workers": a.workers,
         "sessions": a.sessions,
+        "protocol": if a.tcp { "tcp" } else { "udp" },
         "packets": a.packets,
         "mpps_per_worker": round2(mpps),
         "ns_per_packet": round2(1e3 / mpps),
@@ -796,7 +811,8 @@ fn af_packet_bench(a: &Args) -> Result<bool, String> {
     v.pair(&dpa0, sender_mac, None, &dpa1, [2, 0xbe, 0, 0, 0, 2], None)?;
     v.pair(&dpb0, [2, 0xbe, 0, 0, 0, 3], None, &dpb1, far_mac, None)?;
 
-    let specs: Vec<SessionSpec> = (0..a.sessions).map(session).collect();
+    let proto = if a.tcp { PROTO_TCP } else { PROTO_UDP };
+    let specs: Vec<SessionSpec> = (0..a.sessions).map(|i| session(i, proto)).collect();
     let frames: Arc<Vec<Vec<u8>>> = Arc::new(
         specs
             .iter()

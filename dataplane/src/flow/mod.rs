@@ -6,8 +6,10 @@
 
 pub mod key;
 pub mod table;
+pub mod tcp_window;
 pub mod wheel;
 
 pub use key::{Dir, FlowKey};
 pub use table::{Cold, Entry, FlowTable, InsertError, Probe, Totals};
+pub use tcp_window::{TcpWindow, Verdict};
 pub use wheel::TimerWheel;

@@ -26,6 +26,7 @@
 use hashbrown::HashMap;
 
 use super::key::{Dir, FlowKey};
+use super::tcp_window::TcpWindow;
 use crate::mem::{Region, ReserveError};
 use crate::prefetch;
 
@@ -70,6 +71,16 @@ const META_V6: u8 = 1 << 4;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cold {
+    /// TCP only: the sequence windows both ways (`flow::tcp_window`). First, with
+    /// `fin` right after it: the record starts at a multiple of 16 bytes, so these 14
+    /// bytes never straddle a cache line and one prefetch brings them.
+    pub tcp: TcpWindow,
+    /// FIN seen: bit 0 from the source (in), bit 1 from the destination (out).
+    pub fin: u8,
+    /// `CloseCause` as a number once closed.
+    pub cause: u8,
+    /// Worker bookkeeping bits (see `worker::sessions`).
+    pub flags: u8,
     /// Packets carried out of `Entry::packets`, by direction (multiples of 2^16).
     pub packets: [u64; 2],
     /// Bytes carried out of `Entry::bytes`, by direction (multiples of 2^32).
@@ -83,13 +94,9 @@ pub struct Cold {
     /// While live: the wheel's next and previous links (slot + 1, 0 = none).
     /// Once closed: the end time, ns since the Unix epoch (`end_ns`).
     pub timer: [u32; 2],
-    /// FIN seen: bit 0 from the source (in), bit 1 from the destination (out).
-    pub fin: u8,
-    /// `CloseCause` as a number once closed.
-    pub cause: u8,
-    /// Worker bookkeeping bits (see `worker::sessions`).
-    pub flags: u8,
 }
+
+const _: () = assert!(std::mem::size_of::<Cold>() == 80);
 
 impl Entry {
     /// The `meta` byte of a session with this action, state and address family.
@@ -392,6 +399,15 @@ impl FlowTable {
         Probe {
             r,
             epoch: self.epoch,
+        }
+    }
+
+    /// Stage 2, TCP only: bring the candidate's TCP window (cold record) toward the
+    /// cache too, for `tcp_window` in the last stage.
+    #[inline(always)]
+    pub fn prefetch_tcp_window(&self, probe: Probe) {
+        if probe.r != Probe::NONE.r {
+            prefetch::write(&self.cold[(probe.r >> 1) as usize].tcp);
         }
     }
 

@@ -207,6 +207,122 @@ fn parse_ipv6<'a>(ip: &'a [u8], info: &mut FrameInfo) -> Result<(u8, &'a [u8], b
     Ok((upper.protocol, l4, more_frags))
 }
 
+/// Where the TCP segment of a frame lies, for window tracking and for the checksums
+/// of the packets that would change a session's state. Found again from the IP header
+/// (the hot path's parse keeps only the flow fields), only for TCP packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpFrame {
+    pub l3: usize,
+    /// Start of the TCP header and end of the IP packet (Ethernet padding excluded).
+    pub l4: usize,
+    pub end: usize,
+    pub v6: bool,
+}
+
+/// The TCP segment of a frame that `parse` took as a TCP flow, whose IP header starts
+/// at `l3` (IPv6 when `v6`): what window tracking reads of every TCP packet.
+pub fn tcp_segment(frame: &[u8], l3: usize, v6: bool) -> Option<tcp::Segment> {
+    if v6 {
+        tcp_segment_v6(frame, l3)
+    } else {
+        tcp_segment_v4(frame, l3)
+    }
+}
+
+/// `tcp_segment` of an IPv4 frame, read in place in a few checks (the hot path's).
+#[inline(always)]
+pub fn tcp_segment_v4(frame: &[u8], l3: usize) -> Option<tcp::Segment> {
+    let ip: &[u8; ipv4::HEADER_LEN] = frame.get(l3..)?.first_chunk()?;
+    let l4 = l3 + usize::from(ip[0] & 0x0f) * 4;
+    let end = l3 + usize::from(be16(ip[2], ip[3]));
+    if end > frame.len() || ip[9] != PROTO_TCP {
+        return None;
+    }
+    let h: &[u8; tcp::HEADER_LEN] = frame.get(l4..end)?.first_chunk()?;
+    let header_len = usize::from(h[12] >> 4) * 4;
+    if header_len < tcp::HEADER_LEN {
+        return None;
+    }
+    let payload = (end - l4).checked_sub(header_len)?;
+    let flags = h[13];
+    let syn_fin = u32::from(flags & tcp_flags::SYN != 0) + u32::from(flags & tcp_flags::FIN != 0);
+    Some(tcp::Segment {
+        seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+        ack: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
+        window: be16(h[14], h[15]),
+        flags,
+        len: payload as u32 + syn_fin,
+    })
+}
+
+/// `tcp_segment` of an IPv6 frame: its headers walked (`TcpFrame::locate`).
+pub fn tcp_segment_v6(frame: &[u8], l3: usize) -> Option<tcp::Segment> {
+    TcpFrame::locate(frame, l3, true)?.segment(frame)
+}
+
+impl TcpFrame {
+    /// Finds the TCP segment of `frame`, whose IP header starts at `l3` (IPv6 when
+    /// `v6`). None when the headers do not say where a whole TCP header is; `parse`
+    /// has already refused such frames, so a flow packet always has one.
+    pub fn locate(frame: &[u8], l3: usize, v6: bool) -> Option<TcpFrame> {
+        let ip = frame.get(l3..)?;
+        let (l4, end, proto) = if v6 {
+            let h: &[u8; ipv6::HEADER_LEN] = ip.first_chunk()?;
+            let end = ipv6::HEADER_LEN + usize::from(be16(h[4], h[5]));
+            let upper = ipv6::skip_extension_headers(h[6], ip.get(ipv6::HEADER_LEN..end)?).ok()?;
+            (ipv6::HEADER_LEN + upper.offset, end, upper.protocol)
+        } else {
+            let h: &[u8; ipv4::HEADER_LEN] = ip.first_chunk()?;
+            let header_len = usize::from(h[0] & 0x0f) * 4;
+            (header_len, usize::from(be16(h[2], h[3])), h[9])
+        };
+        let tcp = TcpFrame {
+            l3,
+            l4: l3 + l4,
+            end: l3 + end,
+            v6,
+        };
+        let fits = proto == PROTO_TCP && tcp.l4 <= tcp.end && tcp.end <= frame.len();
+        fits.then_some(tcp)
+    }
+
+    /// Sequence number, ack, window, flags and length of the segment.
+    pub fn segment(&self, frame: &[u8]) -> Option<tcp::Segment> {
+        tcp::Segment::of(frame.get(self.l4..self.end)?)
+    }
+
+    /// Whether the IPv4 header checksum (IPv6 has none) and the TCP checksum over the
+    /// pseudo-header and the whole segment are right. A segment of a locally sent
+    /// packet whose checksum a NIC was to fill in (checksum offload) is not right.
+    pub fn checksums_ok(&self, frame: &[u8]) -> bool {
+        let (Some(ip), Some(l4)) = (frame.get(self.l3..self.end), frame.get(self.l4..self.end))
+        else {
+            return false;
+        };
+        let pseudo = if self.v6 {
+            let Ok(h) = ipv6::Packet::new_checked(ip) else {
+                return false;
+            };
+            PseudoHeader::V6 {
+                src: h.src_addr(),
+                dst: h.dst_addr(),
+            }
+        } else {
+            let Ok(h) = ipv4::Packet::new_checked(ip) else {
+                return false;
+            };
+            if !h.verify_checksum() {
+                return false;
+            }
+            PseudoHeader::V4 {
+                src: h.src_addr(),
+                dst: h.dst_addr(),
+            }
+        };
+        tcp::Packet::new_checked(l4).is_ok_and(|t| t.verify_checksum(&pseudo))
+    }
+}
+
 /// An IPv4 address as the flow key holds it: the first four bytes, the rest zero.
 #[inline(always)]
 fn v4_in_16(a: [u8; 4]) -> [u8; 16] {
@@ -237,9 +353,21 @@ pub struct FrameSpec {
 }
 
 /// Sequence and acknowledgement numbers `build` writes into TCP segments; the ack
-/// only when the ACK flag is set.
+/// only when the ACK flag is set. The side with the lower (address, port) sends
+/// `BUILD_SEQ` and acknowledges `BUILD_ACK`, the other side the reverse: each side
+/// acknowledges what the other sends, so built frames of both directions of a
+/// session lie in each other's windows (window tracking, `flow::tcp_window`).
 pub const BUILD_SEQ: u32 = 0x0100_0000;
 pub const BUILD_ACK: u32 = 0x0200_0000;
+
+/// The (seq, ack) `build` writes for `spec` (see `BUILD_SEQ`).
+pub fn build_seq_ack(spec: &FrameSpec) -> (u32, u32) {
+    if (spec.src, spec.sport) <= (spec.dst, spec.dport) {
+        (BUILD_SEQ, BUILD_ACK)
+    } else {
+        (BUILD_ACK, BUILD_SEQ)
+    }
+}
 
 /// The byte at `index` of a built payload: a repeating 0..=255 ramp, so a truncated or
 /// shifted payload shows.
@@ -377,11 +505,12 @@ pub fn build(spec: &FrameSpec, buf: &mut [u8]) -> Option<usize> {
     }
     if spec.proto == PROTO_TCP {
         let has_ack = spec.tcp_flags & tcp_flags::ACK != 0;
+        let (seq, ack) = build_seq_ack(spec);
         let repr = tcp::Repr {
             src_port: spec.sport,
             dst_port: spec.dport,
-            seq_number: BUILD_SEQ,
-            ack_number: if has_ack { BUILD_ACK } else { 0 },
+            seq_number: seq,
+            ack_number: if has_ack { ack } else { 0 },
             flags: spec.tcp_flags,
             window: tcp::DEFAULT_WINDOW,
             urgent: 0,
@@ -402,6 +531,30 @@ pub fn build(spec: &FrameSpec, buf: &mut [u8]) -> Option<usize> {
 
     frame[layout.ip_end..].fill(0);
     Some(layout.frame_len)
+}
+
+/// Rewrites the sequence and acknowledgement numbers of a TCP frame (`build`'s, or
+/// any other) and its TCP checksum to match: what tests use to place segments in or
+/// out of a session's window. None when the frame is no TCP segment.
+pub fn set_tcp_numbers(frame: &mut [u8], seq: u32, ack: u32) -> Option<()> {
+    let info = parse(frame).ok()?;
+    let at = TcpFrame::locate(frame, info.l3_offset.into(), info.v6)?;
+    let pseudo = if info.v6 {
+        PseudoHeader::V6 {
+            src: info.src,
+            dst: info.dst,
+        }
+    } else {
+        PseudoHeader::V4 {
+            src: first4(&info.src),
+            dst: first4(&info.dst),
+        }
+    };
+    let mut tcp = tcp::Packet::new_checked(frame.get_mut(at.l4..at.end)?).ok()?;
+    tcp.set_seq_number(seq);
+    tcp.set_ack_number(ack);
+    tcp.fill_checksum(&pseudo);
+    Some(())
 }
 
 fn first4(addr: &[u8; 16]) -> [u8; 4] {
@@ -455,6 +608,88 @@ mod tests {
         let len = build(spec, &mut buf).expect("spec fits");
         buf.truncate(len);
         buf
+    }
+
+    #[test]
+    fn tcp_frame_locates_segment_and_verifies_checksums() {
+        for (is_v6, vlan) in [(false, 0), (false, 7), (true, 0), (true, 7)] {
+            let mut s = spec(is_v6, PROTO_TCP, vlan, 33);
+            s.tcp_flags = tcp_flags::FIN | tcp_flags::ACK;
+            let mut f = build_vec(&s);
+            let info = parse(&f).unwrap();
+            let t = TcpFrame::locate(&f, info.l3_offset.into(), is_v6).unwrap();
+            let seg = t.segment(&f).unwrap();
+            assert_eq!(
+                tcp_segment(&f, t.l3, is_v6),
+                Some(seg),
+                "the same, read in place"
+            );
+            assert_eq!((seg.seq, seg.ack), build_seq_ack(&s));
+            assert_eq!(seg.len, 34, "33 payload bytes and the FIN");
+            assert_eq!(seg.window, tcp::DEFAULT_WINDOW);
+            assert!(t.checksums_ok(&f), "v6 {is_v6} vlan {vlan}");
+            // A payload byte flipped: the TCP checksum is wrong.
+            let last = t.end - 1;
+            f[last] ^= 0x40;
+            assert!(!t.checksums_ok(&f));
+            f[last] ^= 0x40;
+            // Ethernet padding is outside the checksums.
+            f.extend_from_slice(&[0xee; 8]);
+            assert!(t.checksums_ok(&f));
+            if !is_v6 {
+                // The TTL changed without the header checksum following.
+                f[t.l3 + 8] -= 1;
+                assert!(!t.checksums_ok(&f), "IPv4 header checksum");
+            }
+        }
+    }
+
+    #[test]
+    fn set_tcp_numbers_keeps_checksums_right() {
+        for is_v6 in [false, true] {
+            let mut f = build_vec(&spec(is_v6, PROTO_TCP, 5, 20));
+            set_tcp_numbers(&mut f, 0xdead_beef, 17).unwrap();
+            let info = parse(&f).unwrap();
+            let t = TcpFrame::locate(&f, info.l3_offset.into(), is_v6).unwrap();
+            let seg = t.segment(&f).unwrap();
+            assert_eq!((seg.seq, seg.ack), (0xdead_beef, 17));
+            assert!(t.checksums_ok(&f));
+        }
+        let mut udp = build_vec(&spec(false, PROTO_UDP, 0, 20));
+        assert_eq!(set_tcp_numbers(&mut udp, 1, 2), None);
+    }
+
+    #[test]
+    fn tcp_frame_refuses_what_is_no_tcp_segment() {
+        let udp = build_vec(&spec(false, PROTO_UDP, 0, 10));
+        assert_eq!(TcpFrame::locate(&udp, 14, false), None);
+        let tcp = build_vec(&spec(false, PROTO_TCP, 0, 10));
+        assert_eq!(TcpFrame::locate(&tcp[..40], 14, false), None, "cut short");
+        assert_eq!(TcpFrame::locate(&tcp, 70, false), None, "past the end");
+        assert_eq!(tcp_segment(&udp, 14, false), None);
+        assert_eq!(tcp_segment(&tcp[..40], 14, false), None, "cut short");
+        let t = TcpFrame::locate(&tcp, 14, false).unwrap();
+        let mut bad = tcp.clone();
+        bad[t.l4 + 12] = 0x40; // data offset 4
+        assert_eq!(t.segment(&bad), None);
+        assert_eq!(tcp_segment(&bad, 14, false), None);
+        assert!(!t.checksums_ok(&bad));
+    }
+
+    #[test]
+    fn built_sides_acknowledge_each_other() {
+        let a = spec(false, PROTO_TCP, 0, 0);
+        let b = FrameSpec {
+            src: a.dst,
+            dst: a.src,
+            sport: a.dport,
+            dport: a.sport,
+            ..a.clone()
+        };
+        let (sa, aa) = build_seq_ack(&a);
+        let (sb, ab) = build_seq_ack(&b);
+        assert_eq!((sa, aa), (ab, sb));
+        assert_ne!(sa, sb);
     }
 
     /// What `parse` must return for a frame built from `spec`.

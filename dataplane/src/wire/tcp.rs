@@ -24,6 +24,42 @@ mod field {
     pub const URGENT: Range<usize> = 18..20;
 }
 
+/// What window tracking reads of a segment: its place in the sequence space, the
+/// acknowledgement and the window it announces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    pub seq: u32,
+    pub ack: u32,
+    /// The window field as sent (not scaled).
+    pub window: u16,
+    pub flags: u8,
+    /// Sequence space the segment takes: payload bytes, plus one each for SYN and FIN.
+    pub len: u32,
+}
+
+impl Segment {
+    /// The segment of a whole TCP header plus payload (`buffer` ends where the IP
+    /// packet ends); None when the header does not fit.
+    pub fn of(buffer: &[u8]) -> Option<Segment> {
+        let p = Packet::new_checked(buffer).ok()?;
+        let flags = p.flags();
+        let syn_fin = u32::from(flags & super::tcp_flags::SYN != 0)
+            + u32::from(flags & super::tcp_flags::FIN != 0);
+        Some(Segment {
+            seq: p.seq_number(),
+            ack: p.ack_number(),
+            window: p.window(),
+            flags,
+            len: (buffer.len() - p.header_len()) as u32 + syn_fin,
+        })
+    }
+
+    /// The sequence number just past the segment.
+    pub fn end(&self) -> u32 {
+        self.seq.wrapping_add(self.len)
+    }
+}
+
 /// A view of a TCP segment in a byte buffer that ends where the segment ends (the IP
 /// payload), since the checksum covers all of it.
 #[derive(Debug, Clone)]
@@ -283,6 +319,22 @@ mod tests {
             dst: [10, 0, 0, 2],
         };
         assert!(!packet.verify_checksum(&other));
+    }
+
+    #[test]
+    fn segment_counts_syn_fin_and_payload() {
+        let syn = Segment::of(&SYN).unwrap();
+        assert_eq!((syn.seq, syn.ack, syn.window), (0x1234_5678, 0, 64240));
+        assert_eq!(syn.len, 1, "a SYN takes one number");
+        let mut data = SYN.to_vec();
+        data[13] = tcp_flags::FIN | tcp_flags::ACK;
+        data.extend_from_slice(&[0; 10]);
+        let fin = Segment::of(&data).unwrap();
+        assert_eq!(fin.len, 11, "10 payload bytes and the FIN");
+        let mut wrap = fin;
+        wrap.seq = u32::MAX - 4;
+        assert_eq!(wrap.end(), 6, "the end wraps around");
+        assert_eq!(Segment::of(&SYN[..39]), None, "a header cut short");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use super::Worker;
 use crate::flow::{Dir, FlowKey, Probe};
 use crate::neighbour::Route;
 use crate::packet::{Burst, PacketBuf, BURST};
-use crate::session::{Action, SessionState};
+use crate::session::Action;
 use crate::wire::{ethernet, frame, tcp_flags, FrameInfo, Unparsed, PROTO_TCP};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -44,7 +44,6 @@ enum Kind {
 const ACTION_DROP: u8 = Action::Drop as u8;
 const ACTION_MIRROR: u8 = Action::Mirror as u8;
 const ACTION_SNOOP: u8 = Action::Snoop as u8;
-const CLOSING_2: u8 = SessionState::Closing2 as u8;
 const CONTROL_FLAGS: u8 = tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST;
 
 /// Packets between a frame's header prefetch and its parse.
@@ -71,6 +70,8 @@ pub(super) struct Pipe {
     hashes: [u64; PIPE],
     probes: [Probe; PIPE],
     tcp: [u8; PIPE],
+    /// Offset of the IP header (TCP packets find their segment from it).
+    l3: [u8; PIPE],
     kinds: [Kind; PIPE],
     /// Packets that entered the pipe.
     received: u32,
@@ -92,6 +93,7 @@ impl Pipe {
             hashes: [0; PIPE],
             probes: [Probe::NONE; PIPE],
             tcp: [0; PIPE],
+            l3: [0; PIPE],
             kinds: [Kind::NotFlow; PIPE],
             received: 0,
             fetched: 0,
@@ -192,7 +194,11 @@ impl Worker {
             {
                 let i = at(pipe.matched);
                 if pipe.kinds[i] == Kind::Flow {
-                    pipe.probes[i] = self.table.prefetch_entry(pipe.hashes[i]);
+                    let probe = self.table.prefetch_entry(pipe.hashes[i]);
+                    if pipe.keys[i].proto == PROTO_TCP {
+                        self.table.prefetch_tcp_window(probe);
+                    }
+                    pipe.probes[i] = probe;
                 }
                 pipe.matched += 1;
                 moved = true;
@@ -236,6 +242,7 @@ impl Worker {
         pipe.keys[i] = key;
         pipe.hashes[i] = hash;
         pipe.tcp[i] = if f.proto == PROTO_TCP { f.tcp_flags } else { 0 };
+        pipe.l3[i] = f.l3_offset as u8;
         Kind::Flow
     }
 
@@ -254,7 +261,7 @@ impl Worker {
                 {
                     Some((slot, dir)) => {
                         let vlan = (key.lif >> 16) as u16;
-                        self.hit(slot, dir, vlan, pipe.tcp[i], pkt)
+                        self.hit(slot, dir, vlan, pipe.tcp[i], pipe.l3[i], pkt)
                     }
                     None => {
                         self.counters.misses += 1;
@@ -280,7 +287,7 @@ impl Worker {
 
     /// A packet of the session in `slot`, going `dir`, that arrived tagged `vlan`.
     #[inline(always)]
-    fn hit(&mut self, slot: u32, dir: Dir, vlan: u16, tcp: u8, pkt: PacketBuf) {
+    fn hit(&mut self, slot: u32, dir: Dir, vlan: u16, tcp: u8, l3: u8, pkt: PacketBuf) {
         self.counters.hits += 1;
         let e = self
             .table
@@ -294,8 +301,14 @@ impl Worker {
         let port = self.lif_port[lif as u16 as usize];
         let to_vlan = (lif >> 16) as u16;
         let action = e.action();
-        let closing_state = e.proto == PROTO_TCP
-            && (tcp & (tcp_flags::FIN | tcp_flags::RST) != 0 || e.state() == CLOSING_2);
+        // TCP: window tracking, and whether the packet may change the session's
+        // state (checked while the frame is as it came in).
+        let close_flags = if e.proto == PROTO_TCP {
+            let (state, v6) = (e.state(), e.v6());
+            self.track_tcp(slot, dir, state, pkt.data(), l3.into(), v6)
+        } else {
+            None
+        };
 
         // The firewall owns TCP state: it sees every SYN, FIN and RST.
         let control = tcp & CONTROL_FLAGS != 0;
@@ -318,8 +331,8 @@ impl Worker {
                 self.forward(pkt, port, vlan, to_vlan, next_hop);
             }
         }
-        if closing_state {
-            self.on_tcp_close_flags(slot, dir, tcp);
+        if let Some(flags) = close_flags {
+            self.on_tcp_close_flags(slot, dir, flags);
         }
     }
 

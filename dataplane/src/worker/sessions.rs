@@ -1,14 +1,18 @@
 //! Session logic of a worker: commands (add, delete, query, report) and the TCP close
-//! state machine. Nothing here runs per packet except `on_tcp_close_flags`, which the
-//! hot path calls only for FIN, RST, and packets of a session in CLOSING_2.
+//! state machine. Nothing here runs per packet except `track_tcp` (every TCP packet of
+//! a session: window tracking, `flow::tcp_window`) and `on_tcp_close_flags`, which the
+//! hot path calls only for a RST, FIN or last ACK that the window let through.
 
 use std::sync::atomic::Ordering;
 
 use super::{Command, Worker};
+use crate::flow::Verdict;
 use crate::flow::{Cold, Dir, Entry, InsertError};
 use crate::session::{
     Action, AddError, CloseCause, SessionInfo, SessionSpec, SessionState, SessionView,
 };
+use crate::wire::frame::{self, TcpFrame};
+use crate::wire::tcp::Segment;
 use crate::wire::{tcp_flags, PROTO_TCP, PROTO_UDP};
 
 /// Entry flag: deleted while its closed record waited for the feed; the record is
@@ -225,6 +229,93 @@ impl Worker {
         }
     }
 
+    /// Every TCP packet of a live session, once counted: window tracking. Returns the
+    /// packet's flags when it is to change the session's state (`on_tcp_close_flags`,
+    /// once the packet is sent on): a RST, a side's first FIN or the last ACK, whose
+    /// sequence number is in its side's window and whose checksums are right. Other
+    /// packets only move the window; their checksums are never computed.
+    #[inline(always)]
+    pub(super) fn track_tcp(
+        &mut self,
+        slot: u32,
+        dir: Dir,
+        state: u8,
+        frame: &[u8],
+        l3: usize,
+        v6: bool,
+    ) -> Option<u8> {
+        // `parse` took the frame as a TCP flow: the segment is there. IPv6 apart, so
+        // that the IPv4 segment stays in registers.
+        if v6 {
+            return self.track_tcp_v6(slot, dir, state, frame, l3);
+        }
+        let seg = frame::tcp_segment_v4(frame, l3)?;
+        self.track_segment(slot, dir, state, &seg, frame, l3, false)
+    }
+
+    #[inline(never)]
+    fn track_tcp_v6(
+        &mut self,
+        slot: u32,
+        dir: Dir,
+        state: u8,
+        frame: &[u8],
+        l3: usize,
+    ) -> Option<u8> {
+        let seg = frame::tcp_segment_v6(frame, l3)?;
+        self.track_segment(slot, dir, state, &seg, frame, l3, true)
+    }
+
+    /// `track_tcp` once the segment is read.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn track_segment(
+        &mut self,
+        slot: u32,
+        dir: Dir,
+        state: u8,
+        seg: &Segment,
+        frame: &[u8],
+        l3: usize,
+        v6: bool,
+    ) -> Option<u8> {
+        let c = self.table.cold_mut(slot);
+        if !would_change_state(seg.flags, state, c.fin, dir) {
+            c.tcp.note(dir as usize, seg);
+            return None;
+        }
+        self.judge_state_change(slot, dir as usize, seg, frame, l3, v6)
+    }
+
+    /// A packet that would change the session's state: believed only when in the
+    /// window with right checksums; otherwise counted by reason (`tcp_invalid_*`).
+    #[inline(never)]
+    fn judge_state_change(
+        &mut self,
+        slot: u32,
+        d: usize,
+        seg: &Segment,
+        frame: &[u8],
+        l3: usize,
+        v6: bool,
+    ) -> Option<u8> {
+        let window = &mut self.table.cold_mut(slot).tcp;
+        let checksums_ok =
+            |f: &[u8]| TcpFrame::locate(f, l3, v6).is_some_and(|t| t.checksums_ok(f));
+        match window.check(d, seg) {
+            Verdict::OutOfWindow => self.counters.tcp_invalid_out_of_window += 1,
+            Verdict::NoWindow => self.counters.tcp_invalid_no_window += 1,
+            Verdict::InWindow if !checksums_ok(frame) => {
+                self.counters.tcp_invalid_bad_checksum += 1
+            }
+            Verdict::InWindow => {
+                window.note(d, seg);
+                return Some(seg.flags);
+            }
+        }
+        None
+    }
+
     /// FIN, RST, or any packet of a session in CLOSING_2 (after the packet was
     /// counted and handled).
     pub(super) fn on_tcp_close_flags(&mut self, slot: u32, dir: Dir, flags: u8) {
@@ -296,4 +387,20 @@ impl Worker {
         self.table.release(slot);
         self.live.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Whether a TCP packet with `flags`, going `dir` in a session in `state` whose FIN
+/// bits are `fin`, would change its state: a RST, the side's first FIN, or in CLOSING_2
+/// the ACK (without FIN) that ends the session.
+#[inline(always)]
+fn would_change_state(flags: u8, state: u8, fin: u8, dir: Dir) -> bool {
+    let fin_bit = match dir {
+        Dir::In => 1,
+        Dir::Out => 2,
+    };
+    flags & tcp_flags::RST != 0
+        || (flags & tcp_flags::FIN != 0 && fin & fin_bit == 0)
+        || (state == SessionState::Closing2 as u8
+            && flags & tcp_flags::ACK != 0
+            && flags & tcp_flags::FIN == 0)
 }

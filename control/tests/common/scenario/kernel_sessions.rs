@@ -88,14 +88,14 @@ fn kernel_flow(id: u64, proto: u8, client: SocketAddr, server: SocketAddr) -> Fl
 }
 
 /// A byte pattern that a lost, doubled or reordered segment would show.
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
+pub(super) fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i.wrapping_mul(7) ^ (i >> 8)) as u8 ^ seed)
         .collect()
 }
 
 /// Makes `f` in namespace `ns` (sockets stay there) and unwraps both results.
-fn made_in<T: Send + 'static>(
+pub(super) fn made_in<T: Send + 'static>(
     ns: &str,
     what: &str,
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
@@ -105,7 +105,7 @@ fn made_in<T: Send + 'static>(
         .unwrap_or_else(|e| panic!("{what} in {ns}: {e}"))
 }
 
-fn joined<T>(t: JoinHandle<T>) -> T {
+pub(super) fn joined<T>(t: JoinHandle<T>) -> T {
     t.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
@@ -135,13 +135,13 @@ fn udp_pair(nss: &[String], id: u64, client: IpAddr, server: IpAddr) -> UdpPair 
     }
 }
 
-struct TcpPair {
-    client: socket2::Socket,
-    listener: TcpListener,
-    flow: Flow,
+pub(super) struct TcpPair {
+    pub(super) client: socket2::Socket,
+    pub(super) listener: TcpListener,
+    pub(super) flow: Flow,
 }
 
-fn tcp_pair(nss: &[String], id: u64, client: IpAddr, server: IpAddr) -> TcpPair {
+pub(super) fn tcp_pair(nss: &[String], id: u64, client: IpAddr, server: IpAddr) -> TcpPair {
     let client = made_in(&nss[0], "TCP socket", move || {
         tcp_bound(SocketAddr::new(client, 0))
     });
@@ -245,7 +245,7 @@ fn tcp_server(
     request
 }
 
-fn accept(listener: &TcpListener, client: SocketAddr) -> TcpStream {
+pub(super) fn accept(listener: &TcpListener, client: SocketAddr) -> TcpStream {
     listener.set_nonblocking(true).unwrap();
     let deadline = Instant::now() + DEADLINE;
     loop {
