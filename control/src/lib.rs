@@ -11,6 +11,7 @@ pub mod admin;
 pub mod body_layer;
 pub mod boot;
 pub mod certs;
+pub mod cli_docs;
 pub mod client;
 pub mod closed_feed;
 pub mod config;
