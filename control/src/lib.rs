@@ -16,6 +16,7 @@ pub mod client;
 pub mod closed_feed;
 pub mod config;
 pub mod connections;
+pub mod cpus;
 pub mod delivery;
 pub mod device;
 pub mod directory;

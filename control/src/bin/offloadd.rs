@@ -135,6 +135,9 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         tracing::info!(config = %path.display(), "starting");
+        for w in control::cpus::warnings(&config.dataplane, &control::cpus::allowed()) {
+            tracing::warn!("{w}");
+        }
         // Before "serving" is logged: a SIGTERM from then on is a clean stop.
         let mut signals = match StopSignals::install() {
             Ok(s) => s,
