@@ -63,12 +63,13 @@ pub fn write(cmd: Command, dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut written = pages_of(&man, &bin)?;
     for shell in SHELLS {
         let mut cmd = cmd.clone();
-        let path = clap_complete::generate_to(shell, &mut cmd, &bin, &completions).map_err(|e| {
-            format!(
-                "cannot write the {shell} completion into {}: {e}",
-                completions.display()
-            )
-        })?;
+        let path =
+            clap_complete::generate_to(shell, &mut cmd, &bin, &completions).map_err(|e| {
+                format!(
+                    "cannot write the {shell} completion into {}: {e}",
+                    completions.display()
+                )
+            })?;
         written.push(path);
     }
     Ok(written)
@@ -123,12 +124,19 @@ mod tests {
             assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
         }
         let page = std::fs::read_to_string(dir.path().join("man/demo.1")).unwrap();
-        assert!(page.contains("A demo tool") && page.contains("config"), "{page}");
+        assert!(
+            page.contains("A demo tool") && page.contains("config"),
+            "{page}"
+        );
         let bash = std::fs::read_to_string(dir.path().join("completions/demo.bash")).unwrap();
         assert!(bash.contains("--config") && bash.contains("run"), "{bash}");
         for f in &files {
             let text = std::fs::read_to_string(f).unwrap();
-            assert!(!text.contains(WRITE_DOCS), "{} names {WRITE_DOCS}", f.display());
+            assert!(
+                !text.contains(WRITE_DOCS),
+                "{} names {WRITE_DOCS}",
+                f.display()
+            );
         }
     }
 

@@ -11,7 +11,8 @@ pub fn allowed() -> Vec<usize> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel writes at most
     // its size into it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         return (0..n).collect();
@@ -116,7 +117,10 @@ mod tests {
     fn more_workers_than_cpus_is_a_warning() {
         let w = warnings(&dataplane(3, &[]), &[2, 3]);
         assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].contains("workers = 3") && w[0].contains("2 CPU(s) (2-3)"), "{w:?}");
+        assert!(
+            w[0].contains("workers = 3") && w[0].contains("2 CPU(s) (2-3)"),
+            "{w:?}"
+        );
     }
 
     #[test]
@@ -130,7 +134,10 @@ mod tests {
     fn cores_outside_the_affinity_are_named() {
         let w = warnings(&dataplane(2, &[0, 3]), &[0, 1]);
         assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].contains("core 3 is not among") && w[0].contains("(0-1)"), "{w:?}");
+        assert!(
+            w[0].contains("core 3 is not among") && w[0].contains("(0-1)"),
+            "{w:?}"
+        );
     }
 
     #[test]

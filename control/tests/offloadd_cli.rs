@@ -227,7 +227,10 @@ fn port_of(serving: &str) -> u16 {
 #[test]
 fn workers_and_cores_beyond_the_allowed_cpus_are_warnings() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    assert!(cpus >= 2, "this test needs a machine with 2 CPUs or more (has {cpus})");
+    assert!(
+        cpus >= 2,
+        "this test needs a machine with 2 CPUs or more (has {cpus})"
+    );
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cores.toml");
     std::fs::write(
@@ -246,7 +249,10 @@ fn workers_and_cores_beyond_the_allowed_cpus_are_warnings() {
         "dataplane.cores lists core 0 more than once",
         "dataplane.cores: core 1 is not among the CPUs offloadd may use (0)",
     ] {
-        assert!(warnings.iter().any(|l| l.contains(want)), "no {want:?} in {log}");
+        assert!(
+            warnings.iter().any(|l| l.contains(want)),
+            "no {want:?} in {log}"
+        );
     }
     assert_eq!(warnings.len(), 3, "{log}");
 }
