@@ -44,6 +44,8 @@ cleanup() {
     done
     rm -rf --one-file-system "$root"
     rm -f "$root.log"
+    ip link del offpkg-o 2>/dev/null || true
+    ip link del offpkg-i 2>/dev/null || true
 }
 trap cleanup EXIT
 in_root() { chroot "$root" "$@"; }
@@ -91,28 +93,88 @@ expect_mode "root:root 644" /etc/offloadd/offloadd.toml
 grep -qx '/etc/offloadd/offloadd.toml' "$root/var/lib/dpkg/info/offloadd.conffiles" ||
     fail "the config is not a conffile"
 
-step "the installed device serves as user offloadd with the installed config and certificates"
+# The unit's user, capabilities (ambient and bounding) and NoNewPrivileges, as
+# setpriv gives them to a command in the root.
+caps=$(sed -n 's/^AmbientCapabilities=//p' "$root/usr/lib/systemd/system/offloadd.service")
+[ -n "$caps" ] || fail "the unit grants no capabilities"
+setpriv_caps=$(for c in $caps; do c=${c#CAP_}; printf ',+%s' "${c,,}"; done)
+as_service=(setpriv --reuid=offloadd --regid=offloadd --init-groups --no-new-privs
+    "--inh-caps=-all$setpriv_caps" "--ambient-caps=-all$setpriv_caps" "--bounding-set=-all$setpriv_caps")
+without_caps=(setpriv --reuid=offloadd --regid=offloadd --init-groups --no-new-privs
+    --inh-caps=-all --ambient-caps=-all --bounding-set=-all)
+
+# Runs a command in the root in the background, its stderr in $root/tmp/device.log;
+# sets device_pid and, once the device serves, port (empty if it exited first).
+serve_in_root() {
+    chroot "$root" "$@" 2>"$root/tmp/device.log" &
+    device_pid=$!
+    port=""
+    for _ in $(seq 1200); do
+        port=$(sed -n 's/.*serving.*addrs=\[127\.0\.0\.1:\([0-9]*\)\].*/\1/p' "$root/tmp/device.log")
+        [ -n "$port" ] && return 0
+        kill -0 "$device_pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+}
+device_log() { cat "$root/tmp/device.log"; }
+stop_device() {
+    kill -TERM "$device_pid"
+    wait "$device_pid" || fail "offloadd did not stop cleanly on SIGTERM: $(device_log)"
+    device_pid=""
+}
+
+step "the installed device serves as the unit runs it, with the installed config and certificates"
 # No --config: the search finds /etc/offloadd/offloadd.toml. A port of its own, as
 # other devices may run on this machine.
-chroot --userspec=offloadd:offloadd "$root" \
-    offloadd --listen 127.0.0.1:0 --metrics-listen "" 2>"$root/tmp/device.log" &
-device_pid=$!
-port=""
-for _ in $(seq 600); do
-    port=$(sed -n 's/.*serving.*addrs=\[127\.0\.0\.1:\([0-9]*\)\].*/\1/p' "$root/tmp/device.log")
-    [ -n "$port" ] && break
-    kill -0 "$device_pid" 2>/dev/null || break
-    sleep 0.1
-done
-[ -n "$port" ] || { cat "$root/tmp/device.log" >&2; fail "the installed offloadd did not serve"; }
+serve_in_root "${as_service[@]}" offloadd --listen 127.0.0.1:0 --metrics-listen ""
+[ -n "$port" ] || fail "the installed offloadd did not serve: $(device_log)"
 grep -q 'config=/etc/offloadd/offloadd.toml' "$root/tmp/device.log" ||
-    fail "offloadd did not read /etc/offloadd/offloadd.toml: $(cat "$root/tmp/device.log")"
+    fail "offloadd did not read /etc/offloadd/offloadd.toml: $(device_log)"
 # TLS with the CA offloadctl finds by default (/etc/offloadd/certs/ca.crt).
 in_root offloadctl --server "https://127.0.0.1:$port" stats --json | grep -q '"sessions"' ||
     fail "offloadctl stats against the installed device failed"
-kill -TERM "$device_pid"
-wait "$device_pid" || fail "offloadd did not stop cleanly on SIGTERM: $(cat "$root/tmp/device.log")"
+stop_device
+
+step "the unit's capabilities ($caps) suffice for af_packet ports and SCHED_FIFO workers"
+for end in o i; do
+    ip link add "offpkg-$end" type veth peer name "offpkg-${end}p"
+    ip link set "offpkg-$end" up
+    ip link set "offpkg-${end}p" up
+done
+cat >"$root/tmp/af_packet.toml" <<'TOML'
+[api]
+listen = "127.0.0.1:0"
+plaintext = true
+[dataplane]
+workers = 1
+realtime_priority = 10
+[[port]]
+name = "outside"
+backend = "af_packet"
+interface = "offpkg-o"
+lif = 1
+[[port]]
+name = "inside"
+backend = "af_packet"
+interface = "offpkg-i"
+lif = 2
+[[port]]
+name = "firewall"
+backend = "ring"
+[[port]]
+name = "collector"
+backend = "ring"
+TOML
+serve_in_root "${as_service[@]}" offloadd --config /tmp/af_packet.toml --metrics-listen ""
+[ -n "$port" ] || fail "offloadd with af_packet ports did not serve with the unit's capabilities: $(device_log)"
+stop_device
+# ... and are needed: without them the same device refuses to start.
+serve_in_root "${without_caps[@]}" offloadd --config /tmp/af_packet.toml --metrics-listen ""
+rc=0
+wait "$device_pid" || rc=$?
 device_pid=""
+[ -z "$port" ] && [ "$rc" = 2 ] && grep -q 'CAP_NET_RAW' "$root/tmp/device.log" ||
+    fail "offloadd without capabilities: exit $rc, port '$port': $(device_log)"
 
 step "man pages and completions"
 for page in offloadd offloadctl offloadctl-add offloadctl-stats; do
