@@ -39,7 +39,7 @@ cleanup() {
         wait "$device_pid" 2>/dev/null || true
     fi
     # Deepest first: whatever this script or a failed debootstrap left mounted.
-    findmnt -rn -o TARGET | grep "^$root/" | sort -r | while read -r m; do
+    findmnt -rn -o TARGET | { grep "^$root/" || true; } | sort -r | while read -r m; do
         umount "$m" 2>/dev/null || umount -l "$m"
     done
     rm -rf --one-file-system "$root"
