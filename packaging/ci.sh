@@ -20,6 +20,7 @@ fail() {
 
 step "tools: debootstrap, cargo-deb $CARGO_DEB_VERSION"
 if ! command -v debootstrap >/dev/null; then
+    apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
 fi
 if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; then
