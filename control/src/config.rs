@@ -793,9 +793,9 @@ impl Config {
                 d.workers
             ));
         }
-        let ncores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        // The machine's CPUs, not the ones offloadd may use (its affinity, a cgroup
+        // quota): a core outside those is a warning at start (crate::cpus).
+        let ncores = machine_cpus();
         if let Some(c) = d.cores.iter().find(|&&c| c >= ncores) {
             return bad(format!(
                 "dataplane.cores: core {c} does not exist (this machine has {ncores})"
@@ -1014,6 +1014,17 @@ impl Config {
 /// Client certificates need TLS: serving plaintext with `tls.client_ca` set would
 /// silently drop the client authentication the config asks for.
 /// `host:port` with a port number (the host is resolved when listening).
+/// The number of CPUs the machine has (configured, online or not).
+fn machine_cpus() -> usize {
+    // SAFETY: sysconf only reads a system value.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    if n > 0 {
+        n as usize
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
 fn is_host_port(s: &str) -> bool {
     s.rsplit_once(':')
         .is_some_and(|(_, port)| port.parse::<u16>().is_ok())

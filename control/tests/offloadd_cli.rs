@@ -119,16 +119,41 @@ struct Offloadd {
 
 impl Offloadd {
     fn start(args: &[&str]) -> Offloadd {
+        Offloadd::spawn(Offloadd::command(args))
+    }
+
+    /// offloadd allowed to run on `cpu` only (its affinity, as `taskset -c` sets it).
+    fn start_on_cpu(cpu: usize, args: &[&str]) -> Offloadd {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Offloadd::command(args);
+        // SAFETY: between fork and exec only async-signal-safe calls (sched_setaffinity).
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Offloadd::spawn(cmd)
+    }
+
+    fn command(args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_offloadd"));
         // Tests run side by side: a metrics endpoint on a port of its own.
-        let mut child = Command::new(env!("CARGO_BIN_EXE_offloadd"))
-            .args(args)
+        cmd.args(args)
             .args(["--metrics-listen", "127.0.0.1:0"])
             .current_dir(SOURCE_TREE)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
-            .env("RUST_LOG", "info")
-            .spawn()
-            .expect("start offloadd");
+            .env("RUST_LOG", "info");
+        cmd
+    }
+
+    fn spawn(mut cmd: Command) -> Offloadd {
+        let mut child = cmd.spawn().expect("start offloadd");
         let stderr = child.stderr.take().unwrap();
         let (line_tx, lines) = std::sync::mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {
@@ -194,6 +219,47 @@ fn port_of(serving: &str) -> u16 {
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().expect("a port")
+}
+
+/// Workers beyond the CPUs offloadd may use, a core listed twice and a core outside
+/// its affinity are each a warning; the device serves anyway. offloadd runs on one
+/// CPU of this process's; the core outside is another of them (on a machine with a
+/// single CPU that case is left out).
+#[test]
+fn workers_and_cores_beyond_the_allowed_cpus_are_warnings() {
+    let ours = control::cpus::allowed();
+    let (first, other) = (ours[0], ours.get(1).copied().unwrap_or(ours[0]));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cores.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[api]\nlisten = \"127.0.0.1:0\"\nplaintext = true\n\
+             [dataplane]\nworkers = 3\ncores = [{first}, {first}, {other}]\n"
+        ),
+    )
+    .unwrap();
+    let mut d = Offloadd::start_on_cpu(first, &["--config", config.to_str().unwrap()]);
+    d.wait_for("serving");
+    let (status, log) = d.sigterm();
+    assert!(status.success(), "{log}");
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+    let mut wanted = vec![
+        format!("dataplane.workers = 3 but offloadd may use 1 CPU(s) ({first})"),
+        format!("dataplane.cores lists core {first} more than once"),
+    ];
+    if other != first {
+        wanted.push(format!(
+            "dataplane.cores: core {other} is not among the CPUs offloadd may use ({first})"
+        ));
+    }
+    for want in &wanted {
+        assert!(
+            warnings.iter().any(|l| l.contains(want.as_str())),
+            "no {want:?} in {log}"
+        );
+    }
+    assert_eq!(warnings.len(), wanted.len(), "{log}");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use control::config::{Config, Overrides};
 
 #[derive(Parser, Debug)]
@@ -58,22 +58,47 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(a) => a,
+/// The arguments, or the exit code when there is nothing more to do: `--help`,
+/// `--version`, a usage error, or the hidden `--write-docs DIR` of the package build.
+fn parse_args() -> Result<Args, ExitCode> {
+    let parsed = control::cli_docs::with_write_docs_flag(Args::command())
+        .try_get_matches()
+        .and_then(|m| {
+            if let Some(dir) = control::cli_docs::requested_dir(&m) {
+                return Ok(Err(write_docs(&dir)));
+            }
+            Args::from_arg_matches(&m).map(Ok)
+        });
+    match parsed {
+        Ok(done) => done,
         Err(e) if !e.use_stderr() => {
             // --help, --version
             let _ = e.print();
-            return ExitCode::SUCCESS;
+            Err(ExitCode::SUCCESS)
         }
         Err(e) => {
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("bad arguments");
-            return fail(format!(
+            Err(fail(format!(
                 "{} (see offloadd --help)",
                 first.trim_start_matches("error: ")
-            ));
+            )))
         }
+    }
+}
+
+/// Man page and completions for the package (see control::cli_docs).
+fn write_docs(dir: &std::path::Path) -> ExitCode {
+    match control::cli_docs::write(Args::command(), dir) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(code) => return code,
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -110,6 +135,9 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         tracing::info!(config = %path.display(), "starting");
+        for w in control::cpus::warnings(&config.dataplane, &control::cpus::allowed()) {
+            tracing::warn!("{w}");
+        }
         // Before "serving" is logged: a SIGTERM from then on is a clean stop.
         let mut signals = match StopSignals::install() {
             Ok(s) => s,

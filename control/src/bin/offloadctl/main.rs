@@ -36,7 +36,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use control::client::{self, ApiVersion, ClientOptions, SessionClient};
 use tonic::transport::Channel;
 
@@ -246,8 +246,27 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+/// The command line (clap exits on --help, --version and usage errors), or the exit
+/// code of the hidden `write-docs DIR` of the package build.
+fn parse_cli() -> Result<Cli, ExitCode> {
+    let m = control::cli_docs::with_write_docs_subcommand(Cli::command()).get_matches();
+    if let Some(dir) = control::cli_docs::requested_dir(&m) {
+        return Err(match control::cli_docs::write(Cli::command(), &dir) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("offloadctl: {e}");
+                ExitCode::FAILURE
+            }
+        });
+    }
+    Cli::from_arg_matches(&m).map_err(|e| e.exit())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
