@@ -512,7 +512,60 @@ async fn errors_are_one_line() {
     })
     .await
     .unwrap();
-    assert!(failed(&r).contains("cannot connect"), "{}", r.err);
+    assert!(
+        failed(&r).contains("nothing listens at 127.0.0.1:9: is offloadd running there?"),
+        "{}",
+        r.err
+    );
+    // The wrong scheme, either way, and the wrong CA: what to pass instead.
+    let tls_port = dev.running_addr().port();
+    let http = format!("http://127.0.0.1:{tls_port}");
+    let r = tokio::task::spawn_blocking(move || run(vec!["--server".into(), http, "stats".into()]))
+        .await
+        .unwrap();
+    assert!(
+        failed(&r).contains("pass --server https://127.0.0.1:"),
+        "{}",
+        r.err
+    );
+    let plain = TestDevice::start("[api]\nplaintext = true\n").await;
+    let https = format!("https://127.0.0.1:{}", plain.running_addr().port());
+    let ca = dev.cert(control::certs::CA_CERT);
+    let r = tokio::task::spawn_blocking(move || {
+        run(vec![
+            "--server".into(),
+            https,
+            "--ca".into(),
+            ca.display().to_string(),
+            "stats".into(),
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(
+        failed(&r).contains("the device is plaintext; pass --server http://127.0.0.1:"),
+        "{}",
+        r.err
+    );
+    let other_ca = plain.cert(control::certs::CA_CERT);
+    let url = dev.url.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        run(vec![
+            "--server".into(),
+            url,
+            "--ca".into(),
+            other_ca.display().to_string(),
+            "stats".into(),
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(
+        failed(&r).contains("pass the device's CA with --ca FILE"),
+        "{}",
+        r.err
+    );
+    plain.stop().await;
     drop(dev);
 }
 

@@ -277,12 +277,96 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let server = cli.server.clone();
+    let ca = cli.ca.clone();
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let e = if tls_behind_http(&e, &server) {
+                let addr = server.trim_start_matches("http://");
+                format!("{server} does not speak plaintext HTTP/2 but TLS: pass --server https://{addr}")
+            } else {
+                explain(&e, &server, ca.as_deref())
+            };
             eprintln!("offloadctl: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Whether a failed call to an http:// server failed because the server wants TLS:
+/// the error is the transport's, and the server does not answer the HTTP/2 preface
+/// with HTTP/2. (gRPC reports this case in several ways, none of which says TLS.)
+fn tls_behind_http(e: &str, server: &str) -> bool {
+    let transport = [
+        "transport error",
+        "h2 protocol error",
+        "Cancelled",
+        "connection",
+    ];
+    let Some(addr) = server.strip_prefix("http://") else {
+        return false;
+    };
+    transport.iter().any(|m| e.contains(m)) && answers_plaintext_h2(addr) == Some(false)
+}
+
+/// Whether `addr` (host:port) answers the HTTP/2 client preface with a SETTINGS frame,
+/// as a plaintext HTTP/2 server does; None if it cannot be asked.
+fn answers_plaintext_h2(addr: &str) -> Option<bool> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let timeout = std::time::Duration::from_secs(2);
+    let to = addr.to_socket_addrs().ok()?.next()?;
+    let mut s = std::net::TcpStream::connect_timeout(&to, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    // The preface, then an empty SETTINGS frame.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .ok()?;
+    let mut head = [0u8; 9];
+    Some(match s.read_exact(&mut head) {
+        Ok(()) => head[3] == 0x04,
+        Err(_) => false,
+    })
+}
+
+/// A connection error as what is wrong and what to pass, when the cause is one a
+/// person commonly meets; otherwise the error as it came.
+fn explain(e: &str, server: &str, ca: Option<&std::path::Path>) -> String {
+    let addr = server
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let ca = ca.map_or_else(|| "the default CA".to_string(), |p| p.display().to_string());
+    let plaintext = server.starts_with("http://");
+    let h2_failed = [
+        "h2 protocol error",
+        "frame with invalid size",
+        "Cancelled",
+        "connection closed",
+    ];
+    if plaintext && h2_failed.iter().any(|m| e.contains(m)) {
+        format!("{server} does not speak plaintext HTTP/2: if the device uses TLS (the default), pass --server https://{addr}")
+    } else if !plaintext && (e.contains("InvalidContentType") || e.contains("corrupt message")) {
+        format!(
+            "{server} answered without TLS: the device is plaintext; pass --server http://{addr}"
+        )
+    } else if e.contains("UnknownIssuer") || e.contains("BadSignature") {
+        format!(
+            "the device's certificate is not signed by {ca}: pass the device's CA with --ca FILE"
+        )
+    } else if e.contains("NotValidForName") {
+        format!("the device's certificate does not name the host of {server}: use a name it has (e.g. localhost)")
+    } else if e.contains("Expired") && !e.contains("received fatal alert") {
+        "the device's certificate has expired: the device needs a new one (offloadctl certs)"
+            .to_string()
+    } else if e.contains("CertificateExpired")
+        || e.contains("BadCertificate")
+        || e.contains("CertificateRequired")
+    {
+        "the device refused the client certificate (expired, missing, or not signed by its client CA): pass a valid one with --cert and --key".to_string()
+    } else if e.contains("Connection refused") {
+        format!("nothing listens at {addr}: is offloadd running there? (--server)")
+    } else {
+        e.to_string()
     }
 }
 
@@ -290,6 +374,49 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn common_connection_errors_say_what_to_pass() {
+        let tls = "https://localhost:3443";
+        let e = explain(
+            "GetStats failed: Internal: h2 protocol error: http2 error",
+            "http://localhost:3443",
+            None,
+        );
+        assert_eq!(e, "http://localhost:3443 does not speak plaintext HTTP/2: if the device uses TLS (the default), pass --server https://localhost:3443");
+        let e = explain(
+            "GetStats failed: Cancelled: operation was canceled",
+            "http://localhost:3443",
+            None,
+        );
+        assert!(e.ends_with("pass --server https://localhost:3443"), "{e}");
+        let e = explain("cannot connect to https://h:1: transport error: received corrupt message of type InvalidContentType", "https://h:1", None);
+        assert!(e.ends_with("pass --server http://h:1"), "{e}");
+        let e = explain(
+            "invalid peer certificate: UnknownIssuer",
+            tls,
+            Some(std::path::Path::new("ca.pem")),
+        );
+        assert!(
+            e.starts_with("the device's certificate is not signed by ca.pem"),
+            "{e}"
+        );
+        let e = explain(
+            "tcp connect error: Connection refused (os error 111)",
+            tls,
+            None,
+        );
+        assert_eq!(
+            e,
+            "nothing listens at localhost:3443: is offloadd running there? (--server)"
+        );
+        let e = explain("received fatal alert: CertificateExpired", tls, None);
+        assert!(e.contains("--cert and --key"), "{e}");
+        assert_eq!(
+            explain("GetSession failed: NotFound", tls, None),
+            "GetSession failed: NotFound"
+        );
+    }
 
     #[test]
     fn cli_is_consistent() {
