@@ -360,6 +360,11 @@ async fn stats_latency_and_plot() {
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.starts_with("<?xml") && text.trim_end().ends_with("</svg>"));
     assert!(text.contains(r#"data-series="add""#), "{text}");
+    assert!(text.contains(">Latency (log scale)</text>"), "{text}");
+    assert!(
+        text.contains(&format!("at {}, boot ", dev.url)) && text.contains(" UTC</text>"),
+        "the device and the time are named: {text}"
+    );
 }
 
 fn last_json(r: &Run) -> Value {

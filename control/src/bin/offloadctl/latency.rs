@@ -167,6 +167,29 @@ fn sub_buckets(sigfig: u8) -> u64 {
     largest.next_power_of_two()
 }
 
+/// What the chart is of: the device (address, version, boot id, workers and
+/// capacity) and when it was read.
+async fn caption(conn: &Conn) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let when = crate::output::utc(&prost_types::Timestamp {
+        seconds: now.as_secs() as i64,
+        nanos: 0,
+    });
+    match crate::stats::fetch(conn).await {
+        Ok(s) => format!(
+            "offloadd {} at {}, boot {}, {} workers, capacity {}; read {when} UTC",
+            s.version,
+            conn.options.server,
+            s.boot_id.get(..8).unwrap_or(&s.boot_id),
+            s.workers,
+            s.max_sessions
+        ),
+        Err(_) => format!("offloadd at {}; read {when} UTC", conn.options.server),
+    }
+}
+
 pub async fn run(conn: &Conn, a: LatencyArgs) -> Result<(), String> {
     let mut hs = fetch(conn).await?;
     if let Some(n) = &a.histogram {
@@ -176,7 +199,7 @@ pub async fn run(conn: &Conn, a: LatencyArgs) -> Result<(), String> {
         }
     }
     if let Some(path) = &a.plot {
-        let svg = crate::plot::svg(&hs);
+        let svg = crate::plot::svg(&hs, &caption(conn).await);
         std::fs::write(path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         if !a.hgrm && !conn.json {
             out!("wrote {}", path.display());

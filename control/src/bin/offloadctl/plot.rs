@@ -1,6 +1,7 @@
 //! A latency-by-percentile chart as a standalone SVG file, drawn by hand: the x axis
-//! is 1/(1-p) on a log scale (0%, 90%, 99%, 99.9%, ...), the y axis latency in µs,
-//! one line per histogram, with a legend.
+//! is 1/(1-p) on a log scale (0%, 90%, 99%, 99.9%, ...), the y axis latency on a log
+//! scale (packets take tens of ns, adds tens of µs: both readable on one chart), one
+//! line per histogram, a legend, and a caption naming the device and the time.
 
 use std::fmt::Write;
 
@@ -26,7 +27,16 @@ pub fn decade_label(decade: u32) -> String {
     }
 }
 
-/// The points (log10(1/(1-p)), latency µs) of one histogram; p = 1 has no place on
+/// The label of the latency 10^decade ns: 1 ns, 10 ns, 100 ns, 1 µs, ... 10 s.
+pub fn ns_label(decade: i32) -> String {
+    const UNITS: [&str; 4] = ["ns", "µs", "ms", "s"];
+    let d = decade.max(0) as usize;
+    let unit = UNITS[(d / 3).min(3)];
+    let shown = 10u64.pow((d - 3 * (d / 3).min(3)) as u32);
+    format!("{shown} {unit}")
+}
+
+/// The points (log10(1/(1-p)), latency ns) of one histogram; p = 1 has no place on
 /// this axis and is left out.
 pub fn points(n: &Named) -> Vec<(f64, f64)> {
     if n.hist.is_empty() {
@@ -37,20 +47,9 @@ pub fn points(n: &Named) -> Vec<(f64, f64)> {
         .filter(|v| v.quantile_iterated_to() < 1.0)
         .map(|v| {
             let x = (1.0 / (1.0 - v.quantile_iterated_to())).log10();
-            (x, v.value_iterated_to() as f64 / 1000.0)
+            (x, v.value_iterated_to().max(1) as f64)
         })
         .collect()
-}
-
-/// A round step (1, 2 or 5 times a power of ten) that cuts `max` into about five.
-fn step(max: f64) -> f64 {
-    let raw = (max / 5.0).max(1e-9);
-    let p = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * p)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * p)
 }
 
 fn escape(s: &str) -> String {
@@ -60,26 +59,37 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-pub fn svg(hs: &[Named]) -> String {
+/// The chart; `caption` (the device, its config, the time) goes under the title.
+pub fn svg(hs: &[Named], caption: &str) -> String {
     let series: Vec<(&Named, Vec<(f64, f64)>)> = hs.iter().map(|h| (h, points(h))).collect();
     let all = series.iter().flat_map(|s| s.1.iter());
-    let (xmax, ymax) = all.fold((1.0f64, 0.0f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
+    let (xmax, ymin, ymax) = all.fold((1.0f64, f64::MAX, 1.0f64), |(x, lo, hi), p| {
+        (x.max(p.0), lo.min(p.1), hi.max(p.1))
+    });
     let decades = xmax.ceil() as u32;
-    let ystep = step(ymax.max(0.001));
-    let ytop = (ymax * 1.05 / ystep).ceil().max(1.0) * ystep;
+    // Whole decades of ns around every point, at least one.
+    let ylo = if ymin == f64::MAX {
+        1
+    } else {
+        ymin.log10().floor() as i32
+    };
+    let yhi = (ymax.log10().ceil() as i32).max(ylo + 1);
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
     let sx = |x: f64| LEFT + x / f64::from(decades) * pw;
-    let sy = |y: f64| TOP + ph - y / ytop * ph;
+    let sy = |ns: f64| TOP + ph - (ns.log10() - f64::from(ylo)) / f64::from(yhi - ylo) * ph;
 
     let mut s = String::new();
     let _ = writeln!(
         s,
-        r#"<?xml version="1.0" encoding="UTF-8"?>
+        r##"<?xml version="1.0" encoding="UTF-8"?>
 <svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
 <rect x="0" y="0" width="{W}" height="{H}" fill="white"/>
-<text x="{}" y="25" text-anchor="middle" font-size="16">Latency by percentile</text>"#,
-        LEFT + pw / 2.0
+<text x="{}" y="22" text-anchor="middle" font-size="16">Latency by percentile</text>
+<text x="{}" y="40" text-anchor="middle" fill="#555">{}</text>"##,
+        LEFT + pw / 2.0,
+        LEFT + pw / 2.0,
+        escape(caption)
     );
     // Grid and tick labels.
     for d in 0..=decades {
@@ -93,9 +103,8 @@ pub fn svg(hs: &[Named]) -> String {
             decade_label(d)
         );
     }
-    let mut y = 0.0;
-    while y <= ytop + ystep / 2.0 {
-        let py = sy(y);
+    for d in ylo..=yhi {
+        let py = sy(10f64.powi(d));
         let _ = writeln!(
             s,
             r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#ddd"/>
@@ -103,16 +112,15 @@ pub fn svg(hs: &[Named]) -> String {
             LEFT + pw,
             LEFT - 6.0,
             py + 4.0,
-            trim_number(y)
+            ns_label(d)
         );
-        y += ystep;
     }
     // Axes and their labels.
     let _ = writeln!(
         s,
         r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>
 <text x="{:.1}" y="{:.1}" text-anchor="middle">Percentile</text>
-<text x="20" y="{:.1}" text-anchor="middle" transform="rotate(-90 20 {:.1})">Latency (µs)</text>"##,
+<text x="20" y="{:.1}" text-anchor="middle" transform="rotate(-90 20 {:.1})">Latency (log scale)</text>"##,
         LEFT + pw / 2.0,
         H - 15.0,
         TOP + ph / 2.0,
@@ -147,12 +155,6 @@ pub fn svg(hs: &[Named]) -> String {
     }
     s.push_str("</svg>\n");
     s
-}
-
-/// 0.5, 10, 2.5: no trailing zeros.
-fn trim_number(v: f64) -> String {
-    let t = format!("{v:.3}");
-    t.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 #[cfg(test)]
@@ -196,10 +198,10 @@ mod tests {
         assert_eq!(decade_label(1), "90%");
         assert_eq!(decade_label(2), "99%");
         assert_eq!(decade_label(4), "99.99%");
-        assert_eq!(step(1000.0), 200.0);
-        assert_eq!(step(7.0), 2.0);
-        assert_eq!(trim_number(2.5), "2.5");
-        assert_eq!(trim_number(200.0), "200");
+        assert_eq!(ns_label(0), "1 ns");
+        assert_eq!(ns_label(2), "100 ns");
+        assert_eq!(ns_label(4), "10 µs");
+        assert_eq!(ns_label(9), "1 s");
     }
 
     #[test]
@@ -223,14 +225,21 @@ mod tests {
                 hist: dataplane::stats::new_histogram(),
             },
         ];
-        let s = svg(&hs);
+        let s = svg(&hs, "offloadd 0.1.0 at https://localhost:3443 <test>");
         well_formed(&s).unwrap();
+        assert!(s.contains(">offloadd 0.1.0 at https://localhost:3443 &lt;test&gt;</text>"));
+        // 50 ms and the uniform values' µs on one log axis: decades from 1 µs or
+        // below to 100 ms.
+        assert!(
+            s.contains(">100 ms</text>") && s.contains(">1 µs</text>"),
+            "{s}"
+        );
         assert_eq!(s.matches("<polyline").count(), 2);
         assert!(s.contains(r#"data-series="packet""#));
         assert!(s.contains(r#"data-series="add&lt;&amp;&gt;""#));
         assert!(s.contains("empty (n=0)"));
         assert!(s.contains(">99.9%</text>"));
-        assert!(s.contains(">Latency (µs)</text>"));
+        assert!(s.contains(">Latency (log scale)</text>"));
         assert!(s.contains(">Percentile</text>"));
         // 1001 values reach the 99.9% decade; no point lies outside the plot area.
         for p in points(&hs[1]) {
@@ -240,17 +249,17 @@ mod tests {
 
     #[test]
     fn empty_input_still_draws_axes() {
-        let s = svg(&[]);
+        let s = svg(&[], "");
         well_formed(&s).unwrap();
         // The plot area's frame, both axis titles, the first percentile decade and
         // a latency scale from 0; no data line.
         assert!(s.contains(r##"fill="none" stroke="#333"/>"##), "{s}");
         assert!(s.contains(">Percentile</text>"), "{s}");
-        assert!(s.contains(">Latency (µs)</text>"), "{s}");
+        assert!(s.contains(">Latency (log scale)</text>"), "{s}");
         assert!(s.contains(">0%</text>") && s.contains(">90%</text>"), "{s}");
         let y_ticks = s.matches(r#"text-anchor="end">"#).count();
         assert!(y_ticks >= 2, "{y_ticks} latency ticks: {s}");
-        assert!(s.contains(r#"text-anchor="end">0</text>"#), "{s}");
+        assert!(s.contains(r#"text-anchor="end">10 ns</text>"#), "{s}");
         assert!(!s.contains("<polyline"), "{s}");
     }
 }
