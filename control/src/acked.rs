@@ -94,6 +94,17 @@ enum Woken {
     AcksEnded,
     /// Records may have arrived in the feed.
     Feed,
+    /// The device is stopping.
+    Stopping,
+}
+
+/// What a call sends next.
+enum Next {
+    Record(ClosedRecord),
+    /// The device is stopping: the call ends with UNAVAILABLE.
+    Stopping,
+    /// The call is over.
+    End,
 }
 
 impl AckedCall {
@@ -129,6 +140,7 @@ impl AckedCall {
     /// notification, enabled before the feed was last looked at).
     async fn wait(&mut self, arrived: Pin<&mut tokio::sync::futures::Notified<'_>>) -> Woken {
         let room = self.outstanding.ids.len() < self.window;
+        let mut stopping = self.device.stopping.subscribe();
         let feed = async {
             if room {
                 let _ = tokio::time::timeout(FEED_RECHECK, arrived).await;
@@ -142,28 +154,33 @@ impl AckedCall {
                 _ => Woken::AcksEnded,
             },
             _ = feed => Woken::Feed,
+            _ = stopping.wait_for(|&s| s) => Woken::Stopping,
         }
     }
 
-    /// The next record for the client; None when the call is over.
-    async fn next_record(&mut self) -> Option<ClosedRecord> {
+    /// What to send the client next.
+    async fn next_record(&mut self) -> Next {
         let device = self.device.clone();
         loop {
             if !self.apply_ready_acks() {
-                return None;
+                return Next::End;
+            }
+            if *device.stopping.borrow() {
+                return Next::Stopping;
             }
             let arrived = device.feed.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
             if let Some(info) = self.take_record() {
-                return Some(ClosedRecord {
+                return Next::Record(ClosedRecord {
                     session: Some(wire::response_from_info(&info)),
                 });
             }
             match self.wait(arrived).await {
                 Woken::Ack(ack) => self.outstanding.acked(&ack.session_ids),
-                Woken::AcksEnded => return None,
+                Woken::AcksEnded => return Next::End,
                 Woken::Feed => {}
+                Woken::Stopping => return Next::Stopping,
             }
         }
     }
@@ -180,8 +197,13 @@ pub fn acked_closed_records(device: Arc<Device>, acks: Streaming<ClosedAck>) -> 
         device,
         acks,
     };
-    Box::pin(futures::stream::unfold(call, |mut call| async move {
-        let record = call.next_record().await?;
-        Some((Ok(record), call))
+    Box::pin(futures::stream::unfold(Some(call), |call| async move {
+        let mut call = call?;
+        match call.next_record().await {
+            Next::Record(r) => Some((Ok(r), Some(call))),
+            // Records outstanding go back to the feed as the call is dropped.
+            Next::Stopping => Some((Err(Status::unavailable("the device is stopping")), None)),
+            Next::End => None,
+        }
     }))
 }

@@ -115,6 +115,9 @@ pub struct Device {
     pub add_rounds: Arc<tokio::sync::Semaphore>,
     /// The rate limit of the log of refused sessions.
     pub refusal_log: RefusalLog,
+    /// True once the device is stopping: follow streams end with UNAVAILABLE so
+    /// their clients know why, and the server can close their connections.
+    pub stopping: tokio::sync::watch::Sender<bool>,
     pump_stop: AtomicBool,
 }
 
@@ -299,6 +302,7 @@ impl Device {
         ));
         Device {
             add_rounds,
+            stopping: tokio::sync::watch::Sender::new(false),
             engine,
             directory: Directory::default(),
             feed,

@@ -289,6 +289,7 @@ impl RunningDevice {
     /// Stops serving (open follow streams are cut after a grace period), then stops
     /// the simulator and the workers.
     pub async fn shutdown(mut self) -> StopSummary {
+        self.device.stopping.send_replace(true);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -708,3 +708,41 @@ async fn list_shows_every_id_and_cursor_0_is_not_the_start() {
     let rest = ctl(&dev, &["--json", "list", "--cursor", "0", "--all"]).await;
     assert_eq!(ids(&rest), vec![5, 4_294_967_295]);
 }
+
+/// A follow stream the device ends by stopping says so, on one line, with how many
+/// records were printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_ended_by_the_device_stopping_says_so() {
+    let dev = TestDevice::start("[dataplane]\ntick_ms = 20\n").await;
+    add_short_lived(&dev, 1).await;
+    let child = Command::new(env!("CARGO_BIN_EXE_offloadctl"))
+        .args(["--server", &dev.url, "--ca"])
+        .arg(dev.cert(control::certs::CA_CERT))
+        .args(["closed", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("offloadctl runs");
+    let device = dev.device();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while device
+        .counters
+        .closed_acked
+        .load(std::sync::atomic::Ordering::Relaxed)
+        != 1
+    {
+        assert!(Instant::now() < deadline, "the record printed and acked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    dev.stop().await;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("the device") && err.contains("after 1 closed sessions"),
+        "{err}"
+    );
+}

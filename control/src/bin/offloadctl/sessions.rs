@@ -368,6 +368,26 @@ const ACKS_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
 /// `closed --follow`: the admin AckedClosedSessions call. Each record is acked once it
 /// is printed (stdout flushed), so a record is printed once even when offloadctl is
 /// killed: one received and not acked goes back to the device's feed.
+/// A stream error that means the device (or the connection to it) went away, not
+/// that it refused something.
+fn device_went_away(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::Internal
+    ) && [
+        "h2 protocol error",
+        "connection",
+        "transport",
+        "broken pipe",
+        "stopping",
+    ]
+    .iter()
+    .any(|m| s.message().contains(m))
+}
+
 async fn closed_acked(conn: &Conn, a: ClosedArgs) -> Result<(), String> {
     let mut admin = control::client::admin(conn.channel().await?);
     let (acks, ack_stream) = futures::channel::mpsc::unbounded::<ClosedAck>();
@@ -389,8 +409,21 @@ async fn closed_acked(conn: &Conn, a: ClosedArgs) -> Result<(), String> {
             item = stream.next() => item,
             _ = &mut ctrl_c => break,
         };
-        let Some(item) = item else { break };
-        let r = item.map_err(err)?.session.unwrap_or_default();
+        let ended = |how: String| {
+            format!("{how} after {n} closed sessions; records not printed stay on the device (or are lost with it)")
+        };
+        let Some(item) = item else {
+            return Err(ended(
+                "the device ended the follow stream (it is stopping)".into(),
+            ));
+        };
+        let r = match item {
+            Ok(r) => r.session.unwrap_or_default(),
+            Err(s) if device_went_away(&s) => {
+                return Err(ended(format!("the follow stream ended ({})", s.message())))
+            }
+            Err(s) => return Err(err(s)),
+        };
         if conn.json {
             out!("{}", session_json(&r));
         } else {
