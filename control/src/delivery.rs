@@ -1,18 +1,33 @@
-//! When a closed record counts as delivered: once the HTTP/2 transport of a live
-//! stream has taken the gRPC message that carries it.
+//! When a closed record counts as delivered: once the client's HTTP/2 stack has
+//! proved it has the bytes of the gRPC message that carries it.
 //!
 //! GetClosedSessions takes records from the feed into a `Ledger`, in the order it
-//! sends them. `DeliveryLayer` wraps the response body of such a call and counts
-//! the gRPC messages (5-byte length-prefixed frames) in each chunk the HTTP/2 server
-//! takes from it: the server asks for a chunk only for a live stream with room to
-//! send, so a chunk taken is a chunk handed to the transport, and the records of the
-//! messages it completes are forgotten then. If the body is dropped first (the
-//! client went away, the connection broke), the ledger gives every record not yet
-//! handed over back to the feed.
+//! sends them. `DeliveryLayer` wraps the response body of such a call: it notes the
+//! stream offset at which each record's message ends as hyper takes the body's
+//! chunks, and hands the body's first bytes to the connection's `CreditBook`
+//! (`h2_credit.rs`), which finds the HTTP/2 stream that writes them and from then on
+//! tells the ledger what the wire says:
+//! - the client returns stream credit (WINDOW_UPDATE) for bytes its application
+//!   consumed: every record whose message ends within the credit is delivered
+//!   (forgotten by the feed), in order;
+//! - the device ends the stream (its records all sent) and a PING written after the
+//!   end is acked: the client's stack has read everything, so the rest is delivered
+//!   (clients return no credit on a stream that has ended);
+//! - the stream is reset either way or the connection ends: every record not yet
+//!   delivered goes back to the feed, first in line.
 //!
-//! Confirming later (say, when the server asks for the next chunk) would send a
-//! record twice whenever a client read it and then hung up; the contract asks for
-//! once.
+//! Bytes handed to hyper are not proof: hyper takes a whole chunk as soon as the
+//! stream has any room, and h2 buffers it beyond the client's window. So the record
+//! stream also keeps what it sends within the client's window (`Ledger::room`): a
+//! client that stops reading holds at most a window's worth of records, until it
+//! resets, or keepalive or the idle limit ends its connection.
+//!
+//! A client returns credit in batches (h2 when a third to a half of the window is
+//! consumed, grpc-go at a quarter), so records its application read after the last
+//! credit come back if it then goes away: sent twice, never lost. A client that
+//! returns credit before its application reads (a window grown ahead of reading)
+//! can lose those records if it is killed; `Admin/AckedClosedSessions` (acked.rs)
+//! is exact for such clients.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -21,49 +36,120 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
+use tokio::sync::Notify;
 
 use crate::body_layer::{BodyLayer, WrapBody};
 use crate::device::{ControlCounters, Device};
+use crate::h2_credit::{CreditBook, StreamDelivery};
+
+/// A record taken by a stream, and where its message ends in the stream once the
+/// body has handed it to hyper.
+struct Sent {
+    id: u64,
+    end: Option<u64>,
+}
+
+#[derive(Default)]
+struct LedgerState {
+    /// Taken and not yet delivered or given back, in sending order.
+    records: VecDeque<Sent>,
+    /// Body bytes handed to hyper.
+    handed: u64,
+    /// Body bytes written to the connection, and credited by the client.
+    written: u64,
+    credited: u64,
+    /// Bytes of the records the record stream has produced (the window gate).
+    queued: u64,
+    /// The stream is over: records taken from now on go straight back.
+    over: bool,
+}
 
 /// Records one stream has taken and not yet seen delivered, in sending order.
 pub struct Ledger {
     device: Arc<Device>,
-    taken: Mutex<VecDeque<u64>>,
+    /// The connection's frame watch; without one (not a watched connection) a record
+    /// counts as delivered when hyper takes it.
+    book: Option<Arc<CreditBook>>,
+    state: Mutex<LedgerState>,
+    /// Woken when credit arrives or the stream is over.
+    pub changed: Notify,
 }
 
 impl Ledger {
-    pub fn new(device: Arc<Device>) -> Ledger {
+    pub fn new(device: Arc<Device>, book: Option<Arc<CreditBook>>) -> Ledger {
         ControlCounters::bump(&device.counters.closed_streams_open, 1);
         Ledger {
             device,
-            taken: Mutex::new(VecDeque::new()),
+            book,
+            state: Mutex::new(LedgerState::default()),
+            changed: Notify::new(),
         }
     }
 
-    fn taken(&self) -> std::sync::MutexGuard<'_, VecDeque<u64>> {
-        self.taken.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, LedgerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The stream is about to send these records, in this order.
-    pub fn taken_ids(&self, ids: impl IntoIterator<Item = u64>) {
-        self.taken().extend(ids);
+    /// The stream is about to send these records (of `bytes` encoded), in this
+    /// order; false if the stream is over (they went back).
+    pub fn taken_ids(&self, ids: &[u64], bytes: u64) -> bool {
+        let mut s = self.state();
+        if s.over {
+            drop(s);
+            self.give_back(ids);
+            return false;
+        }
+        s.records.extend(ids.iter().map(|&id| Sent { id, end: None }));
+        s.queued += bytes;
+        true
     }
 
     /// A record taken was deleted before it was sent: it will not be.
     pub fn not_sent(&self, id: u64) {
-        let mut t = self.taken();
-        if let Some(p) = t.iter().position(|&x| x == id) {
-            t.remove(p);
+        let mut s = self.state();
+        if let Some(p) = s.records.iter().position(|r| r.id == id && r.end.is_none()) {
+            s.records.remove(p);
         }
     }
 
-    /// The first `n` records sent are in the transport.
-    fn delivered(&self, n: usize) {
-        let ids: Vec<u64> = {
-            let mut t = self.taken();
-            let n = n.min(t.len());
-            t.drain(..n).collect()
+    /// Bytes the stream may still produce within the client's window (<= 0: wait
+    /// for `changed`).
+    pub fn room(&self) -> i64 {
+        let Some(book) = &self.book else {
+            return i64::MAX;
         };
+        let s = self.state();
+        let unproved = s.queued.saturating_sub(s.credited.min(s.queued));
+        book.peer_window() as i64 - unproved as i64
+    }
+
+    pub fn is_over(&self) -> bool {
+        self.state().over
+    }
+
+    /// hyper took body bytes in which messages end at these stream offsets.
+    fn handed(&self, ends: &[u64], total: u64) {
+        let mut s = self.state();
+        s.handed = total;
+        let mut ends = ends.iter();
+        for r in s.records.iter_mut().filter(|r| r.end.is_none()) {
+            match ends.next() {
+                Some(&e) => r.end = Some(e),
+                None => break,
+            }
+        }
+        if self.book.is_none() {
+            self.deliver_up_to(s, total);
+        }
+    }
+
+    /// Delivers the records whose messages end at or before `limit`, in order.
+    fn deliver_up_to(&self, mut s: std::sync::MutexGuard<'_, LedgerState>, limit: u64) {
+        let mut ids = Vec::new();
+        while s.records.front().is_some_and(|r| r.end.is_some_and(|e| e <= limit)) {
+            ids.extend(s.records.pop_front().map(|r| r.id));
+        }
+        drop(s);
         if ids.is_empty() {
             return;
         }
@@ -74,6 +160,74 @@ impl Ledger {
         }
         ControlCounters::bump(&d.counters.closed_delivered, ids.len() as u64);
     }
+
+    /// Delivers what is proved (up to `limit`), gives back the rest: the stream is
+    /// over.
+    fn settle(&self, limit: u64) {
+        let mut s = self.state();
+        s.over = true;
+        let proved = s
+            .records
+            .iter()
+            .take_while(|r| r.end.is_some_and(|e| e <= limit))
+            .count();
+        let rest: Vec<u64> = s.records.drain(proved..).map(|r| r.id).collect();
+        self.deliver_up_to(s, limit);
+        self.give_back(&rest);
+        self.changed.notify_one();
+    }
+
+    fn give_back(&self, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        let d = &self.device;
+        ControlCounters::bump(&d.counters.closed_given_back, ids.len() as u64);
+        tracing::info!(
+            records = ids.len(),
+            "a GetClosedSessions stream ended before its client proved it had them; given back"
+        );
+        d.feed.give_back(ids);
+    }
+
+    /// hyper dropped the body: records it never handed over go back now; those
+    /// handed over wait for what the wire says (or the connection's end).
+    fn body_dropped(&self) {
+        let mut s = self.state();
+        let never: Vec<u64> = s.records.iter().filter(|r| r.end.is_none()).map(|r| r.id).collect();
+        s.records.retain(|r| r.end.is_some());
+        if s.handed == 0 {
+            s.over = true;
+        }
+        drop(s);
+        self.give_back(&never);
+    }
+}
+
+impl StreamDelivery for Ledger {
+    fn written(&self, bytes: u64) {
+        self.state().written += bytes;
+    }
+
+    fn credited(&self, bytes: u64) {
+        let mut s = self.state();
+        s.credited += bytes;
+        let limit = s.credited.min(s.written);
+        self.deliver_up_to(s, limit);
+        self.changed.notify_one();
+    }
+
+    fn received_all(&self) {
+        let written = self.state().written;
+        self.settle(written);
+    }
+
+    fn ended(&self) {
+        let s = self.state();
+        let limit = s.credited.min(s.written);
+        drop(s);
+        self.settle(limit);
+    }
 }
 
 impl Drop for Ledger {
@@ -82,16 +236,8 @@ impl Drop for Ledger {
             .counters
             .closed_streams_open
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        let ids: Vec<u64> = self.taken().drain(..).collect();
-        if !ids.is_empty() {
-            let d = &self.device;
-            ControlCounters::bump(&d.counters.closed_given_back, ids.len() as u64);
-            tracing::info!(
-                records = ids.len(),
-                "a GetClosedSessions stream ended before its transport took them; given back"
-            );
-            d.feed.give_back(&ids);
-        }
+        let ids: Vec<u64> = self.state().records.drain(..).map(|r| r.id).collect();
+        self.give_back(&ids);
     }
 }
 
@@ -99,23 +245,26 @@ impl Drop for Ledger {
 #[derive(Clone)]
 pub struct LedgerHandle(pub Arc<Ledger>);
 
-/// Counts complete gRPC messages in a byte stream.
+/// Finds where gRPC messages end in a byte stream.
 #[derive(Default)]
 pub struct MessageCounter {
     header: [u8; 5],
     have: usize,
     body_left: u64,
+    /// Bytes fed so far.
+    offset: u64,
 }
 
 impl MessageCounter {
-    /// Messages that end inside `data`.
-    pub fn feed(&mut self, mut data: &[u8]) -> usize {
-        let mut done = 0;
+    /// Feeds `data`; pushes to `ends` the stream offset just past each message that
+    /// ends inside it.
+    pub fn feed(&mut self, mut data: &[u8], ends: &mut Vec<u64>) {
         while !data.is_empty() {
             if self.have < 5 {
                 let n = (5 - self.have).min(data.len());
                 self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
                 self.have += n;
+                self.offset += n as u64;
                 data = &data[n..];
                 if self.have == 5 {
                     let len = u32::from_be_bytes([
@@ -126,29 +275,58 @@ impl MessageCounter {
                     ]);
                     self.body_left = len as u64;
                     if len == 0 {
-                        done += 1;
+                        ends.push(self.offset);
                         self.have = 0;
                     }
                 }
             } else {
                 let n = (self.body_left as usize).min(data.len());
                 self.body_left -= n as u64;
+                self.offset += n as u64;
                 data = &data[n..];
                 if self.body_left == 0 {
-                    done += 1;
+                    ends.push(self.offset);
                     self.have = 0;
                 }
             }
         }
-        done
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 }
 
-/// A response body that confirms delivery to its ledger as the server takes it.
+/// A response body that tells its ledger where each record's message ends as hyper
+/// takes the body, and hands its first bytes to the connection's frame watch.
 pub struct DeliveryBody<B> {
     inner: B,
     ledger: Arc<Ledger>,
     counter: MessageCounter,
+    ends: Vec<u64>,
+}
+
+impl<B> DeliveryBody<B> {
+    fn handed(&mut self, data: &Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        let first = self.counter.offset() == 0;
+        self.ends.clear();
+        self.counter.feed(data.chunk(), &mut self.ends);
+        self.ledger.handed(&self.ends, self.counter.offset());
+        if first {
+            if let Some(book) = &self.ledger.book {
+                book.await_match(self.ledger.clone(), data.clone());
+            }
+        }
+    }
+}
+
+impl<B> Drop for DeliveryBody<B> {
+    fn drop(&mut self) {
+        self.ledger.body_dropped();
+    }
 }
 
 impl<B: Body<Data = Bytes> + Unpin> Body for DeliveryBody<B> {
@@ -163,8 +341,7 @@ impl<B: Body<Data = Bytes> + Unpin> Body for DeliveryBody<B> {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
-                let complete = this.counter.feed(data.chunk());
-                this.ledger.delivered(complete);
+                this.handed(data);
             }
         }
         polled
@@ -191,6 +368,7 @@ impl WrapBody for Delivery {
             inner,
             ledger,
             counter: MessageCounter::default(),
+            ends: Vec::new(),
         })
     }
 }
@@ -209,20 +387,27 @@ mod tests {
         m
     }
 
+    fn ends_of(c: &mut MessageCounter, data: &[u8]) -> Vec<u64> {
+        let mut ends = Vec::new();
+        c.feed(data, &mut ends);
+        ends
+    }
+
     #[test]
-    fn counts_messages_across_any_chunking() {
+    fn finds_message_ends_across_any_chunking() {
         let mut all = Vec::new();
         for len in [10, 0, 300, 1, 5] {
             all.extend(message(len));
         }
         for chunk in [1, 2, 3, 5, 7, 64, 1000] {
             let mut c = MessageCounter::default();
-            let total: usize = all.chunks(chunk).map(|p| c.feed(p)).sum();
-            assert_eq!(total, 5, "chunks of {chunk}");
+            let ends: Vec<u64> = all.chunks(chunk).flat_map(|p| ends_of(&mut c, p)).collect();
+            assert_eq!(ends, [15, 20, 325, 331, 341], "chunks of {chunk}");
         }
         let mut c = MessageCounter::default();
-        assert_eq!(c.feed(&all[..14]), 0, "the first message is 15 bytes");
-        assert_eq!(c.feed(&all[14..15]), 1);
-        assert_eq!(c.feed(&all[15..20]), 1, "the empty message");
+        assert!(ends_of(&mut c, &all[..14]).is_empty(), "the first message is 15 bytes");
+        assert_eq!(ends_of(&mut c, &all[14..15]), [15]);
+        assert_eq!(ends_of(&mut c, &all[15..20]), [20], "the empty message");
+        assert_eq!(c.offset(), 20);
     }
 }

@@ -6,6 +6,7 @@
 //! packet on the hot path, or keep counters of sessions (they live in the workers).
 
 pub mod acked;
+pub mod api_io;
 pub mod add_session;
 pub mod admin;
 pub mod body_layer;
@@ -18,6 +19,8 @@ pub mod connections;
 pub mod delivery;
 pub mod device;
 pub mod directory;
+pub mod h2_credit;
+pub mod h2_frames;
 pub mod refusal;
 pub mod server;
 pub mod service;
