@@ -42,6 +42,13 @@ impl Tally {
         self.by_reader.push((reader, ids));
     }
 
+    /// Prints how far the device's count of delivered records (`delivered`, since
+    /// the last call) is from what the readers since then received.
+    fn compare(&self, since: usize, what: &str, delivered: u64) {
+        let received: usize = self.by_reader[since..].iter().map(|(_, i)| i.len()).sum();
+        println!("{what}: received {received}, the device counted {delivered} delivered");
+    }
+
     /// Every id in 0..RECORDS exactly once: (lost, duplicated) otherwise.
     fn lost_and_duplicated(&self) -> (Vec<u64>, Vec<u64>) {
         let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
@@ -65,6 +72,13 @@ impl Tally {
             &dup[..dup.len().min(10)]
         );
     }
+}
+
+/// `f`, which must be done within 20 s.
+async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within 20 s"))
 }
 
 /// The server settled every stream that went away: no record is taken any more.
@@ -125,16 +139,19 @@ enum Leave {
 async fn raw_reader(addr: SocketAddr, ca: &Path, want: usize, leave: Leave) -> Vec<u64> {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let tls = tls::tls_over(tcp, ca).await.expect("TLS");
-    let (client, mut conn) = h2::client::Builder::new()
-        .initial_window_size(RAW_WINDOW)
-        .handshake::<_, Bytes>(tls)
-        .await
-        .expect("HTTP/2 handshake");
+    let (client, mut conn) = within(
+        "HTTP/2 handshake",
+        h2::client::Builder::new()
+            .initial_window_size(RAW_WINDOW)
+            .handshake::<_, Bytes>(tls),
+    )
+    .await
+    .expect("HTTP/2 handshake");
     let mut pings = conn.ping_pong().expect("ping_pong");
     let driver = tokio::spawn(async move {
         let _ = conn.await;
     });
-    let mut client = client.ready().await.unwrap();
+    let mut client = within("ready to send", client.ready()).await.unwrap();
     let req = http::Request::builder()
         .method("POST")
         .uri("https://localhost/openoffload.v2.SessionTable/GetClosedSessions")
@@ -145,9 +162,11 @@ async fn raw_reader(addr: SocketAddr, ca: &Path, want: usize, leave: Leave) -> V
         .unwrap();
     let (response, mut request_body) = client.send_request(req, false).unwrap();
     request_body
-        .send_data(grpc_message(&SessionRequestArgs::default()), false)
+        .send_data(grpc_message(&SessionRequestArgs::default()), true)
         .unwrap();
-    let response = response.await.expect("response headers");
+    let response = within("response headers", response)
+        .await
+        .expect("response headers");
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
     let mut ids = Vec::new();
@@ -172,13 +191,17 @@ async fn raw_reader(addr: SocketAddr, ca: &Path, want: usize, leave: Leave) -> V
     }
     // Two round trips: the second PING leaves after the WINDOW_UPDATE did.
     for _ in 0..2 {
-        pings.ping(h2::Ping::opaque()).await.expect("pong");
+        within("pong", pings.ping(h2::Ping::opaque()))
+            .await
+            .expect("pong");
     }
     // Not reading any more: the server fills the window, and the reader goes away.
     match leave {
         Leave::ResetStream => {
             request_body.send_reset(h2::Reason::CANCEL);
-            pings.ping(h2::Ping::opaque()).await.expect("pong");
+            within("pong", pings.ping(h2::Ping::opaque()))
+                .await
+                .expect("pong");
             drop(body);
             driver.abort();
         }
@@ -233,6 +256,9 @@ async fn python_reader_killed(
         .arg(dev.cert(control::certs::SERVER_CERT))
         .arg("--stubs")
         .arg(stubs)
+        .args(std::env::var("OFFLOADD_GRPCIO_OPTIONS").iter().flat_map(|o| {
+            o.split_whitespace().flat_map(|x| ["--option".to_string(), x.to_string()])
+        }))
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -282,14 +308,20 @@ async fn readers_that_go_away_lose_nothing_and_duplicate_nothing() {
         tally.add(format!("raw reader {i} ({leave:?})"), ids);
     }
     wait_nothing_in_flight(&dev).await;
+    let delivered = || dev.device().counters.closed_delivered.load(Ordering::Relaxed);
+    tally.compare(0, "raw readers", delivered());
+    let before = delivered();
 
     let stubs = python_stubs(&python, &dev);
     for i in 0..5u64 {
         let after = Duration::from_millis(200 + 75 * i);
+        let one = delivered();
         let ids = python_reader_killed(&python, &dev, &stubs, after).await;
         tally.add(format!("grpcio reader {i} (SIGKILL after {after:?})"), ids);
         wait_nothing_in_flight(&dev).await;
+        tally.compare(10 + i as usize, "  it", delivered() - one);
     }
+    tally.compare(10, "grpcio readers", delivered() - before);
 
     let rest: Vec<u64> = c
         .closed(SessionRequestArgs::default(), false)
@@ -333,14 +365,17 @@ async fn acked_reader_leaving(dev: &TestDevice, n: usize, acked: usize) -> Vec<u
             .expect("a record");
         got.push(r.session.unwrap().session_id);
     }
-    let before = dev.device().counters.closed_acked.load(Ordering::Relaxed);
     acks.unbounded_send(ClosedAck {
         session_ids: got[..acked].to_vec(),
     })
     .unwrap();
+    // Applied: the feed forgot every acked record.
+    let feed = &dev.device().feed;
     wait_for("acks applied", Duration::from_secs(20), || async {
-        let now = dev.device().counters.closed_acked.load(Ordering::Relaxed);
-        (now >= before + acked as u64).then_some(())
+        got[..acked]
+            .iter()
+            .all(|&id| feed.find(id).is_none())
+            .then_some(())
     })
     .await;
     got.truncate(acked);

@@ -15,6 +15,8 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--root", required=True)
     ap.add_argument("--stubs", required=True)
+    ap.add_argument("--option", action="append", default=[],
+                    help="a channel option NAME=INT, e.g. grpc.http2.bdp_probe=0")
     a = ap.parse_args()
     sys.path.insert(0, a.stubs)
     import grpc
@@ -22,7 +24,8 @@ def main():
     import openoffload_v2_pb2_grpc as pbg
 
     creds = grpc.ssl_channel_credentials(root_certificates=open(a.root, "rb").read())
-    channel = grpc.secure_channel("localhost:%d" % a.port, creds)
+    options = [(k, int(v)) for k, v in (o.split("=", 1) for o in a.option)]
+    channel = grpc.secure_channel("localhost:%d" % a.port, creds, options=options)
     stub = pbg.SessionTableStub(channel)
     out = sys.stdout.fileno()
     for r in stub.GetClosedSessions(pb.SessionRequestArgs(page_size=0),
