@@ -8,8 +8,10 @@
 //! (`h2_credit.rs`), which finds the HTTP/2 stream that writes them and from then on
 //! tells the ledger what the wire says:
 //! - the client returns stream credit (WINDOW_UPDATE) for bytes its application
-//!   consumed: every record whose message ends within the credit is delivered
-//!   (forgotten by the feed), in order;
+//!   consumed: every record whose message ends within the credit, and within what
+//!   was written before the credit arrived, is delivered (forgotten by the feed), in
+//!   order (credit given ahead of the data, as grpc C-core does, proves nothing
+//!   about bytes not yet sent);
 //! - the device ends the stream (its records all sent) and a PING written after the
 //!   end is acked: the client's stack has read everything, so the rest is delivered
 //!   (clients return no credit on a stream that has ended);
@@ -58,6 +60,10 @@ struct LedgerState {
     /// Body bytes written to the connection, and credited by the client.
     written: u64,
     credited: u64,
+    /// Bytes the client proved it consumed: credit counts only for bytes written
+    /// before it arrived (a client may give credit ahead of the data, and credit
+    /// for bytes not yet sent proves nothing about them).
+    proved: u64,
     /// Bytes of the records the record stream has produced (the window gate).
     queued: u64,
     /// The stream is over: records taken from now on go straight back.
@@ -119,8 +125,14 @@ impl Ledger {
             return i64::MAX;
         };
         let s = self.state();
-        let unproved = s.queued.saturating_sub(s.credited.min(s.queued));
-        book.peer_window() as i64 - unproved as i64
+        // The stream's HTTP/2 send window: initial + credit - sent (bytes queued
+        // count as sent: they will be).
+        book.peer_window() as i64 + s.credited as i64 - s.queued as i64
+    }
+
+    /// Whether the record stream has produced anything yet.
+    pub fn has_queued(&self) -> bool {
+        self.state().queued > 0
     }
 
     pub fn is_over(&self) -> bool {
@@ -212,7 +224,8 @@ impl StreamDelivery for Ledger {
     fn credited(&self, bytes: u64) {
         let mut s = self.state();
         s.credited += bytes;
-        let limit = s.credited.min(s.written);
+        s.proved = s.proved.max(s.credited.min(s.written));
+        let limit = s.proved;
         self.deliver_up_to(s, limit);
         self.changed.notify_one();
     }
@@ -223,9 +236,7 @@ impl StreamDelivery for Ledger {
     }
 
     fn ended(&self) {
-        let s = self.state();
-        let limit = s.credited.min(s.written);
-        drop(s);
+        let limit = self.state().proved;
         self.settle(limit);
     }
 }

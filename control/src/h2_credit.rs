@@ -50,6 +50,9 @@ pub trait StreamDelivery: Send + Sync {
 /// The first bytes of the PINGs the device sends; the rest is a sequence number.
 const PING_MAGIC: &[u8; 4] = b"offl";
 
+/// Streams tracked before the ones credited without data are forgotten.
+const MAX_UNSEEN_TRACKS: usize = 1024;
+
 /// How far a stream's first bytes are compared before giving up on a match.
 const MATCH_LIMIT: usize = 64 * 1024;
 
@@ -62,8 +65,9 @@ struct Waiting {
 }
 
 enum Track {
-    /// Bytes seen so far on a stream not yet matched.
-    Matching(Vec<u8>),
+    /// Bytes seen so far on a stream not yet matched, and the credit the client gave
+    /// it meanwhile (a client with a window of 0 gives credit before any data).
+    Matching(Vec<u8>, u64),
     Matched(Delivery),
     /// Not a waiting body's stream.
     Other,
@@ -147,23 +151,26 @@ impl BookState {
         let track = self
             .streams
             .remove(&stream)
-            .unwrap_or(Track::Matching(Vec::new()));
+            .unwrap_or(Track::Matching(Vec::new(), 0));
         let track = match track {
             Track::Matched(d) => {
                 d.written(piece.len() as u64);
                 Track::Matched(d)
             }
             Track::Other => Track::Other,
-            Track::Matching(mut seen) => {
+            Track::Matching(mut seen, credit) => {
                 seen.extend_from_slice(piece);
                 match self.match_seen(&seen) {
                     Matched::Body(i) => {
                         let w = self.waiting.swap_remove(i);
                         w.body.written(seen.len() as u64);
+                        if credit > 0 {
+                            w.body.credited(credit);
+                        }
                         Track::Matched(w.body)
                     }
                     Matched::None => Track::Other,
-                    Matched::NotYet => Track::Matching(seen),
+                    Matched::NotYet => Track::Matching(seen, credit),
                 }
             }
         };
@@ -178,6 +185,24 @@ impl BookState {
             } else {
                 self.finished.push(d);
             }
+        }
+    }
+
+    fn credit(&mut self, stream: u32, increment: u64) {
+        if self.streams.len() >= MAX_UNSEEN_TRACKS && !self.streams.contains_key(&stream) {
+            // Credit for streams that never carried data (or ended before it came):
+            // forget it rather than grow without bound.
+            self.streams
+                .retain(|_, t| !matches!(t, Track::Matching(seen, _) if seen.is_empty()));
+        }
+        match self
+            .streams
+            .entry(stream)
+            .or_insert(Track::Matching(Vec::new(), 0))
+        {
+            Track::Matched(d) => d.credited(increment),
+            Track::Matching(_, credit) => *credit += increment,
+            Track::Other => {}
         }
     }
 
@@ -216,9 +241,7 @@ impl CreditBook {
     fn client_frame(&self, frame: ClientFrame) -> bool {
         match frame {
             ClientFrame::WindowUpdate { stream, increment } if stream != 0 => {
-                if let Some(Track::Matched(d)) = self.state().streams.get(&stream) {
-                    d.credited(increment as u64);
-                }
+                self.state().credit(stream, increment as u64);
                 false
             }
             ClientFrame::Reset { stream } => {
@@ -611,6 +634,19 @@ mod tests {
             increment: 7,
         });
         assert_eq!(told.said(), ["written 7", "credited 7", "ended"]);
+    }
+
+    #[test]
+    fn credit_before_the_first_data_counts_once_the_stream_is_matched() {
+        let first = message(b"r1");
+        let (book, told) = watched(&first);
+        book.client_frame(ClientFrame::WindowUpdate {
+            stream: 9,
+            increment: 5,
+        });
+        let mut w = WriteWatch::default();
+        w.feed(&frame(DATA, 0, 9, &first), &book);
+        assert_eq!(told.said(), ["written 7", "credited 5"]);
     }
 
     #[test]

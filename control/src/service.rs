@@ -204,7 +204,9 @@ fn closed_records(
                 return None;
             }
             let room = st.ledger.room();
-            if room <= 0 {
+            // The first record goes even into a window of 0: its bytes are how the
+            // stream is found on the wire, and its credit comes as the client reads.
+            if room <= 0 && st.ledger.has_queued() {
                 let credit = st.ledger.changed.notified();
                 let _ = tokio::time::timeout(CLOSED_RECHECK, credit).await;
                 continue;

@@ -1,8 +1,9 @@
 //! GetClosedSessions loses nothing when readers go away (issue 10 §1), against a real
 //! device over TLS: 20,000 closed records; raw HTTP/2 readers with a 1,000-byte
-//! window that stop reading and reset or drop their connection; grpcio readers
-//! SIGKILLed mid-stream; then a clean reader drains the rest. Every id arrives
-//! exactly once across what the readers' applications received.
+//! window that stop reading and reset or drop their connection (exactly what their
+//! applications read is delivered); grpcio readers SIGKILLed mid-stream; then a clean
+//! reader drains the rest. Every id arrives; the only ids that arrive twice are ones
+//! a killed grpcio reader read before its HTTP/2 stack returned credit for them.
 //!
 //! The same for Admin/AckedClosedSessions, with readers that go away between
 //! receiving records and acking them.
@@ -42,10 +43,15 @@ impl Tally {
         self.by_reader.push((reader, ids));
     }
 
+    /// Records the readers from `since` on received.
+    fn received(&self, since: usize) -> usize {
+        self.by_reader[since..].iter().map(|(_, i)| i.len()).sum()
+    }
+
     /// Prints how far the device's count of delivered records (`delivered`, since
     /// the last call) is from what the readers since then received.
     fn compare(&self, since: usize, what: &str, delivered: u64) {
-        let received: usize = self.by_reader[since..].iter().map(|(_, i)| i.len()).sum();
+        let received = self.received(since);
         println!("{what}: received {received}, the device counted {delivered} delivered");
     }
 
@@ -256,9 +262,7 @@ async fn python_reader_killed(
         .arg(dev.cert(control::certs::SERVER_CERT))
         .arg("--stubs")
         .arg(stubs)
-        .args(std::env::var("OFFLOADD_GRPCIO_OPTIONS").iter().flat_map(|o| {
-            o.split_whitespace().flat_map(|x| ["--option".to_string(), x.to_string()])
-        }))
+        .args(grpcio_options())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -284,16 +288,37 @@ async fn python_reader_killed(
     ids
 }
 
+/// grpcio's channel options for the killed readers: no BDP window growth, and no
+/// lookahead, so its stack gives stream credit for the next message when the
+/// application asks for it (docs/behaviour.md). `OFFLOADD_GRPCIO_OPTIONS` (options
+/// separated by spaces; empty: grpcio's defaults) replaces them to measure others.
+const GRPCIO_OPTIONS: &str = "grpc.http2.bdp_probe=0 grpc.http2.lookahead_bytes=0";
+/// Records a killed grpcio reader may have read after the last credit the device
+/// received from it: the one it asked for last, if it was killed between writing it
+/// and its credit reaching the device.
+const GRPCIO_CREDIT_LAG: usize = 1;
+
+fn grpcio_options() -> Vec<String> {
+    let options = std::env::var("OFFLOADD_GRPCIO_OPTIONS").unwrap_or(GRPCIO_OPTIONS.into());
+    println!("grpcio options: {options:?}");
+    options
+        .split_whitespace()
+        .flat_map(|o| ["--option".to_string(), o.to_string()])
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readers_that_go_away_lose_nothing_and_duplicate_nothing() {
+async fn readers_that_go_away_lose_nothing() {
     let Some(python) = python() else { return };
     let dev = TestDevice::start(CONFIG).await;
     let mut c = dev.client(ApiVersion::V2).await;
     closed_records(&dev, &mut c, RECORDS).await;
     let ca = dev.cert(control::certs::CA_CERT);
     let mut tally = Tally::default();
+    let delivered = || dev.device().counters.closed_delivered.load(Ordering::Relaxed);
 
-    // Ten raw readers at once, each holding a full window when it goes away.
+    // Ten raw readers at once, each holding a full window when it goes away: exactly
+    // what their applications read is delivered.
     let raw = (0..10).map(|i| {
         let leave = if i % 2 == 0 {
             Leave::ResetStream
@@ -308,11 +333,13 @@ async fn readers_that_go_away_lose_nothing_and_duplicate_nothing() {
         tally.add(format!("raw reader {i} ({leave:?})"), ids);
     }
     wait_nothing_in_flight(&dev).await;
-    let delivered = || dev.device().counters.closed_delivered.load(Ordering::Relaxed);
+    let raw_received = tally.received(0);
     tally.compare(0, "raw readers", delivered());
-    let before = delivered();
+    assert_eq!(delivered(), raw_received as u64, "delivered = what they read");
 
+    // Five grpcio readers SIGKILLed mid-stream.
     let stubs = python_stubs(&python, &dev);
+    let before = delivered();
     for i in 0..5u64 {
         let after = Duration::from_millis(200 + 75 * i);
         let one = delivered();
@@ -331,13 +358,16 @@ async fn readers_that_go_away_lose_nothing_and_duplicate_nothing() {
         .collect()
         .await;
     tally.add("clean reader".into(), rest);
-    let counters = &dev.device().counters;
-    println!(
-        "api_closed_delivered {}, api_closed_given_back {}",
-        counters.closed_delivered.load(Ordering::Relaxed),
-        counters.closed_given_back.load(Ordering::Relaxed)
-    );
-    tally.assert_exactly_once();
+    let (lost, dup) = tally.lost_and_duplicated();
+    println!("lost {}, duplicated {}", lost.len(), dup.len());
+    assert!(lost.is_empty(), "lost {}: {:?}", lost.len(), &lost[..lost.len().min(20)]);
+    // Sent twice only what a killed grpcio reader read before its credit came.
+    let by_grpcio: std::collections::BTreeSet<u64> = tally.by_reader[10..15]
+        .iter()
+        .flat_map(|(_, ids)| ids.iter().copied())
+        .collect();
+    assert!(dup.iter().all(|id| by_grpcio.contains(id)), "{dup:?}");
+    assert!(dup.len() <= 5 * GRPCIO_CREDIT_LAG, "{} duplicated", dup.len());
     wait_for("the feed is empty", Duration::from_secs(15), || async {
         dev.device().feed.is_empty().then_some(())
     })
