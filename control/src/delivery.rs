@@ -166,11 +166,12 @@ impl Ledger {
             return;
         }
         let d = &self.device;
+        // Counted first: whoever sees them gone from the feed sees them counted.
+        ControlCounters::bump(&d.counters.closed_delivered, ids.len() as u64);
         // Only ids whose record this was: a deleted one may name a new session.
         for id in d.feed.delivered(ids.iter().copied()) {
             d.directory.remove(id);
         }
-        ControlCounters::bump(&d.counters.closed_delivered, ids.len() as u64);
     }
 
     /// Delivers what is proved (up to `limit`), gives back the rest: the stream is

@@ -345,6 +345,52 @@ impl ReadWatch {
     }
 }
 
+/// What the read side does next.
+enum ReadNext {
+    /// Hand hyper up to this many bytes from the head of the buffer.
+    Hand(usize),
+    /// Read more from the connection.
+    Fill,
+    Eof,
+}
+
+impl ReadWatch {
+    /// Parses what the buffer holds (telling `book` what the client sent) up to the
+    /// next bytes for hyper.
+    fn next(&mut self, book: &CreditBook) -> ReadNext {
+        loop {
+            if self.buf.is_empty() {
+                return if self.eof {
+                    ReadNext::Eof
+                } else {
+                    ReadNext::Fill
+                };
+            }
+            if self.pass > 0 {
+                return ReadNext::Hand(self.pass.min(self.buf.len()));
+            }
+            match self.step() {
+                ReadStep::Pass(n) => self.pass = n,
+                ReadStep::Frame(n, frame) => {
+                    if book.client_frame(frame) {
+                        self.buf.advance(n);
+                    } else {
+                        self.pass = n;
+                    }
+                }
+                // A frame cut short by EOF: hyper sees it and the EOF.
+                ReadStep::NeedMore if self.eof => self.blind = true,
+                ReadStep::NeedMore => return ReadNext::Fill,
+            }
+        }
+    }
+
+    fn handed(&mut self, n: usize) {
+        self.buf.advance(n);
+        self.pass -= n;
+    }
+}
+
 /// The device's bytes, parsed frame by frame as the connection takes them.
 #[derive(Default)]
 struct WriteWatch {
@@ -453,41 +499,19 @@ impl<IO: AsyncRead + Unpin> AsyncRead for CreditIo<IO> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
-            let r = &mut this.read;
-            if r.pass > 0 && !r.buf.is_empty() {
-                let n = r.pass.min(r.buf.len()).min(out.remaining());
-                out.put_slice(&r.buf[..n]);
-                r.buf.advance(n);
-                r.pass -= n;
-                return Poll::Ready(Ok(()));
-            }
-            if r.pass == 0 && !r.buf.is_empty() {
-                match r.step() {
-                    ReadStep::Pass(n) => r.pass = n,
-                    ReadStep::Frame(n, frame) => {
-                        if this.book.client_frame(frame) {
-                            this.read.buf.advance(n);
-                        } else {
-                            this.read.pass = n;
-                        }
-                    }
-                    ReadStep::NeedMore if r.eof => {
-                        // A frame cut short by EOF: hyper sees it and the EOF.
-                        r.blind = true;
-                    }
-                    ReadStep::NeedMore => {
-                        if !ready!(this.fill(cx))? {
-                            this.read.eof = true;
-                        }
+            match this.read.next(&this.book) {
+                ReadNext::Hand(n) => {
+                    let n = n.min(out.remaining());
+                    out.put_slice(&this.read.buf[..n]);
+                    this.read.handed(n);
+                    return Poll::Ready(Ok(()));
+                }
+                ReadNext::Eof => return Poll::Ready(Ok(())),
+                ReadNext::Fill => {
+                    if !ready!(this.fill(cx))? {
+                        this.read.eof = true;
                     }
                 }
-                continue;
-            }
-            if r.eof {
-                return Poll::Ready(Ok(()));
-            }
-            if !ready!(this.fill(cx))? {
-                this.read.eof = true;
             }
         }
     }
@@ -537,10 +561,56 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for CreditIo<IO> {
     }
 }
 
+/// A stream told nothing useful: the fuzz target's.
+struct Untold;
+
+impl StreamDelivery for Untold {
+    fn written(&self, _: u64) {}
+    fn credited(&self, _: u64) {}
+    fn received_all(&self) {}
+    fn ended(&self) {}
+}
+
+/// Both sides of a connection through the watch, without IO: `client` as hyper would
+/// read it (in pieces of `piece` bytes), `server` as hyper would write it, with one
+/// body waiting whose first bytes are `first`. Returns the client bytes handed to
+/// hyper: all of them except the device's own PING ACKs. For the fuzz target
+/// `h2_frames`; no input may make it panic or loop.
+pub fn replay(client: &[u8], server: &[u8], first: &[u8], piece: usize) -> usize {
+    let book = CreditBook::default();
+    book.await_match(Arc::new(Untold), Bytes::copy_from_slice(first));
+    let mut write = WriteWatch::default();
+    server
+        .chunks(piece.max(1))
+        .for_each(|p| write.feed(p, &book));
+    let _ = write.at_boundary() && book.ping_to_send().is_some();
+    let mut read = ReadWatch::default();
+    let mut pieces = client.chunks(piece.max(1));
+    let mut handed = 0;
+    loop {
+        match read.next(&book) {
+            ReadNext::Hand(n) => {
+                read.handed(n);
+                handed += n;
+            }
+            ReadNext::Eof => break,
+            ReadNext::Fill => match pieces.next() {
+                Some(p) => read.buf.extend_from_slice(p),
+                None => read.eof = true,
+            },
+        }
+    }
+    book.close();
+    handed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::h2_frames::{FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, HEADERS, PING};
+    use crate::h2_frames::{
+        FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, HEADERS, PING,
+        WINDOW_UPDATE as WINDOW_UPDATE_KIND,
+    };
     use std::sync::Mutex as StdMutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -717,6 +787,21 @@ mod tests {
         let mut rest = Vec::new();
         io.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn replay_hands_hyper_everything_but_the_devices_ping_acks() {
+        let mut client = PREFACE.to_vec();
+        client.extend(frame(WINDOW_UPDATE_KIND, 0, 1, &7u32.to_be_bytes()));
+        let ours = frame(PING, FLAG_ACK, 0, b"offl\0\0\0\0");
+        client.extend(&ours);
+        client.extend(frame(DATA, 0, 1, &[0; 40]));
+        let server = frame(DATA, FLAG_END_STREAM, 1, &message(b"r1"));
+        for piece in [1, 3, 9, 1000] {
+            let handed = replay(&client, &server, &message(b"r1"), piece);
+            assert_eq!(handed, client.len() - ours.len(), "{piece}");
+        }
+        assert_eq!(replay(b"GET /", &[0xff; 20], b"", 2), 5, "not HTTP/2: all passes");
     }
 
     #[tokio::test]
