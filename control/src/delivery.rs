@@ -105,7 +105,8 @@ impl Ledger {
             self.give_back(ids);
             return false;
         }
-        s.records.extend(ids.iter().map(|&id| Sent { id, end: None }));
+        s.records
+            .extend(ids.iter().map(|&id| Sent { id, end: None }));
         s.queued += bytes;
         true
     }
@@ -158,7 +159,11 @@ impl Ledger {
     /// Delivers the records whose messages end at or before `limit`, in order.
     fn deliver_up_to(&self, mut s: std::sync::MutexGuard<'_, LedgerState>, limit: u64) {
         let mut ids = Vec::new();
-        while s.records.front().is_some_and(|r| r.end.is_some_and(|e| e <= limit)) {
+        while s
+            .records
+            .front()
+            .is_some_and(|r| r.end.is_some_and(|e| e <= limit))
+        {
             ids.extend(s.records.pop_front().map(|r| r.id));
         }
         drop(s);
@@ -207,7 +212,12 @@ impl Ledger {
     /// handed over wait for what the wire says (or the connection's end).
     fn body_dropped(&self) {
         let mut s = self.state();
-        let never: Vec<u64> = s.records.iter().filter(|r| r.end.is_none()).map(|r| r.id).collect();
+        let never: Vec<u64> = s
+            .records
+            .iter()
+            .filter(|r| r.end.is_none())
+            .map(|r| r.id)
+            .collect();
         s.records.retain(|r| r.end.is_some());
         if s.handed == 0 {
             s.over = true;
@@ -417,7 +427,10 @@ mod tests {
             assert_eq!(ends, [15, 20, 325, 331, 341], "chunks of {chunk}");
         }
         let mut c = MessageCounter::default();
-        assert!(ends_of(&mut c, &all[..14]).is_empty(), "the first message is 15 bytes");
+        assert!(
+            ends_of(&mut c, &all[..14]).is_empty(),
+            "the first message is 15 bytes"
+        );
         assert_eq!(ends_of(&mut c, &all[14..15]), [15]);
         assert_eq!(ends_of(&mut c, &all[15..20]), [20], "the empty message");
         assert_eq!(c.offset(), 20);

@@ -207,7 +207,11 @@ impl BookState {
     }
 
     fn ping_acked(&mut self, seq: u32) {
-        while self.pinged.front().is_some_and(|(s, _)| s.wrapping_sub(seq) as i32 <= 0) {
+        while self
+            .pinged
+            .front()
+            .is_some_and(|(s, _)| s.wrapping_sub(seq) as i32 <= 0)
+        {
             if let Some((_, proved)) = self.pinged.pop_front() {
                 proved.iter().for_each(|d| d.received_all());
             }
@@ -483,11 +487,13 @@ const READ_CHUNK: usize = 16 * 1024;
 impl<IO: AsyncRead + Unpin> CreditIo<IO> {
     /// Reads more of the client's bytes into the watch buffer; false at EOF.
     fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        let mut chunk = [0u8; READ_CHUNK];
-        let mut rb = ReadBuf::new(&mut chunk);
-        ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
-        self.read.buf.extend_from_slice(rb.filled());
-        Poll::Ready(Ok(!rb.filled().is_empty()))
+        self.read.buf.reserve(READ_CHUNK);
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.read.buf
+        ))?;
+        Poll::Ready(Ok(n > 0))
     }
 }
 
@@ -675,8 +681,15 @@ mod tests {
             wire.extend(frame(DATA, 0, 3, &first[..4]));
             wire.extend(frame(DATA, 0, 3, &first[4..]));
             feed_in_pieces(&mut w, &wire, piece, &book);
-            assert_eq!(told.said(), vec![format!("written {}", first.len())], "{piece}");
-            assert!(matches!(book.state().streams.get(&1), Some(Track::Matched(_))));
+            assert_eq!(
+                told.said(),
+                vec![format!("written {}", first.len())],
+                "{piece}"
+            );
+            assert!(matches!(
+                book.state().streams.get(&1),
+                Some(Track::Matched(_))
+            ));
             assert!(
                 matches!(book.state().streams.get(&3), Some(Track::Other)),
                 "the second stream with the same bytes matches nothing left"
@@ -731,8 +744,14 @@ mod tests {
         w.feed(&frame(0x9, FLAG_END_HEADERS, 1, b"y"), &book);
         assert!(w.at_boundary());
         let p = book.ping_to_send().unwrap();
-        assert!(book.ping_to_send().is_none(), "one PING for what ended before it");
-        assert!(!book.client_frame(ClientFrame::PingAck(*b"12345678")), "hyper's");
+        assert!(
+            book.ping_to_send().is_none(),
+            "one PING for what ended before it"
+        );
+        assert!(
+            !book.client_frame(ClientFrame::PingAck(*b"12345678")),
+            "hyper's"
+        );
         assert_eq!(told.said(), ["written 7"]);
         assert!(book.client_frame(ClientFrame::PingAck(p)), "the device's");
         assert_eq!(told.said(), ["written 7", "received all"]);
@@ -801,7 +820,11 @@ mod tests {
             let handed = replay(&client, &server, &message(b"r1"), piece);
             assert_eq!(handed, client.len() - ours.len(), "{piece}");
         }
-        assert_eq!(replay(b"GET /", &[0xff; 20], b"", 2), 5, "not HTTP/2: all passes");
+        assert_eq!(
+            replay(b"GET /", &[0xff; 20], b"", 2),
+            5,
+            "not HTTP/2: all passes"
+        );
     }
 
     #[tokio::test]

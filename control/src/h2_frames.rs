@@ -82,9 +82,14 @@ impl FrameHeader {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientFrame {
     /// The client gives `increment` bytes of credit on `stream` (0: the connection).
-    WindowUpdate { stream: u32, increment: u32 },
+    WindowUpdate {
+        stream: u32,
+        increment: u32,
+    },
     /// The client ends `stream`.
-    Reset { stream: u32 },
+    Reset {
+        stream: u32,
+    },
     /// New SETTINGS_INITIAL_WINDOW_SIZE for streams.
     InitialWindow(u32),
     PingAck([u8; 8]),
@@ -109,7 +114,9 @@ impl ClientFrame {
                 Ok(p) => ClientFrame::PingAck(p),
                 Err(_) => ClientFrame::Other,
             },
-            SETTINGS => initial_window(payload).map_or(ClientFrame::Other, ClientFrame::InitialWindow),
+            SETTINGS => {
+                initial_window(payload).map_or(ClientFrame::Other, ClientFrame::InitialWindow)
+            }
             _ => ClientFrame::Other,
         }
     }
@@ -196,8 +203,15 @@ mod tests {
         assert_eq!(parse(&frame(RST_STREAM, 0, 0, &[0; 4])), ClientFrame::Other);
         let ack = frame(PING, FLAG_ACK, 0, b"offl\0\0\0\x01");
         assert_eq!(parse(&ack), ClientFrame::PingAck(*b"offl\0\0\0\x01"));
-        assert_eq!(parse(&frame(PING, 0, 0, &[0; 8])), ClientFrame::Other, "not an ack");
-        assert_eq!(&ping_frame(*b"12345678")[..], &frame(PING, 0, 0, b"12345678")[..]);
+        assert_eq!(
+            parse(&frame(PING, 0, 0, &[0; 8])),
+            ClientFrame::Other,
+            "not an ack"
+        );
+        assert_eq!(
+            &ping_frame(*b"12345678")[..],
+            &frame(PING, 0, 0, b"12345678")[..]
+        );
     }
 
     #[test]
@@ -205,20 +219,40 @@ mod tests {
         let mut p = Vec::new();
         p.extend_from_slice(&[0, 3, 0, 0, 0, 100]); // MAX_CONCURRENT_STREAMS
         p.extend_from_slice(&[0, 4, 0, 0, 3, 232]); // INITIAL_WINDOW_SIZE 1000
-        assert_eq!(parse(&frame(SETTINGS, 0, 0, &p)), ClientFrame::InitialWindow(1000));
+        assert_eq!(
+            parse(&frame(SETTINGS, 0, 0, &p)),
+            ClientFrame::InitialWindow(1000)
+        );
         assert_eq!(parse(&frame(SETTINGS, 0, 0, &p[..6])), ClientFrame::Other);
-        assert_eq!(parse(&frame(SETTINGS, FLAG_ACK, 0, &[])), ClientFrame::Other);
-        assert_eq!(parse(&frame(SETTINGS, 0, 0, &p[..5])), ClientFrame::Other, "not 6n");
+        assert_eq!(
+            parse(&frame(SETTINGS, FLAG_ACK, 0, &[])),
+            ClientFrame::Other
+        );
+        assert_eq!(
+            parse(&frame(SETTINGS, 0, 0, &p[..5])),
+            ClientFrame::Other,
+            "not 6n"
+        );
         let too_big = [0, 4, 0x80, 0, 0, 0];
         assert_eq!(parse(&frame(SETTINGS, 0, 0, &too_big)), ClientFrame::Other);
     }
 
     #[test]
     fn malformed_lengths_are_other() {
-        assert_eq!(parse(&frame(WINDOW_UPDATE, 0, 1, &[0; 5])), ClientFrame::Other);
-        assert_eq!(parse(&frame(PING, FLAG_ACK, 0, &[0; 7])), ClientFrame::Other);
+        assert_eq!(
+            parse(&frame(WINDOW_UPDATE, 0, 1, &[0; 5])),
+            ClientFrame::Other
+        );
+        assert_eq!(
+            parse(&frame(PING, FLAG_ACK, 0, &[0; 7])),
+            ClientFrame::Other
+        );
         let h = FrameHeader::parse(&frame(WINDOW_UPDATE, 0, 1, &[0; 4])).unwrap();
-        assert_eq!(ClientFrame::parse(&h, &[0; 3]), ClientFrame::Other, "short payload");
+        assert_eq!(
+            ClientFrame::parse(&h, &[0; 3]),
+            ClientFrame::Other,
+            "short payload"
+        );
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //! packet on the hot path, or keep counters of sessions (they live in the workers).
 
 pub mod acked;
-pub mod api_io;
 pub mod add_session;
 pub mod admin;
+pub mod api_io;
 pub mod body_layer;
 pub mod boot;
 pub mod certs;

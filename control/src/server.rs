@@ -236,7 +236,11 @@ async fn secure_all(
             return;
         };
         let Some(tls) = tls.clone() else {
-            if out.send(Ok(watched(ApiStream::Plain(connection)))).await.is_err() {
+            if out
+                .send(Ok(watched(ApiStream::Plain(connection))))
+                .await
+                .is_err()
+            {
                 return;
             }
             continue;

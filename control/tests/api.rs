@@ -472,9 +472,11 @@ async fn page_size_caps_a_closed_call_and_a_dropped_stream_gives_records_back() 
     // The first call's records are settled once the client's stack acked the PING
     // after its end.
     let device = dev.device();
-    wait_for("the first call settled", Duration::from_secs(10), || async {
-        (device.feed.in_flight() == 0).then_some(())
-    })
+    wait_for(
+        "the first call settled",
+        Duration::from_secs(10),
+        || async { (device.feed.in_flight() == 0).then_some(()) },
+    )
     .await;
 
     // A client that reads one record and goes away. Records its stream sent and the
@@ -568,9 +570,11 @@ async fn follow_mode_pushes_closures_as_they_happen() {
     drop(follow);
     // The follower read both, returned no credit for them (h2 returns it in batches),
     // and went away: both come back, first in line. Sent twice, never lost.
-    wait_for("the follower's end settled", Duration::from_secs(10), || async {
-        (dev.device().feed.in_flight() == 0).then_some(())
-    })
+    wait_for(
+        "the follower's end settled",
+        Duration::from_secs(10),
+        || async { (dev.device().feed.in_flight() == 0).then_some(()) },
+    )
     .await;
     let again: Vec<u64> = c
         .closed(args(0, 0, 0), false)

@@ -62,7 +62,11 @@ impl Tally {
             *seen.entry(*id).or_default() += 1;
         }
         let lost = (0..RECORDS).filter(|i| !seen.contains_key(i)).collect();
-        let dup = seen.into_iter().filter(|(_, n)| *n > 1).map(|(i, _)| i).collect();
+        let dup = seen
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(i, _)| i)
+            .collect();
         (lost, dup)
     }
 
@@ -315,7 +319,12 @@ async fn readers_that_go_away_lose_nothing() {
     closed_records(&dev, &mut c, RECORDS).await;
     let ca = dev.cert(control::certs::CA_CERT);
     let mut tally = Tally::default();
-    let delivered = || dev.device().counters.closed_delivered.load(Ordering::Relaxed);
+    let delivered = || {
+        dev.device()
+            .counters
+            .closed_delivered
+            .load(Ordering::Relaxed)
+    };
 
     // Ten raw readers at once, each holding a full window when it goes away: exactly
     // what their applications read is delivered.
@@ -335,7 +344,11 @@ async fn readers_that_go_away_lose_nothing() {
     wait_nothing_in_flight(&dev).await;
     let raw_received = tally.received(0);
     tally.compare(0, "raw readers", delivered());
-    assert_eq!(delivered(), raw_received as u64, "delivered = what they read");
+    assert_eq!(
+        delivered(),
+        raw_received as u64,
+        "delivered = what they read"
+    );
 
     // Five grpcio readers SIGKILLed mid-stream.
     let stubs = python_stubs(&python, &dev);
@@ -360,14 +373,23 @@ async fn readers_that_go_away_lose_nothing() {
     tally.add("clean reader".into(), rest);
     let (lost, dup) = tally.lost_and_duplicated();
     println!("lost {}, duplicated {}", lost.len(), dup.len());
-    assert!(lost.is_empty(), "lost {}: {:?}", lost.len(), &lost[..lost.len().min(20)]);
+    assert!(
+        lost.is_empty(),
+        "lost {}: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
     // Sent twice only what a killed grpcio reader read before its credit came.
     let by_grpcio: std::collections::BTreeSet<u64> = tally.by_reader[10..15]
         .iter()
         .flat_map(|(_, ids)| ids.iter().copied())
         .collect();
     assert!(dup.iter().all(|id| by_grpcio.contains(id)), "{dup:?}");
-    assert!(dup.len() <= 5 * GRPCIO_CREDIT_LAG, "{} duplicated", dup.len());
+    assert!(
+        dup.len() <= 5 * GRPCIO_CREDIT_LAG,
+        "{} duplicated",
+        dup.len()
+    );
     wait_for("the feed is empty", Duration::from_secs(15), || async {
         dev.device().feed.is_empty().then_some(())
     })
@@ -422,7 +444,12 @@ async fn acked_readers_that_go_away_before_acking_lose_nothing() {
     // Ten at once, each dropped with records received and not acked.
     let readers = (0..10).map(|i| {
         let dev = &dev;
-        async move { (i, acked_reader_leaving(dev, 300 + 50 * i, 100 + 40 * i).await) }
+        async move {
+            (
+                i,
+                acked_reader_leaving(dev, 300 + 50 * i, 100 + 40 * i).await,
+            )
+        }
     });
     for (i, ids) in futures::future::join_all(readers).await {
         tally.add(format!("acked reader {i}"), ids);
