@@ -44,10 +44,11 @@ use crate::body_layer::{BodyLayer, WrapBody};
 use crate::device::{ControlCounters, Device};
 use crate::h2_credit::{CreditBook, StreamDelivery};
 
-/// A record taken by a stream, and where its message ends in the stream once the
-/// body has handed it to hyper.
+/// A record taken by a stream: its message's size, and where the message ends in the
+/// stream once the body has handed it to hyper.
 struct Sent {
     id: u64,
+    bytes: u64,
     end: Option<u64>,
 }
 
@@ -96,18 +97,23 @@ impl Ledger {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The stream is about to send these records (of `bytes` encoded), in this
-    /// order; false if the stream is over (they went back).
-    pub fn taken_ids(&self, ids: &[u64], bytes: u64) -> bool {
+    /// The stream is about to send these records (id, and bytes of its gRPC message),
+    /// in this order; false if the stream is over (they went back).
+    pub fn taken_ids(&self, taken: &[(u64, u64)]) -> bool {
         let mut s = self.state();
         if s.over {
             drop(s);
-            self.give_back(ids);
+            self.give_back(&taken.iter().map(|t| t.0).collect::<Vec<_>>());
             return false;
         }
-        s.records
-            .extend(ids.iter().map(|&id| Sent { id, end: None }));
-        s.queued += bytes;
+        for &(id, bytes) in taken {
+            s.records.push_back(Sent {
+                id,
+                bytes,
+                end: None,
+            });
+            s.queued += bytes;
+        }
         true
     }
 
@@ -115,7 +121,8 @@ impl Ledger {
     pub fn not_sent(&self, id: u64) {
         let mut s = self.state();
         if let Some(p) = s.records.iter().position(|r| r.id == id && r.end.is_none()) {
-            s.records.remove(p);
+            let bytes = s.records.remove(p).map_or(0, |r| r.bytes);
+            s.queued -= bytes;
         }
     }
 

@@ -241,17 +241,17 @@ fn take_records(
     if d.feed.take_into(want, &mut chunk) == 0 {
         return 0;
     }
-    let ids: Vec<u64> = chunk.iter().map(|i| i.id).collect();
     let responses: Vec<SessionResponse> = chunk.iter().map(wire::response_from_info).collect();
     // The 5-byte gRPC prefix and the message, as tonic encodes it (no compression).
-    let bytes: u64 = responses
+    let taken: Vec<(u64, u64)> = chunk
         .iter()
-        .map(|r| 5 + prost::Message::encoded_len(r) as u64)
-        .sum();
-    if !ledger.taken_ids(&ids, bytes) {
+        .zip(&responses)
+        .map(|(i, r)| (i.id, 5 + prost::Message::encoded_len(r) as u64))
+        .collect();
+    if !ledger.taken_ids(&taken) {
         return 0;
     }
-    ready.extend(ids.into_iter().zip(responses));
+    ready.extend(taken.iter().map(|t| t.0).zip(responses));
     chunk.len()
 }
 
