@@ -12,9 +12,12 @@
 //!   was written before the credit arrived, is delivered (forgotten by the feed), in
 //!   order (credit given ahead of the data, as grpc C-core does, proves nothing
 //!   about bytes not yet sent);
-//! - the device ends the stream (its records all sent) and a PING written after the
-//!   end is acked: the client's stack has read everything, so the rest is delivered
-//!   (clients return no credit on a stream that has ended);
+//! - the stream is about to end (its records all sent): clients return no credit
+//!   for a stream's last bytes, so the body holds back the end (trailers) and asks
+//!   for a PING once everything it handed over is written; the ACK proves the
+//!   client's stack read it all, the rest is delivered, and the end goes (a client
+//!   that has the end has proved everything, even if it exits at once). A client
+//!   silent for `END_PROOF_WAIT` gets the end anyway, with a PING after it;
 //! - the stream is reset either way or the connection ends: every record not yet
 //!   delivered goes back to the feed, first in line.
 //!
@@ -32,6 +35,7 @@
 //! is exact for such clients.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -69,6 +73,28 @@ struct LedgerState {
     queued: u64,
     /// The stream is over: records taken from now on go straight back.
     over: bool,
+    /// The body holds back the stream's end until a PING proves the client has it all.
+    end_proof: EndProof,
+    /// The body's task, woken when the end may go.
+    body_task: Option<std::task::Waker>,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum EndProof {
+    #[default]
+    NotAsked,
+    /// Waiting for every byte handed to hyper to be written.
+    Asked,
+    /// A PING is asked for.
+    Pinged,
+}
+
+/// What the body does with the stream's end.
+enum EndStep {
+    Send,
+    Wait,
+    /// Everything is written: ask the connection for the PING, then wait.
+    AskPing,
 }
 
 /// Records one stream has taken and not yet seen delivered, in sending order.
@@ -163,6 +189,30 @@ impl Ledger {
         }
     }
 
+    /// The body is about to end the stream: whether the end may go (everything proved
+    /// or settled), or must wait for a PING's ACK (`task` is woken).
+    fn end_step(&self, task: &std::task::Waker) -> EndStep {
+        let mut s = self.state();
+        if s.over || s.records.is_empty() || self.book.is_none() {
+            return EndStep::Send;
+        }
+        s.body_task = Some(task.clone());
+        if s.end_proof == EndProof::NotAsked {
+            s.end_proof = EndProof::Asked;
+        }
+        if s.end_proof == EndProof::Asked && s.written >= s.handed {
+            s.end_proof = EndProof::Pinged;
+            return EndStep::AskPing;
+        }
+        EndStep::Wait
+    }
+
+    fn wake_body(s: &mut LedgerState) {
+        if let Some(t) = s.body_task.take() {
+            t.wake();
+        }
+    }
+
     /// Delivers the records whose messages end at or before `limit`, in order.
     fn deliver_up_to(&self, mut s: std::sync::MutexGuard<'_, LedgerState>, limit: u64) {
         let mut ids = Vec::new();
@@ -191,6 +241,7 @@ impl Ledger {
     fn settle(&self, limit: u64) {
         let mut s = self.state();
         s.over = true;
+        Ledger::wake_body(&mut s);
         let proved = s
             .records
             .iter()
@@ -236,7 +287,11 @@ impl Ledger {
 
 impl StreamDelivery for Ledger {
     fn written(&self, bytes: u64) {
-        self.state().written += bytes;
+        let mut s = self.state();
+        s.written += bytes;
+        if s.end_proof == EndProof::Asked && s.written >= s.handed {
+            Ledger::wake_body(&mut s);
+        }
     }
 
     fn credited(&self, bytes: u64) {
@@ -328,14 +383,17 @@ impl MessageCounter {
 
 /// A response body that tells its ledger where each record's message ends as hyper
 /// takes the body, and hands its first bytes to the connection's frame watch.
-pub struct DeliveryBody<B> {
+pub struct DeliveryBody<B: Body> {
     inner: B,
     ledger: Arc<Ledger>,
     counter: MessageCounter,
     ends: Vec<u64>,
+    /// The stream's end (trailers, or none), held back for the PING's ACK.
+    held_end: Option<Option<Result<Frame<Bytes>, B::Error>>>,
+    end_wait: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl<B> DeliveryBody<B> {
+impl<B: Body> DeliveryBody<B> {
     fn handed(&mut self, data: &Bytes) {
         if data.is_empty() {
             return;
@@ -352,9 +410,41 @@ impl<B> DeliveryBody<B> {
     }
 }
 
-impl<B> Drop for DeliveryBody<B> {
+// No field is pinned structurally (`inner` is polled only when it is `Unpin`).
+impl<B: Body> Unpin for DeliveryBody<B> {}
+
+impl<B: Body> Drop for DeliveryBody<B> {
     fn drop(&mut self) {
         self.ledger.body_dropped();
+    }
+}
+
+/// How long a body holds back its stream's end for the PING's ACK; past it (a client
+/// that does not answer PINGs, or a stream not found on the wire) the end goes, and
+/// the PING after the END_STREAM frame (`h2_credit.rs`) is the proof.
+const END_PROOF_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl<B: Body> DeliveryBody<B> {
+    /// Whether the stream's end (its trailers) may go now. Clients read PINGs while
+    /// a stream is open, but one that exits once it has the end may never answer
+    /// a PING sent after it, so the proof is asked for before the end.
+    fn end_may_go(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self
+            .end_wait
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(END_PROOF_WAIT)));
+        if deadline.as_mut().poll(cx).is_ready() {
+            return true;
+        }
+        match self.ledger.end_step(cx.waker()) {
+            EndStep::Send => true,
+            EndStep::Wait => false,
+            EndStep::AskPing => {
+                if let Some(book) = &self.ledger.book {
+                    book.prove_with_ping(self.ledger.clone());
+                }
+                false
+            }
+        }
     }
 }
 
@@ -367,17 +457,34 @@ impl<B: Body<Data = Bytes> + Unpin> Body for DeliveryBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                this.handed(data);
+        if this.held_end.is_some() {
+            if !this.end_may_go(cx) {
+                return Poll::Pending;
             }
+            return Poll::Ready(this.held_end.take().and_then(|end| end));
         }
-        polled
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match polled {
+            Poll::Ready(Some(Ok(frame))) if frame.is_data() => {
+                if let Some(data) = frame.data_ref() {
+                    this.handed(data);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            // Trailers or the end: held until the client has proved it has the rest.
+            Poll::Ready(end @ (Some(Ok(_)) | None)) => {
+                this.held_end = Some(end);
+                if !this.end_may_go(cx) {
+                    return Poll::Pending;
+                }
+                Poll::Ready(this.held_end.take().and_then(|end| end))
+            }
+            other => other,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.held_end.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -398,6 +505,8 @@ impl WrapBody for Delivery {
             ledger,
             counter: MessageCounter::default(),
             ends: Vec::new(),
+            held_end: None,
+            end_wait: None,
         })
     }
 }

@@ -12,10 +12,13 @@
 //! - WINDOW_UPDATE from the client on a matched stream: the client's HTTP/2 stack
 //!   returns credit for bytes its application consumed.
 //! - RST_STREAM (either way), or the connection's end: the stream is over.
-//! - A stream the device ends normally (END_STREAM) gets no credit for its last bytes
-//!   (clients do not return credit on a closed stream), so after it the device sends
-//!   a PING of its own; the client's ACK proves its stack read every byte before it.
-//!   These ACKs are taken out of what hyper reads (hyper never sent those PINGs).
+//! - Clients return no credit for a stream's last bytes, so a body about to end asks
+//!   for a PING of the device's own once its bytes are all written
+//!   (`CreditBook::prove_with_ping`), and a stream that ends (END_STREAM) without
+//!   having asked gets one after its end; the client's ACK proves its stack read
+//!   every byte before the PING. The PING goes with hyper's next write, or from the
+//!   read side when hyper has nothing to write. Its ACK is taken out of what hyper
+//!   reads (hyper never sent that PING).
 //!
 //! What a matched stream is told is `StreamDelivery`; `delivery.rs` decides what it
 //! means for closed records.
@@ -77,8 +80,10 @@ enum Track {
 struct BookState {
     streams: HashMap<u32, Track>,
     waiting: Vec<Waiting>,
-    /// Ended by the device, waiting for the next PING.
+    /// Ended by the device (or about to be), waiting for the next PING.
     finished: Vec<Delivery>,
+    /// The connection's task, woken to send a PING when hyper has nothing to write.
+    task: Option<std::task::Waker>,
     /// PINGs sent and not yet acked, with the streams they prove.
     pinged: VecDeque<(u32, Vec<Delivery>)>,
     next_ping: u32,
@@ -231,6 +236,28 @@ impl CreditBook {
 
     /// A body handed its first bytes, `first`, to hyper: the stream that writes them
     /// is its stream.
+    /// All of `body`'s bytes are written and it is about to end: the next PING
+    /// proves it (`StreamDelivery::received_all`), sent at once.
+    pub fn prove_with_ping(&self, body: Delivery) {
+        let mut s = self.state();
+        if s.closed {
+            drop(s);
+            body.ended();
+            return;
+        }
+        s.finished.push(body);
+        if let Some(t) = s.task.take() {
+            t.wake();
+        }
+    }
+
+    fn set_task(&self, waker: &std::task::Waker) {
+        let mut s = self.state();
+        if !s.task.as_ref().is_some_and(|t| t.will_wake(waker)) {
+            s.task = Some(waker.clone());
+        }
+    }
+
     pub fn await_match(&self, body: Delivery, first: Bytes) {
         let mut s = self.state();
         if s.closed {
@@ -497,13 +524,18 @@ impl<IO: AsyncRead + Unpin> CreditIo<IO> {
     }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for CreditIo<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for CreditIo<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        // The PING a stream about to end asked for goes now if hyper is not writing.
+        this.book.set_task(cx.waker());
+        if this.poll_ping(cx).is_ready() {
+            let _ = Pin::new(&mut this.io).poll_flush(cx);
+        }
         loop {
             match this.read.next(&this.book) {
                 ReadNext::Hand(n) => {

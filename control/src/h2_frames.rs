@@ -131,15 +131,15 @@ fn be32(b: &[u8]) -> u32 {
 
 /// The last SETTINGS_INITIAL_WINDOW_SIZE in a SETTINGS payload.
 fn initial_window(payload: &[u8]) -> Option<u32> {
-    if payload.len() % 6 != 0 {
+    if !payload.len().is_multiple_of(6) {
         return None;
     }
     payload
         .chunks_exact(6)
+        .rev()
         .filter(|e| u16::from_be_bytes([e[0], e[1]]) == SETTINGS_INITIAL_WINDOW_SIZE)
         .map(|e| be32(&e[2..]))
-        .filter(|&w| w <= 0x7fff_ffff)
-        .last()
+        .find(|&w| w <= 0x7fff_ffff)
 }
 
 /// A PING frame the device sends: 9 header bytes and the 8-byte `payload`.
