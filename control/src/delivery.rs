@@ -267,21 +267,24 @@ impl Ledger {
     }
 
     /// hyper dropped the body: records it never handed over go back now; those
-    /// handed over wait for what the wire says (or the connection's end).
-    fn body_dropped(&self) {
+    /// handed over wait for what the wire says (or the connection's end). A body
+    /// dropped before its end (the stream was reset or the connection broke) whose
+    /// bytes were never written never will be: h2 drops a reset stream's queue.
+    fn body_dropped(&self, ended: bool) {
         let mut s = self.state();
-        let never: Vec<u64> = s
+        let never_written = !ended && s.written == 0;
+        let back: Vec<u64> = s
             .records
             .iter()
-            .filter(|r| r.end.is_none())
+            .filter(|r| r.end.is_none() || never_written)
             .map(|r| r.id)
             .collect();
-        s.records.retain(|r| r.end.is_some());
-        if s.handed == 0 {
+        s.records.retain(|r| r.end.is_some() && !never_written);
+        if s.handed == 0 || never_written {
             s.over = true;
         }
         drop(s);
-        self.give_back(&never);
+        self.give_back(&back);
     }
 }
 
@@ -388,6 +391,8 @@ pub struct DeliveryBody<B: Body> {
     ledger: Arc<Ledger>,
     counter: MessageCounter,
     ends: Vec<u64>,
+    /// The body has returned its end to hyper.
+    ended: bool,
     /// The stream's end (trailers, or none), held back for the PING's ACK.
     held_end: Option<Option<Result<Frame<Bytes>, B::Error>>>,
     end_wait: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -415,7 +420,7 @@ impl<B: Body> Unpin for DeliveryBody<B> {}
 
 impl<B: Body> Drop for DeliveryBody<B> {
     fn drop(&mut self) {
-        self.ledger.body_dropped();
+        self.ledger.body_dropped(self.ended);
     }
 }
 
@@ -461,6 +466,7 @@ impl<B: Body<Data = Bytes> + Unpin> Body for DeliveryBody<B> {
             if !this.end_may_go(cx) {
                 return Poll::Pending;
             }
+            this.ended = true;
             return Poll::Ready(this.held_end.take().and_then(|end| end));
         }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
@@ -477,6 +483,7 @@ impl<B: Body<Data = Bytes> + Unpin> Body for DeliveryBody<B> {
                 if !this.end_may_go(cx) {
                     return Poll::Pending;
                 }
+                this.ended = true;
                 Poll::Ready(this.held_end.take().and_then(|end| end))
             }
             other => other,
@@ -505,6 +512,7 @@ impl WrapBody for Delivery {
             ledger,
             counter: MessageCounter::default(),
             ends: Vec::new(),
+            ended: false,
             held_end: None,
             end_wait: None,
         })
