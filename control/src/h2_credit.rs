@@ -533,7 +533,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for CreditIo<IO> {
         let this = &mut *self;
         // The PING a stream about to end asked for goes now if hyper is not writing.
         this.book.set_task(cx.waker());
-        if this.poll_ping(cx).is_ready() {
+        if let Poll::Ready(Ok(true)) = this.poll_ping(cx) {
             let _ = Pin::new(&mut this.io).poll_flush(cx);
         }
         loop {
@@ -556,11 +556,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for CreditIo<IO> {
 }
 
 impl<IO: AsyncWrite + Unpin> CreditIo<IO> {
-    /// Writes the device's PING, if one is due and a frame may go in now.
-    fn poll_ping(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Writes the device's PING, if one is due and a frame may go in now; whether
+    /// it wrote one.
+    fn poll_ping(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         if self.ping.is_none() && self.write.at_boundary() {
             self.ping = self.book.ping_to_send().map(|p| (ping_frame(p), 0));
         }
+        let wrote = self.ping.is_some();
         while let Some((frame, done)) = &mut self.ping {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, &frame[*done..]))?;
             if n == 0 {
@@ -571,7 +573,7 @@ impl<IO: AsyncWrite + Unpin> CreditIo<IO> {
                 self.ping = None;
             }
         }
-        Poll::Ready(Ok(()))
+        Poll::Ready(Ok(wrote))
     }
 }
 
