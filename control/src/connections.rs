@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 use crate::device::{ControlCounters, Device};
+use crate::h2_credit::CreditBook;
 
 /// Accept backoff at the descriptor limit: starts here, doubles up to `BACKOFF_MAX`.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -90,6 +91,8 @@ impl Calls {
 pub struct ConnectionInfo {
     pub remote: Option<SocketAddr>,
     calls: Arc<Calls>,
+    /// What the connection's HTTP/2 frames prove the client received.
+    pub credit: Arc<CreditBook>,
 }
 
 /// An accepted TCP connection, counted open until dropped, whose reads fail once it
@@ -111,6 +114,7 @@ impl Connection {
             info: ConnectionInfo {
                 remote: tcp.peer_addr().ok(),
                 calls: Arc::new(Calls::new()),
+                credit: Arc::new(CreditBook::default()),
             },
             tcp,
             device,
@@ -118,6 +122,10 @@ impl Connection {
             idle_timer: Box::pin(tokio::time::sleep(idle_timeout)),
             closed_idle: false,
         }
+    }
+
+    pub fn info(&self) -> &ConnectionInfo {
+        &self.info
     }
 
     /// Whether the idle time is up; otherwise `cx` is woken when it may be: at the
@@ -197,14 +205,6 @@ impl AsyncWrite for Connection {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.tcp).poll_shutdown(cx)
-    }
-}
-
-impl tonic::transport::server::Connected for Connection {
-    type ConnectInfo = ConnectionInfo;
-
-    fn connect_info(&self) -> ConnectionInfo {
-        self.info.clone()
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod acked;
 pub mod add_session;
 pub mod admin;
+pub mod api_io;
 pub mod body_layer;
 pub mod boot;
 pub mod certs;
@@ -20,6 +21,8 @@ pub mod cpus;
 pub mod delivery;
 pub mod device;
 pub mod directory;
+pub mod h2_credit;
+pub mod h2_frames;
 pub mod metrics;
 pub mod metrics_http;
 pub mod oversized;

@@ -10,12 +10,13 @@ use dataplane::engine::StopReport;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 use crate::admin::Admin;
+use crate::api_io::{watched, ApiIo, ApiStream, ApiTls};
 use crate::boot::BootLayer;
 use crate::config::Config;
-use crate::connections::{accept_loop, CallsLayer};
+use crate::connections::{accept_loop, CallsLayer, Connection};
 use crate::delivery::DeliveryLayer;
 use crate::device::{start_engine, Device, RingEnd};
 use crate::metrics_http::MetricsEndpoint;
@@ -45,22 +46,6 @@ pub struct StopSummary {
     pub closed_held: usize,
 }
 
-fn read(path: &std::path::Path, key: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{key} = {}: {e}", path.display()))
-}
-
-fn tls(c: &Config) -> Result<ServerTlsConfig, String> {
-    let cert = read(&c.tls.cert, "tls.cert")?;
-    let key = read(&c.tls.key, "tls.key")?;
-    let mut t = ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert, key))
-        .timeout(Duration::from_millis(c.api.handshake_timeout_ms));
-    if let Some(ca) = &c.tls.client_ca {
-        t = t.client_ca_root(Certificate::from_pem(read(ca, "tls.client_ca")?));
-    }
-    Ok(t)
-}
-
 /// Starts everything and begins serving; errors are one line for the operator.
 pub async fn start(config: Config) -> Result<RunningDevice, String> {
     start_with(config, false).await
@@ -73,7 +58,7 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
     let tls = if config.api.plaintext {
         None
     } else {
-        Some(tls(&config)?)
+        Some(ApiTls::from_config(&config)?)
     };
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&config.api.listen)
         .await
@@ -149,21 +134,16 @@ pub async fn start_with(config: Config, keep_rings: bool) -> Result<RunningDevic
     })
     .max_encoding_message_size(64 << 20);
 
-    let mut builder = Server::builder()
+    let builder = Server::builder()
         .max_concurrent_streams(api.max_concurrent_streams)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)));
-    if let Some(t) = tls {
-        builder = builder
-            .tls_config(t)
-            .map_err(|e| format!("TLS setup failed: {}", crate::client::error_chain(&e)))?;
-    }
     let metrics = match metrics_listener {
         Some(l) => Some(MetricsEndpoint::start(l, device.clone())?),
         None => None,
     };
-    let incoming = accept_all(listeners, &device);
+    let incoming = accept_all(listeners, &device, tls);
     let (tx, rx) = oneshot::channel::<()>();
     let router = builder
         .layer(CallsLayer)
@@ -236,17 +216,58 @@ fn log_dropped_sessions(device: &Device) {
     );
 }
 
-/// The connections accepted on every listener, within `api.max_connections`; the
-/// listeners close when the server drops the stream.
+/// The connections accepted on every listener, within `api.max_connections`, each
+/// after its TLS handshake (done concurrently) unless plaintext; the listeners close
+/// when the server drops the stream.
 fn accept_all(
     listeners: Vec<TcpListener>,
     device: &Arc<Device>,
-) -> ReceiverStream<std::io::Result<crate::connections::Connection>> {
-    let (tx, rx) = mpsc::channel(16);
+    tls: Option<ApiTls>,
+) -> ReceiverStream<std::io::Result<ApiIo>> {
+    let (accepted_tx, accepted) = mpsc::channel(16);
     for l in listeners {
-        tokio::spawn(accept_loop(l, device.clone(), tx.clone()));
+        tokio::spawn(accept_loop(l, device.clone(), accepted_tx.clone()));
     }
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(secure_all(accepted, tx, tls));
     ReceiverStream::new(rx)
+}
+
+/// Hands each accepted connection to the server, after its TLS handshake; returns
+/// (ending the accept loops) when the server is gone.
+async fn secure_all(
+    mut accepted: mpsc::Receiver<std::io::Result<Connection>>,
+    out: mpsc::Sender<std::io::Result<ApiIo>>,
+    tls: Option<ApiTls>,
+) {
+    loop {
+        let next = tokio::select! {
+            _ = out.closed() => return,
+            next = accepted.recv() => next,
+        };
+        let Some(Ok(connection)) = next else {
+            return;
+        };
+        let Some(tls) = tls.clone() else {
+            if out
+                .send(Ok(watched(ApiStream::Plain(connection))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        };
+        let out = out.clone();
+        tokio::spawn(async move {
+            match tls.accept(connection).await {
+                Ok(stream) => {
+                    let _ = out.send(Ok(watched(stream))).await;
+                }
+                Err(e) => tracing::debug!("TLS handshake failed: {e}"),
+            }
+        });
+    }
 }
 
 impl RunningDevice {

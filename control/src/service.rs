@@ -146,7 +146,11 @@ impl SessionTable {
             0 => u64::MAX,
             n => n as u64,
         };
-        let ledger = Arc::new(Ledger::new(d.clone()));
+        let book = req
+            .extensions()
+            .get::<crate::connections::ConnectionInfo>()
+            .map(|c| c.credit.clone());
+        let ledger = Arc::new(Ledger::new(d.clone(), book));
         let stream = closed_records(d, ledger.clone(), limit, follow);
         let mut res = Response::new(Box::pin(stream) as ClosedStream);
         res.extensions_mut().insert(LedgerHandle(ledger));
@@ -154,11 +158,18 @@ impl SessionTable {
     }
 }
 
-/// Records a stream takes from the feed at once.
+/// Records a stream takes from the feed at once, at most.
 const CLOSED_CHUNK: usize = 64;
+/// Bytes a closed record takes on the wire, about (the first take within a window).
+const CLOSED_RECORD_BYTES: i64 = 48;
+/// How long a stream with nothing to do waits before looking again: the pump and
+/// credit wake it sooner; this covers records that wait in the workers while the feed
+/// is at its cap.
+const CLOSED_RECHECK: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The records of one GetClosedSessions call: up to `limit`, then the end (or, when
-/// following, waiting for more).
+/// following, waiting for more), never more than the client's window ahead of the
+/// credit it returned (`Ledger::room`).
 fn closed_records(
     d: Arc<Device>,
     ledger: Arc<Ledger>,
@@ -169,7 +180,7 @@ fn closed_records(
         d: Arc<Device>,
         ledger: Arc<Ledger>,
         /// Taken from the feed (and in the ledger), not yet yielded.
-        ready: std::collections::VecDeque<dataplane::session::SessionInfo>,
+        ready: std::collections::VecDeque<(u64, SessionResponse)>,
         left: u64,
     }
     let state = State {
@@ -180,37 +191,68 @@ fn closed_records(
     };
     futures::stream::unfold(state, move |mut st| async move {
         loop {
-            if let Some(info) = st.ready.pop_front() {
+            if let Some((id, response)) = st.ready.pop_front() {
                 // A record deleted since it was taken is not sent; one going out is
                 // no longer deletable (`ClosedFeed::start_sending`).
-                if !st.d.feed.start_sending(info.id) {
-                    st.ledger.not_sent(info.id);
+                if !st.d.feed.start_sending(id) {
+                    st.ledger.not_sent(id);
                     continue;
                 }
-                return Some((Ok(wire::response_from_info(&info)), st));
+                return Some((Ok(response), st));
             }
-            if st.left == 0 {
+            if st.left == 0 || st.ledger.is_over() {
                 return None;
+            }
+            let room = st.ledger.room();
+            // The first record goes even into a window of 0: its bytes are how the
+            // stream is found on the wire, and its credit comes as the client reads.
+            if room <= 0 && st.ledger.has_queued() {
+                let credit = st.ledger.changed.notified();
+                let _ = tokio::time::timeout(CLOSED_RECHECK, credit).await;
+                continue;
             }
             let arrived = st.d.feed.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            let mut chunk = Vec::with_capacity(CLOSED_CHUNK);
-            let want = (CLOSED_CHUNK as u64).min(st.left) as usize;
-            if st.d.feed.take_into(want, &mut chunk) > 0 {
-                st.left -= chunk.len() as u64;
-                st.ledger.taken_ids(chunk.iter().map(|i| i.id));
-                st.ready.extend(chunk);
+            let fits = (room / CLOSED_RECORD_BYTES).max(1) as u64;
+            let want = fits.min(CLOSED_CHUNK as u64).min(st.left) as usize;
+            let taken = take_records(&st.d, &st.ledger, want, &mut st.ready);
+            if taken > 0 {
+                st.left = st.left.saturating_sub(taken as u64);
                 continue;
             }
             if !follow {
                 return None;
             }
-            // The pump wakes us; the timeout covers records that wait in the workers
-            // while the feed is at its cap.
-            let _ = tokio::time::timeout(std::time::Duration::from_millis(200), arrived).await;
+            let _ = tokio::time::timeout(CLOSED_RECHECK, arrived).await;
         }
     })
+}
+
+/// Takes up to `want` records from the feed into the ledger and `ready`; how many
+/// (none when the feed has none, or the stream is over).
+fn take_records(
+    d: &Device,
+    ledger: &Ledger,
+    want: usize,
+    ready: &mut std::collections::VecDeque<(u64, SessionResponse)>,
+) -> usize {
+    let mut chunk = Vec::with_capacity(want);
+    if d.feed.take_into(want, &mut chunk) == 0 {
+        return 0;
+    }
+    let responses: Vec<SessionResponse> = chunk.iter().map(wire::response_from_info).collect();
+    // The 5-byte gRPC prefix and the message, as tonic encodes it (no compression).
+    let taken: Vec<(u64, u64)> = chunk
+        .iter()
+        .zip(&responses)
+        .map(|(i, r)| (i.id, 5 + prost::Message::encoded_len(r) as u64))
+        .collect();
+    if !ledger.taken_ids(&taken) {
+        return 0;
+    }
+    ready.extend(taken.iter().map(|t| t.0).zip(responses));
+    chunk.len()
 }
 
 macro_rules! session_table_service {
