@@ -605,21 +605,7 @@ pub async fn sessions_over_veth_pairs_between_namespaces(b: Backend<'_>) {
         assert_eq!(net.outside.wait_for(1, WAIT, rst), 1);
         assert_eq!(net.inside.wait_for(6, WAIT, tcp4.is(true)), 6);
     });
-    let mut closed: HashMap<u64, proto::v2::SessionResponse> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while closed.len() < 3 && Instant::now() < deadline {
-        let args = SessionRequestArgs {
-            page_size: 0,
-            page: 0,
-            start_session: 0,
-        };
-        let mut s = c.closed(args, false).await.unwrap();
-        while let Some(r) = s.next().await {
-            let r = r.unwrap();
-            closed.insert(r.session_id, r);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let closed = closed_records(&mut c, &[1, 5, 6], || {}).await;
     let code = |id: u64| closed.get(&id).map(|r| r.session_close_code);
     assert_eq!(code(1), Some(SessionCloseCode::Finack as i32), "{closed:?}");
     assert_eq!(code(5), Some(SessionCloseCode::Rst as i32));
@@ -693,4 +679,35 @@ pub async fn tcp_windows_over_veth_pairs(b: Backend<'_>) {
     tcp_window::kernel_bulk(&mut c, &dev, &mut net, &nss).await;
     let summary = dev.stop().await;
     assert_eq!(summary.engine.crashed, 0);
+}
+
+/// Reads GetClosedSessions until each of `ids` has reported (30 s at most), calling
+/// `pump` between reads (the frames between the namespaces keep moving meanwhile).
+async fn closed_records(
+    c: &mut control::client::SessionClient,
+    ids: &[u64],
+    mut pump: impl FnMut(),
+) -> HashMap<u64, proto::v2::SessionResponse> {
+    let mut closed = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ids.iter().all(|id| closed.contains_key(id)) {
+        assert!(
+            Instant::now() < deadline,
+            "closed records of {ids:?}: only {:?}",
+            closed.keys()
+        );
+        let args = SessionRequestArgs {
+            page_size: 0,
+            page: 0,
+            start_session: 0,
+        };
+        let mut s = c.closed(args, false).await.unwrap();
+        while let Some(r) = s.next().await {
+            let r = r.unwrap();
+            closed.insert(r.session_id, r);
+        }
+        pump();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    closed
 }

@@ -4,7 +4,6 @@
 //! the device's counters, what reached the other host and the firewall's copies are
 //! checked against those, frame for frame.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::mpsc;
@@ -17,8 +16,7 @@ use super::{flow, Flow, Net, Sent, FIN, FORWARD, IN_MAC, OUT_MAC, RST, SYN};
 use control::client::SessionClient;
 use dataplane::wire::frame::{self, FrameInfo};
 use dataplane::wire::{PROTO_TCP, PROTO_UDP};
-use futures::StreamExt;
-use proto::v2::{SessionCloseCode, SessionRequestArgs, SessionResponse};
+use proto::v2::{SessionCloseCode, SessionResponse};
 
 /// Deadline of every wait of this part (each socket call, each poll of the device).
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -374,38 +372,6 @@ async fn wait_until_counted(c: &mut SessionClient, net: &mut Net, taps: &mut Tap
     }
 }
 
-/// Polls the closed-session feed until it has reported all of `ids`.
-async fn closed_records(
-    c: &mut SessionClient,
-    net: &mut Net,
-    taps: &mut Taps,
-    ids: &[u64],
-) -> HashMap<u64, SessionResponse> {
-    let mut closed = HashMap::new();
-    let deadline = Instant::now() + DEADLINE;
-    while !ids.iter().all(|id| closed.contains_key(id)) {
-        assert!(
-            Instant::now() < deadline,
-            "closed records of {ids:?}: only {:?}",
-            closed.keys()
-        );
-        let args = SessionRequestArgs {
-            page_size: 0,
-            page: 0,
-            start_session: 0,
-        };
-        let mut s = c.closed(args, false).await.unwrap();
-        while let Some(r) = s.next().await {
-            let r = r.unwrap();
-            closed.insert(r.session_id, r);
-        }
-        net.pump_all();
-        taps.pump();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    closed
-}
-
 /// What happened to the frames of `flow` one way: those the device forwarded (the
 /// other host received them exactly as sent) and those that did not reach it (sent
 /// after the session had closed: misses, which the firewall gets). Compared as sets
@@ -559,7 +525,11 @@ pub(super) async fn kernel_sessions(c: &mut SessionClient, net: &mut Net, nss: &
     for p in tcp {
         exchange_over_tcp(c, net, &mut taps, p).await;
     }
-    let closed = closed_records(c, net, &mut taps, &[TCP4, TCP6]).await;
+    let closed = super::closed_records(c, &[TCP4, TCP6], || {
+        net.pump_all();
+        taps.pump();
+    })
+    .await;
     net.pump_all();
     taps.pump();
     assert_eq!(

@@ -19,9 +19,8 @@ use dataplane::stats::WorkerCounters;
 use dataplane::wire::frame::{self, TcpFrame, BUILD_SEQ};
 use dataplane::wire::{FrameInfo, PROTO_TCP};
 use dataplane::SessionState;
-use futures::StreamExt;
 use proto::admin::StatsRequest;
-use proto::v2::{SessionCloseCode, SessionRequestArgs, SessionResponse};
+use proto::v2::SessionCloseCode;
 
 /// A quarter of the sequence space away from what built frames carry.
 const FAR: u32 = BUILD_SEQ.wrapping_add(1 << 30);
@@ -166,7 +165,7 @@ pub(super) async fn forged_control_packets(c: &mut SessionClient, dev: &TestDevi
         );
         net.send(&fin6, true, ACK, 0, 1);
     });
-    let closed = closed_records(c, net, &[21, 22, 23]).await;
+    let closed = super::closed_records(c, &[21, 22, 23], || net.pump_all()).await;
     let code = |id: u64| closed[&id].session_close_code;
     assert_eq!(code(21), SessionCloseCode::Rst as i32);
     assert_eq!(code(22), SessionCloseCode::Finack as i32);
@@ -195,36 +194,6 @@ pub(super) async fn forged_control_packets(c: &mut SessionClient, dev: &TestDevi
     assert_eq!(named("tcp_invalid_out_of_window"), Some(invalid(&now)[0]));
     assert_eq!(named("tcp_invalid_bad_checksum"), Some(invalid(&now)[2]));
     assert_eq!(named("tcp_invalid_no_window"), Some(invalid(&now)[1]));
-}
-
-/// Polls the closed-session feed until it has reported all of `ids`.
-async fn closed_records(
-    c: &mut SessionClient,
-    net: &mut Net,
-    ids: &[u64],
-) -> std::collections::HashMap<u64, SessionResponse> {
-    let mut closed = std::collections::HashMap::new();
-    let deadline = Instant::now() + DEADLINE;
-    while !ids.iter().all(|id| closed.contains_key(id)) {
-        assert!(
-            Instant::now() < deadline,
-            "closed records of {ids:?}: only {:?}",
-            closed.keys()
-        );
-        let args = SessionRequestArgs {
-            page_size: 0,
-            page: 0,
-            start_session: 0,
-        };
-        let mut s = c.closed(args, false).await.unwrap();
-        while let Some(r) = s.next().await {
-            let r = r.unwrap();
-            closed.insert(r.session_id, r);
-        }
-        net.pump_all();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    closed
 }
 
 /// How a bulk connection ends.
@@ -355,7 +324,7 @@ async fn bulk_picked_up_mid_stream(
         "session {id}: answer byte-exact"
     );
 
-    let closed = closed_records(c, net, &[again.id]).await;
+    let closed = super::closed_records(c, &[again.id], || net.pump_all()).await;
     let rec = &closed[&again.id];
     let want = match end {
         End::Fins => SessionCloseCode::Finack,
