@@ -57,26 +57,17 @@ impl Outstanding {
             &d.counters.closed_acks_ignored,
             (ids.len() - known.len()) as u64,
         );
-        // Only ids whose record this was: a deleted one may name a new session.
-        for id in d.feed.delivered(known) {
-            d.directory.remove(id);
-        }
+        d.forget_delivered(known);
     }
 }
 
 impl Drop for Outstanding {
     fn drop(&mut self) {
         let ids: Vec<u64> = self.ids.drain(..).collect();
-        if ids.is_empty() {
-            return;
-        }
-        let d = &self.device;
-        ControlCounters::bump(&d.counters.closed_given_back, ids.len() as u64);
-        tracing::info!(
-            records = ids.len(),
-            "an AckedClosedSessions stream ended with records not acked; given back"
+        self.device.give_back_closed(
+            &ids,
+            "an AckedClosedSessions stream ended with records not acked",
         );
-        d.feed.give_back(&ids);
     }
 }
 

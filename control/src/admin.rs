@@ -159,16 +159,16 @@ fn session_view(
         Ok(v) => SessionView {
             session: Some(crate::wire::response_from_info(&v.info)),
             live: true,
-            protocol: match v.proto {
+            protocol: match v.key.proto {
                 dataplane::wire::PROTO_TCP => "tcp".into(),
                 dataplane::wire::PROTO_UDP => "udp".into(),
                 p => p.to_string(),
             },
-            source: bytes_addr(v.v6, &v.src).to_string(),
-            source_port: v.sport.into(),
-            destination: bytes_addr(v.v6, &v.dst).to_string(),
-            destination_port: v.dport.into(),
-            in_lif: v.in_lif,
+            source: bytes_addr(v.key.v6, &v.key.src).to_string(),
+            source_port: v.key.sport.into(),
+            destination: bytes_addr(v.key.v6, &v.key.dst).to_string(),
+            destination_port: v.key.dport.into(),
+            in_lif: v.key.lif,
             out_lif: v.out_lif,
             action: format!("{:?}", v.action).to_lowercase(),
         },

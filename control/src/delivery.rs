@@ -230,10 +230,7 @@ impl Ledger {
         let d = &self.device;
         // Counted first: whoever sees them gone from the feed sees them counted.
         ControlCounters::bump(&d.counters.closed_delivered, ids.len() as u64);
-        // Only ids whose record this was: a deleted one may name a new session.
-        for id in d.feed.delivered(ids.iter().copied()) {
-            d.directory.remove(id);
-        }
+        d.forget_delivered(ids);
     }
 
     /// Delivers what is proved (up to `limit`), gives back the rest: the stream is
@@ -254,16 +251,10 @@ impl Ledger {
     }
 
     fn give_back(&self, ids: &[u64]) {
-        if ids.is_empty() {
-            return;
-        }
-        let d = &self.device;
-        ControlCounters::bump(&d.counters.closed_given_back, ids.len() as u64);
-        tracing::info!(
-            records = ids.len(),
-            "a GetClosedSessions stream ended before its client proved it had them; given back"
+        self.device.give_back_closed(
+            ids,
+            "a GetClosedSessions stream ended before its client proved it had them",
         );
-        d.feed.give_back(ids);
     }
 
     /// hyper dropped the body: records it never handed over go back now; those

@@ -364,6 +364,26 @@ impl Device {
         live.or_else(|| self.feed.find(id))
     }
 
+    /// A stream's client has these closed records: the feed and the directory
+    /// forget them. Only ids whose record this was: a deleted one may name a new
+    /// session.
+    pub fn forget_delivered(&self, ids: impl IntoIterator<Item = u64>) {
+        for id in self.feed.delivered(ids) {
+            self.directory.remove(id);
+        }
+    }
+
+    /// A stream ended before its client had these records (`why`, for the log):
+    /// back to the feed, first in line, counted.
+    pub fn give_back_closed(&self, ids: &[u64], why: &str) {
+        if ids.is_empty() {
+            return;
+        }
+        ControlCounters::bump(&self.counters.closed_given_back, ids.len() as u64);
+        tracing::info!(records = ids.len(), "{why}; given back");
+        self.feed.give_back(ids);
+    }
+
     /// Removes a session now: from its worker, or from the closed feed; its last
     /// state, or None for an id the device does not hold.
     pub async fn delete(&self, id: u64) -> Option<SessionInfo> {

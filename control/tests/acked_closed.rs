@@ -79,17 +79,6 @@ async fn wait_acked(dev: &TestDevice, n: u64) {
     .await;
 }
 
-/// The server settled every dropped stream: no record is taken any more.
-async fn wait_nothing_in_flight(dev: &TestDevice) {
-    let device = dev.device();
-    wait_for(
-        "dropped streams settled",
-        Duration::from_secs(15),
-        || async { (device.feed.in_flight() == 0).then_some(()) },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_not_acked_come_back_first_in_line() {
     let dev = TestDevice::start("[dataplane]\ntick_ms = 20\n").await;

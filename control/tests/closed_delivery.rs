@@ -91,17 +91,6 @@ async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
         .unwrap_or_else(|_| panic!("{what}: not within 20 s"))
 }
 
-/// The server settled every stream that went away: no record is taken any more.
-async fn wait_nothing_in_flight(dev: &TestDevice) {
-    let device = dev.device();
-    wait_for(
-        "streams that went away settled",
-        Duration::from_secs(30),
-        || async { (device.feed.in_flight() == 0).then_some(()) },
-    )
-    .await;
-}
-
 fn addr(dev: &TestDevice) -> SocketAddr {
     dev.running.as_ref().unwrap().local_addrs()[0]
 }

@@ -4,6 +4,8 @@
 
 use std::net::IpAddr;
 
+use crate::flow::FlowKey;
+
 /// What the device does with every packet of a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Action {
@@ -177,14 +179,9 @@ pub struct SessionInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionView {
     pub info: SessionInfo,
-    pub in_lif: u32,
+    /// The key of its packets going in (source to destination, on the in lif).
+    pub key: FlowKey,
     pub out_lif: u32,
-    pub v6: bool,
-    pub proto: u8,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    pub sport: u16,
-    pub dport: u16,
     pub action: Action,
 }
 

@@ -140,6 +140,18 @@ where
     }
 }
 
+/// The server settled every closed-record stream that went away: no record is
+/// taken by a stream any more.
+pub async fn wait_nothing_in_flight(dev: &control::testing::TestDevice) {
+    let device = dev.device();
+    wait_for(
+        "streams that went away settled",
+        Duration::from_secs(30),
+        || async { (device.feed.in_flight() == 0).then_some(()) },
+    )
+    .await;
+}
+
 /// Sessions that time out with no traffic at all: `n` closed records.
 pub async fn closed_records(
     dev: &control::testing::TestDevice,

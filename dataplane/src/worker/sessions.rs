@@ -194,17 +194,10 @@ impl Worker {
     fn describe(&self, id: u64) -> Option<SessionView> {
         let slot = self.table.slot_of(id)?;
         let e = self.table.entry(slot);
-        let k = e.key(Dir::In);
         Some(SessionView {
             info: self.info(slot),
-            in_lif: e.in_lif,
+            key: e.key(Dir::In),
             out_lif: e.out_lif,
-            v6: k.v6,
-            proto: k.proto,
-            src: k.src,
-            dst: k.dst,
-            sport: k.sport,
-            dport: k.dport,
             // Stored from an `Action`: always one.
             action: Action::from_code(e.action()).unwrap_or(Action::Drop),
         })
