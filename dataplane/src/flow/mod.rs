@@ -4,6 +4,7 @@
 //! Owned by exactly one worker; nothing here is shared or locked. Memory is reserved
 //! when the table is made: a full table refuses an insert, it never grows.
 
+pub mod ids;
 pub mod key;
 pub mod table;
 pub mod tcp_window;

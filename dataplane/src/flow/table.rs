@@ -11,7 +11,8 @@
 //!   lookup stops at the first bucket with no match and no overflow, and a removal
 //!   needs no tombstones. Each session has two references (one per direction), so one
 //!   probe answers "which session, which way".
-//! - Ids: the client's session id -> slot, for commands only.
+//! - Ids: the client's session id -> slot, for commands only (`flow::ids`).
+//! - Free slots: a chain through the free cold records, then the slots never used.
 //!
 //! Lookups are split into stages (`prefetch_bucket`, `prefetch_entry`, `lookup`) so
 //! that the caller can keep many cache misses in flight.
@@ -23,8 +24,7 @@
 //! `total = cold + hot` is exact at every moment, whatever the packet rate: no timer
 //! has to visit the entry before a counter can wrap. See worker/DESIGN.md.
 
-use hashbrown::HashMap;
-
+use super::ids::IdIndex;
 use super::key::{Dir, FlowKey};
 use super::tcp_window::TcpWindow;
 use crate::mem::{Region, ReserveError};
@@ -93,6 +93,7 @@ pub struct Cold {
     pub sched: u32,
     /// While live: the wheel's next and previous links (slot + 1, 0 = none).
     /// Once closed: the end time, ns since the Unix epoch (`end_ns`).
+    /// While free: `timer[0]` is the next free slot + 1 (0 = none).
     pub timer: [u32; 2],
 }
 
@@ -268,9 +269,13 @@ pub struct FlowTable {
     index: Region<Bucket>,
     entries: Region<Entry>,
     cold: Region<Cold>,
-    /// Free slots, popped from the end.
-    free: Vec<u32>,
-    ids: HashMap<u64, u32>,
+    /// The first free slot + 1 (0 = none); each free record links the next.
+    free: u32,
+    /// Slots below this have been used; the ones above never were (and are free).
+    fresh: u32,
+    /// Slots taken.
+    used: usize,
+    ids: IdIndex,
     /// Changes whenever a reference enters or leaves the index: a `Probe` taken
     /// under another epoch is not trusted.
     epoch: u32,
@@ -314,13 +319,14 @@ impl FlowTable {
         let index = Region::zeroed(buckets)?;
         let entries = Region::zeroed(capacity)?;
         let cold = Region::zeroed(capacity)?;
-        let free = (0..capacity as u32).rev().collect();
-        let ids = HashMap::with_capacity(capacity);
+        let ids = IdIndex::with_capacity(capacity)?;
         Ok(FlowTable {
             index,
             entries,
             cold,
-            free,
+            free: 0,
+            fresh: 0,
+            used: 0,
             ids,
             epoch: 0,
         })
@@ -332,7 +338,7 @@ impl FlowTable {
 
     /// Slots in use (live sessions and closed ones not yet handed over).
     pub fn len(&self) -> usize {
-        self.entries.len() - self.free.len()
+        self.used
     }
 
     pub fn is_empty(&self) -> bool {
@@ -341,11 +347,7 @@ impl FlowTable {
 
     /// Memory reserved for the table, all parts.
     pub fn bytes(&self) -> usize {
-        self.index.bytes()
-            + self.entries.bytes()
-            + self.cold.bytes()
-            + self.free.capacity() * 4
-            + self.ids.allocation_size()
+        self.index.bytes() + self.entries.bytes() + self.cold.bytes() + self.ids.bytes()
     }
 
     #[inline(always)]
@@ -495,7 +497,7 @@ impl FlowTable {
 
     /// Adds a session. Its id and both of its keys must be new.
     pub fn insert(&mut self, entry: &Entry, cold: &Cold) -> Result<u32, InsertError> {
-        if self.ids.contains_key(&cold.id) {
+        if self.slot_of(cold.id).is_some() {
             return Err(InsertError::Exists);
         }
         let kin = entry.key(Dir::In);
@@ -503,7 +505,7 @@ impl FlowTable {
         if self.lookup(&kin, kin.hash()).is_some() || self.lookup(&kout, kout.hash()).is_some() {
             return Err(InsertError::Exists);
         }
-        let slot = self.free.pop().ok_or(InsertError::Full)?;
+        let slot = self.take_slot().ok_or(InsertError::Full)?;
         self.entries[slot as usize] = *entry;
         self.cold[slot as usize] = *cold;
         self.index_insert(kin.hash(), slot << 1);
@@ -512,6 +514,23 @@ impl FlowTable {
         }
         self.ids.insert(cold.id, slot);
         Ok(slot)
+    }
+
+    /// A free slot, taken: the last one freed, else the first never used.
+    fn take_slot(&mut self) -> Option<u32> {
+        let slot = if self.free != 0 {
+            let slot = self.free - 1;
+            self.free = self.cold[slot as usize].timer[0];
+            self.cold[slot as usize].timer[0] = 0;
+            slot
+        } else if (self.fresh as usize) < self.entries.len() {
+            self.fresh += 1;
+            self.fresh - 1
+        } else {
+            return None;
+        };
+        self.used += 1;
+        Some(slot)
     }
 
     fn index_insert(&mut self, hash: u64, r: u32) {
@@ -574,9 +593,8 @@ impl FlowTable {
     /// used again at once.
     pub fn forget_id(&mut self, slot: u32) {
         let id = self.cold[slot as usize].id;
-        if self.ids.get(&id) == Some(&slot) {
-            self.ids.remove(&id);
-        }
+        let cold = &self.cold;
+        self.ids.remove(id, slot, &|s: u32| cold[s as usize].id);
     }
 
     /// Frees a slot that is no longer indexed.
@@ -584,11 +602,14 @@ impl FlowTable {
         self.forget_id(slot);
         self.entries[slot as usize] = Entry::default();
         self.cold[slot as usize] = Cold::default();
-        self.free.push(slot);
+        self.cold[slot as usize].timer[0] = self.free;
+        self.free = slot + 1;
+        self.used -= 1;
     }
 
     pub fn slot_of(&self, id: u64) -> Option<u32> {
-        self.ids.get(&id).copied()
+        let cold = &self.cold;
+        self.ids.get(id, &|s: u32| cold[s as usize].id)
     }
 
     #[inline(always)]
