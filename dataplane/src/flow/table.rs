@@ -18,10 +18,10 @@
 //! that the caller can keep many cache misses in flight.
 //!
 //! Counters: a hit adds to a 32-bit byte counter and a 16-bit packet counter in the
-//! hot line. The packet whose addition wraps one of them adds the wrapped amount
-//! (2^32 bytes, 2^16 packets) to the 64-bit total in the cold record at once
-//! (`fold_carry`, a branch taken at most once per 65536 packets of a direction), so
-//! `total = cold + hot` is exact at every moment, whatever the packet rate: no timer
+//! hot line. The packet whose addition wraps one of them counts the wrap (2^32
+//! bytes, 2^16 packets) in the cold record at once (`fold_carry`, a branch taken at
+//! most once per 65536 packets of a direction), so `total = wraps * 2^k + hot` is
+//! exact at every moment, whatever the packet rate: no timer
 //! has to visit the entry before a counter can wrap. See worker/DESIGN.md.
 
 use super::ids::IdIndex;
@@ -81,10 +81,11 @@ pub struct Cold {
     pub cause: u8,
     /// Worker bookkeeping bits (see `worker::sessions`).
     pub flags: u8,
-    /// Packets carried out of `Entry::packets`, by direction (multiples of 2^16).
-    pub packets: [u64; 2],
-    /// Bytes carried out of `Entry::bytes`, by direction (multiples of 2^32).
-    pub bytes: [u64; 2],
+    /// Wraps of `Entry::packets`, by direction: 2^16 packets each (exact up to 2^48
+    /// packets a direction, 33 days at 100 Mpps; it then stays at its last value).
+    pub packets: [u32; 2],
+    /// Wraps of `Entry::bytes`, by direction: 2^32 bytes each (exact to 2^64).
+    pub bytes: [u32; 2],
     pub id: u64,
     /// Wall clock at the add, ns since the Unix epoch.
     pub start_ns: u64,
@@ -97,7 +98,8 @@ pub struct Cold {
     pub timer: [u32; 2],
 }
 
-const _: () = assert!(std::mem::size_of::<Cold>() == 80);
+// One cache line: the slab starts on a page, so every record is one line.
+const _: () = assert!(std::mem::size_of::<Cold>() == 64);
 
 impl Entry {
     /// The `meta` byte of a session with this action, state and address family.
@@ -476,10 +478,11 @@ impl FlowTable {
     fn fold_carry(&mut self, slot: u32, d: usize, bytes: bool, packets: bool) {
         let c = &mut self.cold[slot as usize];
         if bytes {
-            c.bytes[d] += 1 << 32;
+            // 2^64 bytes: wraps as a 64-bit total would.
+            c.bytes[d] = c.bytes[d].wrapping_add(1);
         }
         if packets {
-            c.packets[d] += 1 << 16;
+            c.packets[d] = c.packets[d].saturating_add(1);
         }
     }
 
@@ -490,8 +493,8 @@ impl FlowTable {
         let e = &self.entries[slot as usize];
         let c = &self.cold[slot as usize];
         Totals {
-            packets: c.packets[d] + u64::from(e.packets[d]),
-            bytes: c.bytes[d] + u64::from(e.bytes[d]),
+            packets: (u64::from(c.packets[d]) << 16) + u64::from(e.packets[d]),
+            bytes: (u64::from(c.bytes[d]) << 32) + u64::from(e.bytes[d]),
         }
     }
 
@@ -714,6 +717,25 @@ mod tests {
             entry(1, 1, 1, 2, false).0.key(Dir::In)
         );
         assert_eq!(t.entry(s).action(), 1);
+    }
+
+    #[test]
+    fn totals_reach_their_widths() {
+        let mut t = FlowTable::with_capacity(2).unwrap();
+        let s = put(&mut t, &entry(1, 1, 1, 2, false)).unwrap();
+        t.cold_mut(s).bytes[0] = u32::MAX;
+        t.cold_mut(s).packets[0] = u32::MAX - 1;
+        for _ in 0..65_536 {
+            t.count(s, Dir::In, 1, 0);
+        }
+        let got = t.totals(s, Dir::In);
+        assert_eq!(got.bytes, u64::MAX - (1 << 32) + 1 + 65_536);
+        assert_eq!(got.packets, (1 << 48) - (1 << 16));
+        // Past 2^48 packets the count stays, it never wraps to a small number.
+        for _ in 0..65_536 {
+            t.count(s, Dir::In, 1, 0);
+        }
+        assert_eq!(t.totals(s, Dir::In).packets, (1 << 48) - (1 << 16));
     }
 
     #[test]
