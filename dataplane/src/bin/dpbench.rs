@@ -708,8 +708,127 @@ fn sender_socket(ns: Option<&str>, dev: &str) -> Result<Socket, String> {
     })?
 }
 
+/// nftables in the router namespace for the warm-up: conntrack on, everything passes.
+const CONNTRACK_WARM_UP: &str = "\
+table inet dpbench {
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    ct state established,new accept
+  }
+}
+";
+
+/// Then only what conntrack knows as established passes; the rest is counted.
+const CONNTRACK_ESTABLISHED: &str = "\
+flush table inet dpbench
+table inet dpbench {
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    ct state established accept
+    counter drop
+  }
+}
+";
+
+/// Loads `rules` into namespace `ns`'s nftables.
+fn nft(ns: &str, rules: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin
+        .write_all(rules.as_bytes())
+        .map_err(|e| format!("nft: {e}"))?;
+    drop(stdin);
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "nft -f in {ns}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Packets the established-only rule set dropped in namespace `ns`.
+fn nft_drops(ns: &str) -> Result<u64, String> {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "dpbench",
+        ])
+        .output()
+        .map_err(|e| format!("nft: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("nft -j list: {e}"))?;
+    let drops = v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["rule"]["expr"].as_array())
+        .flatten()
+        .filter_map(|x| x["counter"]["packets"].as_u64())
+        .sum();
+    Ok(drops)
+}
+
+/// Connections conntrack holds in namespace `ns`.
+fn conntrack_count(ns: &str) -> Result<u64, String> {
+    in_netns(Some(ns), || {
+        std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
+            .map_err(|e| format!("nf_conntrack_count: {e}"))
+            .and_then(|s| s.trim().parse::<u64>().map_err(|e| e.to_string()))
+    })?
+}
+
+/// Sends each frame once and waits until the ring has sent them.
+fn send_once(mut sock: Socket, frames: &[Vec<u8>]) {
+    for f in frames {
+        while !sock.tx_put(f) {
+            sock.tx_kick();
+        }
+    }
+    while sock.tx_pending() > 0 {
+        sock.tx_kick();
+    }
+}
+
+/// Raises the host's `nf_conntrack_max` for the run (conntrack in every namespace
+/// shares it) and puts the old value back when dropped.
+struct ConntrackMax(Option<u64>);
+
+const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+
+impl ConntrackMax {
+    fn at_least(n: u64) -> Result<ConntrackMax, String> {
+        let read =
+            std::fs::read_to_string(CONNTRACK_MAX).map_err(|e| format!("{CONNTRACK_MAX}: {e}"))?;
+        let old: u64 = read
+            .trim()
+            .parse()
+            .map_err(|e| format!("{CONNTRACK_MAX}: {e}"))?;
+        if old >= n {
+            return Ok(ConntrackMax(None));
+        }
+        std::fs::write(CONNTRACK_MAX, n.to_string())
+            .map_err(|e| format!("{CONNTRACK_MAX}: {e}"))?;
+        Ok(ConntrackMax(Some(old)))
+    }
+}
+
+impl Drop for ConntrackMax {
+    fn drop(&mut self) {
+        if let Some(old) = self.0 {
+            let _ = std::fs::write(CONNTRACK_MAX, old.to_string());
+        }
+    }
+}
+
 /// Waits until `read` stops moving (frames still in rings and backlogs); its last value.
-fn settle(mut read: impl FnMut() -> Result<u64, String>) -> Result<u64, String> {
+fn settle(read: impl Fn() -> Result<u64, String>) -> Result<u64, String> {
     let mut last = read()?;
     loop {
         std::thread::sleep(Duration::from_millis(100));
@@ -779,11 +898,20 @@ fn dpdk_ports(_outside: &str, _inside: &str) -> Result<[Box<dyn Port>; 2], Strin
 /// them out of its inside port (`dpb0`), and `dpb1`, the far end, drops them (counted
 /// by the kernel). (b) the kernel baseline: the same sender, in namespace `src`, sends
 /// to a router namespace that forwards to a third (`ip_forward`, static neighbour).
-/// Both report frames delivered at the far end per second.
+/// (c) the same router forwarding only what its conntrack knows as established
+/// (nftables `ct state established accept`, the sessions made established first).
+/// Each reports frames delivered at the far end per second.
 fn af_packet_bench(a: &Args) -> Result<bool, String> {
     // SAFETY: plain libc call.
     if unsafe { libc::geteuid() } != 0 {
         return Err("--port af_packet needs root (veth pairs, AF_PACKET)".into());
+    }
+    if std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Err("--port needs nft for the conntrack baseline (Debian: nftables)".into());
     }
     let log = |s: String| {
         if a.json {
@@ -984,21 +1112,72 @@ fn af_packet_bench(a: &Args) -> Result<bool, String> {
     let (rtr_ns, r1_dev) = (rtr.clone(), r1.clone());
     let fwd = move || link_packets(Some(&rtr_ns), &r1_dev).map(|p| p.1);
     let before = fwd()?;
-    let (ksent, kelapsed) = std::thread::spawn(move || blast(sock, routed, secs))
+    let (ksent, kelapsed) = std::thread::spawn(move || blast(sock, routed.clone(), secs))
         .join()
         .map_err(|_| "sender panicked")?;
-    let kfwd = settle(fwd)? - before;
+    let kfwd = settle(&fwd)? - before;
     let baseline_mpps = kfwd as f64 / kelapsed.as_secs_f64() / 1e6;
     log(format!(
         "kernel forwarding: sender {ksent} frames ({:.2} Mpps); router forwarded {kfwd}: {baseline_mpps:.2} Mpps",
         ksent as f64 / kelapsed.as_secs_f64() / 1e6
     ));
+
+    // (c) The same router with conntrack: every session made established (a frame
+    // each way), then only established traffic passes.
+    let replies: Vec<Vec<u8>> = specs
+        .iter()
+        .map(|s| {
+            let mut buf = [0u8; 128];
+            let n = frame(s, true, &mut buf);
+            buf[..6].copy_from_slice(&[2, 0xbf, 0, 0, 0, 3]); // to the router's r1
+            buf[..n].to_vec()
+        })
+        .collect();
+    let routed_again: Arc<Vec<Vec<u8>>> = Arc::new(
+        frames
+            .iter()
+            .map(|f| {
+                let mut f = f.clone();
+                f[..6].copy_from_slice(&r0_mac);
+                f
+            })
+            .collect(),
+    );
+    let _max = ConntrackMax::at_least(2 * a.sessions as u64)?;
+    nft(&rtr, CONNTRACK_WARM_UP)?;
+    send_once(sender_socket(Some(&src), &s0)?, &routed_again);
+    let rtr_ns = rtr.clone();
+    let tracked = settle(move || conntrack_count(&rtr_ns))?;
+    send_once(sender_socket(Some(&dst), &d0)?, &replies);
+    let (rtr_ns, r1_dev) = (rtr.clone(), r1.clone());
+    settle(move || link_packets(Some(&rtr_ns), &r1_dev).map(|p| p.0))?;
+    nft(&rtr, CONNTRACK_ESTABLISHED)?;
+    let sock = sender_socket(Some(&src), &s0)?;
+    let before = fwd()?;
+    let (csent, celapsed) = std::thread::spawn(move || blast(sock, routed_again, secs))
+        .join()
+        .map_err(|_| "sender panicked")?;
+    let cfwd = settle(&fwd)? - before;
+    let not_established = nft_drops(&rtr)?;
+    let conntrack_mpps = cfwd as f64 / celapsed.as_secs_f64() / 1e6;
+    log(format!(
+        "kernel conntrack forwarding ({tracked} connections tracked): sender {csent} frames \
+         ({:.2} Mpps); router forwarded {cfwd}: {conntrack_mpps:.2} Mpps; \
+         dropped as not established: {not_established}",
+        csent as f64 / celapsed.as_secs_f64() / 1e6
+    ));
     drop(v);
 
     let h = &report.latency.packet_ns;
-    let ok = misses == 0 && counted == hits && stop.crashed == 0 && far <= hits;
+    let ok = misses == 0
+        && counted == hits
+        && stop.crashed == 0
+        && far <= hits
+        && tracked >= a.sessions as u64
+        && not_established == 0;
     log(format!(
-        "verify: hits {hits} misses {misses} session counters {counted} far end {far}: {}",
+        "verify: hits {hits} misses {misses} session counters {counted} far end {far}; \
+         conntrack tracked {tracked}, not established {not_established}: {}",
         if ok { "ok" } else { "MISMATCH" }
     ));
     let json = serde_json::json!({
@@ -1011,6 +1190,8 @@ fn af_packet_bench(a: &Args) -> Result<bool, String> {
         "ns_per_packet": round2(1e3 / (mpps / a.workers as f64)),
         "baseline_mpps": round2(baseline_mpps),
         "ratio_to_baseline": round2(mpps / baseline_mpps),
+        "conntrack_mpps": round2(conntrack_mpps),
+        "ratio_to_conntrack": round2(mpps / conntrack_mpps),
         "sender_mpps": round2(sender_mpps),
         "p50_ns": h.value_at_quantile(0.5),
         "p99_ns": h.value_at_quantile(0.99),
