@@ -1032,6 +1032,16 @@ fn af_packet_bench(a: &Args) -> Result<bool, String> {
     let hits = report.total.hits;
     let misses = report.total.misses + report.total.not_flow + report.total.malformed;
     let tx_drops: u64 = report.ports.iter().map(|p| p.tx_drops).sum();
+    // The worker's busy time: each loop that finished packets is timed and divided
+    // among them in the histogram, so its sum is the time spent on them.
+    let h = &report.latency.packet_ns;
+    let busy_ns = h.mean() * h.len() as f64;
+    let busy_percent = 100.0 * busy_ns / (elapsed.as_nanos() as f64 * a.workers as f64);
+    let worker_ns_per_packet = busy_ns / h.len().max(1) as f64;
+    log(format!(
+        "worker busy {busy_percent:.1}% of its core while the sender ran; \
+         {worker_ns_per_packet:.0} ns a packet in the worker"
+    ));
     log(format!(
         "{} device: sender {sent} frames ({sender_mpps:.2} Mpps) in {elapsed:.2?}; \
          device hits {hits}, far end received {far}: {mpps:.2} Mpps \
@@ -1168,7 +1178,6 @@ fn af_packet_bench(a: &Args) -> Result<bool, String> {
     ));
     drop(v);
 
-    let h = &report.latency.packet_ns;
     let ok = misses == 0
         && counted == hits
         && stop.crashed == 0
@@ -1203,6 +1212,8 @@ fn af_packet_bench(a: &Args) -> Result<bool, String> {
         "kernel_drops": kernel_drops,
         "handoffs": handoffs,
         "idle_percent": round2(100.0 * report.total.idle_polls as f64 / report.total.polls.max(1) as f64),
+        "worker_busy_percent": round2(busy_percent),
+        "worker_ns_per_packet": round2(worker_ns_per_packet),
         "session_counter_total": counted,
         "install_seconds": round2(install.as_secs_f64()),
         "verified": ok,
