@@ -1,10 +1,12 @@
 //! The flow key a packet is looked up with, and its hash.
 //!
 //! A key is directional: the logical interface the packet arrived on, and the 5-tuple
-//! as it reads on the wire. A session is indexed under two keys, one per direction
-//! (`in`: arrives on `in_lif` from the session's source; `out`: arrives on `out_lif`
-//! from its destination), both pointing at the one entry, so a single probe tells the
-//! session and the direction.
+//! as it reads on the wire (`in`: arrives on `in_lif` from the session's source;
+//! `out`: arrives on `out_lif` from its destination). Its hash is not: both
+//! directions of a session hash alike, so the index holds one reference a session
+//! and the entry, compared with the key, tells the direction. The lif is left out
+//! of the hash for the same reason (each direction has its own); sessions that share
+//! a 5-tuple on other lifs share a bucket and are told apart by their entries.
 
 use crate::wire::FrameInfo;
 
@@ -73,27 +75,36 @@ impl FlowKey {
         }
     }
 
-    /// A 64-bit hash for the index (not the steering hash: this one only has to be
-    /// fast and well mixed; it never leaves the worker).
+    /// A 64-bit hash for the index, the same for both directions of a session (not
+    /// the steering hash: this one only has to be fast and well mixed; it never
+    /// leaves the worker). Each end (address, port) is one word; the smaller goes
+    /// first, which does not care which end is the source.
     #[inline(always)]
     pub fn hash(&self) -> u64 {
-        let head = u64::from(self.lif)
-            | (u64::from(self.proto) << 32)
-            | (u64::from(self.v6) << 40)
-            | (u64::from(self.sport) << 48);
-        // IPv4 reads the four address bytes as one word each: they were written as
-        // such by the parser, so the loads are forwarded from its stores.
-        let addrs = (u64::from(word4(&self.src)) << 32) | u64::from(word4(&self.dst));
-        let mut h = mix(head, u64::from(self.dport));
-        h = mix(h, addrs);
-        if self.v6 {
-            h = mix(h, word(&self.src, 4) ^ word(&self.dst, 4).rotate_left(17));
-            h = mix(
-                h,
-                u64::from(word4_at(&self.src, 12)) | (u64::from(word4_at(&self.dst, 12)) << 32),
-            );
-        }
+        let a = end_word(&self.src, self.sport, self.v6);
+        let b = end_word(&self.dst, self.dport, self.v6);
+        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+        // `lo` before `hi`, each through its own multiply: mixing them together
+        // first (lo ^ hi) would hash a flow and the flow with its ports swapped
+        // alike.
+        let h = mix(
+            mix(u64::from(self.proto) | (u64::from(self.v6) << 8), lo),
+            hi,
+        );
         h ^ (h >> 29)
+    }
+}
+
+/// One end of a flow as a word: IPv4 address and port side by side (the address
+/// bytes are read as one word: the parser wrote them as such, so the load is
+/// forwarded from its store); IPv6 mixes in the other twelve bytes.
+#[inline(always)]
+fn end_word(addr: &[u8; 16], port: u16, v6: bool) -> u64 {
+    let w = u64::from(word4(addr)) | (u64::from(port) << 32);
+    if v6 {
+        mix(mix(w, word(addr, 4)), u64::from(word4_at(addr, 12)))
+    } else {
+        w
     }
 }
 
@@ -136,15 +147,35 @@ mod tests {
     }
 
     #[test]
-    fn hash_differs_by_every_field() {
+    fn both_directions_hash_alike() {
+        let k = key(1, 1, 2, 1000, 53);
+        assert_eq!(k.hash(), k.reversed(2).hash());
+        let mut v6 = k;
+        v6.v6 = true;
+        v6.src[8] = 1;
+        v6.dst[13] = 2;
+        assert_eq!(v6.hash(), v6.reversed(7).hash());
+        assert_ne!(v6.hash(), k.hash());
+    }
+
+    #[test]
+    fn hash_differs_by_every_field_but_the_lif() {
         let k = key(1, 1, 2, 1000, 53);
         let h = k.hash();
-        assert_ne!(h, key(2, 1, 2, 1000, 53).hash());
+        assert_eq!(h, key(2, 1, 2, 1000, 53).hash());
         assert_ne!(h, key(1, 3, 2, 1000, 53).hash());
         assert_ne!(h, key(1, 1, 3, 1000, 53).hash());
         assert_ne!(h, key(1, 1, 2, 1001, 53).hash());
         assert_ne!(h, key(1, 1, 2, 1000, 54).hash());
-        assert_ne!(h, key(1, 2, 1, 53, 1000).hash(), "directions hash apart");
+        // An end's address and port stay together: swapping ports alone is another flow.
+        assert_ne!(h, key(1, 1, 2, 53, 1000).hash());
+        let mut v6 = k;
+        v6.v6 = true;
+        for i in 4..16 {
+            let mut a = v6;
+            a.src[i] ^= 1;
+            assert_ne!(a.hash(), v6.hash(), "address byte {i}");
+        }
         let mut t = k;
         t.proto = 6;
         assert_ne!(h, t.hash());

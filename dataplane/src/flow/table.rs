@@ -6,11 +6,12 @@
 //!   the per-direction counters. A hit touches this line and nothing else.
 //! - Cold records (`Cold`): the 64-bit counter totals the low bits carry into, and
 //!   what only commands and the timer wheel use (id, times, timeout, wheel links).
-//! - Index: open addressing over 64-byte buckets of 10 (tag, reference) pairs, probed
+//! - Index: open addressing over 64-byte buckets of 10 (tag, slot) pairs, probed
 //!   bucket by bucket. A bucket's `overflow` counts the keys that probed past it, so a
 //!   lookup stops at the first bucket with no match and no overflow, and a removal
-//!   needs no tombstones. Each session has two references (one per direction), so one
-//!   probe answers "which session, which way".
+//!   needs no tombstones. Both directions of a session hash alike (`FlowKey::hash`),
+//!   so a session has one reference, and its entry, compared with the key, says which
+//!   way the packet goes.
 //! - Ids: the client's session id -> slot, for commands only (`flow::ids`).
 //! - Free slots: a chain through the free cold records, then the slots never used.
 //!
@@ -30,7 +31,7 @@ use super::tcp_window::TcpWindow;
 use crate::mem::{Region, ReserveError};
 use crate::prefetch;
 
-/// Largest capacity: references keep the direction in their lowest bit.
+/// Largest capacity.
 pub const MAX_CAPACITY: usize = 1 << 30;
 
 /// The hot part of a session: what every packet of it reads and writes, in one cache
@@ -148,27 +149,30 @@ impl Entry {
         }
     }
 
-    /// Whether `key` is this session's key for `dir`.
+    /// Which way `key` goes in this session, if it is one of its two keys (`In` when
+    /// both are the same key).
     #[inline(always)]
-    pub fn matches(&self, key: &FlowKey, dir: Dir) -> bool {
-        let common = key.proto == self.proto && key.v6 == self.v6();
-        common
-            && match dir {
-                Dir::In => {
-                    key.lif == self.in_lif
-                        && key.sport == self.sport
-                        && key.dport == self.dport
-                        && key.src == self.src
-                        && key.dst == self.dst
-                }
-                Dir::Out => {
-                    key.lif == self.out_lif
-                        && key.sport == self.dport
-                        && key.dport == self.sport
-                        && key.src == self.dst
-                        && key.dst == self.src
-                }
-            }
+    pub fn direction_of(&self, key: &FlowKey) -> Option<Dir> {
+        if key.proto != self.proto || key.v6 != self.v6() {
+            return None;
+        }
+        if key.lif == self.in_lif
+            && key.sport == self.sport
+            && key.dport == self.dport
+            && key.src == self.src
+            && key.dst == self.dst
+        {
+            return Some(Dir::In);
+        }
+        if key.lif == self.out_lif
+            && key.sport == self.dport
+            && key.dport == self.sport
+            && key.src == self.dst
+            && key.dst == self.src
+        {
+            return Some(Dir::Out);
+        }
+        None
     }
 }
 
@@ -197,7 +201,7 @@ const WAYS: usize = 10;
 struct Bucket {
     /// 0: empty way; otherwise the key's tag (never 0).
     tags: [u16; WAYS],
-    /// slot << 1 | direction (0 in, 1 out).
+    /// The session's slot.
     refs: [u32; WAYS],
     /// Keys whose home is an earlier bucket that probed past this one.
     overflow: u32,
@@ -249,15 +253,6 @@ fn tag_of(hash: u64) -> u16 {
     (hash >> 48) as u16 | 1
 }
 
-#[inline(always)]
-fn dir_of(r: u32) -> Dir {
-    if r & 1 == 0 {
-        Dir::In
-    } else {
-        Dir::Out
-    }
-}
-
 /// Why an insert was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InsertError {
@@ -304,18 +299,18 @@ impl FlowTable {
     /// Reserves room for `capacity` sessions (at most `MAX_CAPACITY`).
     pub fn with_capacity(capacity: usize) -> Result<FlowTable, ReserveError> {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
-        // Two keys per session, buckets at most half full: then about 0.5% of the
-        // keys live past their home bucket (6% at 75% of 8 ways), and a key away
-        // from home costs its lookup two dependent cache misses (DESIGN.md).
-        let buckets = (2 * capacity).div_ceil(WAYS / 2) + 1;
+        // One reference per session, buckets at most half full: then about 0.5% of
+        // the sessions live past their home bucket (6% at 75% of 8 ways), and one
+        // away from home costs its lookups two dependent cache misses (DESIGN.md).
+        let buckets = capacity.div_ceil(WAYS / 2) + 1;
         FlowTable::with_index(capacity, buckets)
     }
 
     /// `capacity` sessions over `buckets` index buckets, which must have a way for
-    /// each of the sessions' two keys (an insert relies on finding a free one).
+    /// each session (an insert relies on finding a free one).
     fn with_index(capacity: usize, buckets: usize) -> Result<FlowTable, ReserveError> {
         assert!(
-            2 * capacity <= WAYS * buckets,
+            capacity <= WAYS * buckets,
             "an index too small for its table"
         );
         let index = Region::zeroed(buckets)?;
@@ -399,7 +394,7 @@ impl FlowTable {
             return Probe::NONE;
         }
         let r = b.refs[way_of(m)];
-        prefetch::write(&self.entries[(r >> 1) as usize]);
+        prefetch::write(&self.entries[r as usize]);
         Probe {
             r,
             epoch: self.epoch,
@@ -411,7 +406,7 @@ impl FlowTable {
     #[inline(always)]
     pub fn prefetch_tcp_window(&self, probe: Probe) {
         if probe.r != Probe::NONE.r {
-            prefetch::write(&self.cold[(probe.r >> 1) as usize].tcp);
+            prefetch::write(&self.cold[probe.r as usize].tcp);
         }
     }
 
@@ -422,9 +417,8 @@ impl FlowTable {
     #[inline(always)]
     pub fn lookup_probed(&self, key: &FlowKey, hash: u64, probe: Probe) -> Option<(u32, Dir)> {
         if probe.epoch == self.epoch && probe.r != Probe::NONE.r {
-            let dir = dir_of(probe.r);
-            if self.entries[(probe.r >> 1) as usize].matches(key, dir) {
-                return Some((probe.r >> 1, dir));
+            if let Some(dir) = self.entries[probe.r as usize].direction_of(key) {
+                return Some((probe.r, dir));
             }
         }
         self.lookup(key, hash)
@@ -440,9 +434,8 @@ impl FlowTable {
             let mut m = bucket.matching(tag);
             while m != 0 {
                 let r = bucket.refs[way_of(m)];
-                let dir = dir_of(r);
-                if self.entries[(r >> 1) as usize].matches(key, dir) {
-                    return Some((r >> 1, dir));
+                if let Some(dir) = self.entries[r as usize].direction_of(key) {
+                    return Some((r, dir));
                 }
                 m &= m - 1;
             }
@@ -511,10 +504,7 @@ impl FlowTable {
         let slot = self.take_slot().ok_or(InsertError::Full)?;
         self.entries[slot as usize] = *entry;
         self.cold[slot as usize] = *cold;
-        self.index_insert(kin.hash(), slot << 1);
-        if kout != kin {
-            self.index_insert(kout.hash(), (slot << 1) | 1);
-        }
+        self.index_insert(kin.hash(), slot);
         self.ids.insert(cold.id, slot);
         Ok(slot)
     }
@@ -540,7 +530,7 @@ impl FlowTable {
         self.epoch = self.epoch.wrapping_add(1);
         let tag = tag_of(hash);
         let mut b = self.home(hash);
-        // At most half the ways are ever used, so a free way is always found.
+        // Fewer sessions than ways, so a free way is always found.
         loop {
             let bucket = &mut self.index[b];
             if let Some(w) = bucket.tags.iter().position(|&t| t == 0) {
@@ -583,13 +573,8 @@ impl FlowTable {
     /// Takes the session's keys out of the index: its packets miss from now on. The
     /// slot and id stay until `release`.
     pub fn unindex(&mut self, slot: u32) {
-        let e = self.entries[slot as usize];
-        let kin = e.key(Dir::In);
-        let kout = e.key(Dir::Out);
-        self.index_remove(kin.hash(), slot << 1);
-        if kout != kin {
-            self.index_remove(kout.hash(), (slot << 1) | 1);
-        }
+        let kin = self.entries[slot as usize].key(Dir::In);
+        self.index_remove(kin.hash(), slot);
     }
 
     /// Forgets the id of the session in `slot` (the slot stays taken); the id can be
@@ -824,7 +809,7 @@ mod tests {
             .flat_map(|b| b.tags)
             .filter(|&t| t != 0)
             .count();
-        assert_eq!(left, 2 * (40 - 14));
+        assert_eq!(left, 40 - 14);
         // Removing everything leaves no overflow behind.
         for (i, &slot) in slots.iter().enumerate() {
             if i % 3 != 0 {
@@ -871,11 +856,11 @@ mod tests {
         // The table against a model: a map from id to entry, with keys unique.
         #[test]
         fn matches_a_model(ops in proptest::collection::vec(op(), 1..300)) {
-            // An index 96% full when the table is, so that keys overflow their home
+            // An index 80% full when the table is, so that keys overflow their home
             // buckets and probes run across buckets (a table of `with_capacity`
             // keeps them half full, where overflows are rare).
             let cap = 24;
-            let mut t = FlowTable::with_index(cap, 5).unwrap();
+            let mut t = FlowTable::with_index(cap, 3).unwrap();
             // id -> session, and whether it is still in the index.
             let mut model: StdMap<u64, (Sess, bool)> = StdMap::new();
             // Every key the ops can make, both directions: probes taken before an op
