@@ -3,14 +3,19 @@
 //! not `--json`. Otherwise every bar is hidden and costs nothing, so piped and JSON
 //! output are byte for byte what they are without progress.
 
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal};
 use std::time::Duration;
 
-use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
+use indicatif::{
+    HumanCount, ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle, TermLike,
+};
 
 /// How often a shown bar redraws by itself, so rates, times and the spinner move while
 /// a phase waits on the device.
 const REDRAW: Duration = Duration::from_millis(200);
+
+/// Redraws a second at most.
+const REDRAWS_PER_S: u8 = 20;
 
 /// Whether progress is drawn: not under --json, and only onto a terminal.
 pub fn shown(json: bool) -> bool {
@@ -40,7 +45,9 @@ fn start(json: bool, len: Option<u64>, style: ProgressStyle, message: String) ->
     if !shown(json) {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr())
+    let stderr = Box::new(Stderr(console::Term::buffered_stderr()));
+    let target = ProgressDrawTarget::term_like_with_hz(stderr, REDRAWS_PER_S);
+    let bar = ProgressBar::with_draw_target(len, target)
         .with_style(style)
         .with_message(message)
         // An early return (an error) leaves no stale bar above the error line.
@@ -49,6 +56,46 @@ fn start(json: bool, len: Option<u64>, style: ProgressStyle, message: String) ->
     bar.tick();
     bar.enable_steady_tick(REDRAW);
     bar
+}
+
+/// The terminal on stderr, two columns narrower than it is. indicatif pads a bar's line
+/// to the width and leaves the cursor at its end, where the `^C` a terminal echoes on
+/// Ctrl-C (how fw-sim stops) would wrap onto a new line, and clearing the bar would
+/// then clear that line instead of the bar's.
+#[derive(Debug)]
+struct Stderr(console::Term);
+
+impl TermLike for Stderr {
+    fn width(&self) -> u16 {
+        self.0.size().1.saturating_sub(2)
+    }
+    fn height(&self) -> u16 {
+        self.0.size().0
+    }
+    fn move_cursor_up(&self, n: usize) -> io::Result<()> {
+        self.0.move_cursor_up(n)
+    }
+    fn move_cursor_down(&self, n: usize) -> io::Result<()> {
+        self.0.move_cursor_down(n)
+    }
+    fn move_cursor_right(&self, n: usize) -> io::Result<()> {
+        self.0.move_cursor_right(n)
+    }
+    fn move_cursor_left(&self, n: usize) -> io::Result<()> {
+        self.0.move_cursor_left(n)
+    }
+    fn write_line(&self, s: &str) -> io::Result<()> {
+        self.0.write_line(s)
+    }
+    fn write_str(&self, s: &str) -> io::Result<()> {
+        self.0.write_str(s)
+    }
+    fn clear_line(&self) -> io::Result<()> {
+        self.0.clear_line()
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// A count for people: 1000000 as "1,000,000".
