@@ -92,11 +92,18 @@ async fn bench_shows_progress_on_a_terminal_only() {
     let command = format!("{ctl} --json {BENCH} > '{}'", json_file.display());
     let t = in_terminal(&command, dir.path(), "deleted 300 sessions").await;
     assert_eq!(t.code, 0, "screen:\n{}", t.screen);
-    assert!(t.written.contains("bench add: 300 sessions"), "{:?}", t.written);
+    assert!(
+        t.written.contains("bench add: 300 sessions"),
+        "{:?}",
+        t.written
+    );
     assert_no_progress(&t.written);
     let result = std::fs::read_to_string(&json_file).unwrap();
     let j: Value = serde_json::from_str(result.trim_end()).expect(&result);
-    assert_eq!((j["ops"].as_u64(), j["errors"].as_u64()), (Some(300), Some(0)));
+    assert_eq!(
+        (j["ops"].as_u64(), j["errors"].as_u64()),
+        (Some(300), Some(0))
+    );
     dev.stop().await;
 }
 
@@ -120,7 +127,11 @@ async fn piped(dev: &TestDevice, args: &str) -> (i32, String, String) {
             .output()
             .expect("offloadctl runs");
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        (o.status.code().unwrap_or(-1), text(&o.stdout), text(&o.stderr))
+        (
+            o.status.code().unwrap_or(-1),
+            text(&o.stdout),
+            text(&o.stderr),
+        )
     })
     .await
     .unwrap()

@@ -25,11 +25,10 @@ pub fn shown(json: bool) -> bool {
 /// A bar of `len` steps, e.g.
 /// `removing 1,000,000 sessions ======>      420,000/1,000,000 85,000/s 7s`.
 pub fn bar(json: bool, len: u64, message: String) -> ProgressBar {
-    let style = ProgressStyle::with_template(
-        "{msg} {wide_bar} {human_pos}/{human_len} {per_sec:0} {eta}",
-    )
-    .expect("a valid template")
-    .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{msg} {wide_bar} {human_pos}/{human_len} {per_sec:0} {eta}")
+            .expect("a valid template")
+            .progress_chars("=> ");
     start(json, Some(len), style, message)
 }
 
