@@ -39,18 +39,17 @@ struct Terminal {
 }
 
 /// Runs `command` in an 80x24 terminal until it ends and has written `last`.
-async fn in_terminal(command: &str, dir: &std::path::Path, last: &str) -> Terminal {
-    let log = dir.join("terminal.log");
-    let pane = Pane::start_recorded(command, 80, 24, &log);
+async fn in_terminal(command: &str, last: &str) -> Terminal {
+    let dir = tempfile::tempdir().unwrap();
+    let pane = Pane::start_recorded(command, 80, 24, dir.path());
     let code = pane.wait_exit().await;
     // What tmux read from the terminal reaches the log through a pipe: wait for the
     // program's last line.
     let screen = pane.screen();
     let deadline = Instant::now() + EVENT;
     loop {
-        let written = std::fs::read_to_string(&log).unwrap_or_default();
+        let written = pane.written();
         if written.contains(last) {
-            let _ = std::fs::remove_file(&log);
             return Terminal {
                 code,
                 screen,
@@ -76,7 +75,7 @@ async fn bench_shows_progress_on_a_terminal_only() {
 
     // Text on a terminal: every phase drew its bar, the clean-up said what it removes,
     // and the bars are gone from the screen at the end, the results stay.
-    let t = in_terminal(&format!("{ctl} {BENCH}"), dir.path(), "errors: 0").await;
+    let t = in_terminal(&format!("{ctl} {BENCH}"), "errors: 0").await;
     assert_eq!(t.code, 0, "screen:\n{}", t.screen);
     for text in BAR_TEXTS {
         assert!(t.written.contains(text), "{text:?} drawn: {:?}", t.written);
@@ -90,7 +89,7 @@ async fn bench_shows_progress_on_a_terminal_only() {
     // --json on a terminal: the human lines on stderr, no bar; the JSON in the file.
     let json_file = dir.path().join("result.json");
     let command = format!("{ctl} --json {BENCH} > '{}'", json_file.display());
-    let t = in_terminal(&command, dir.path(), "deleted 300 sessions").await;
+    let t = in_terminal(&command, "deleted 300 sessions").await;
     assert_eq!(t.code, 0, "screen:\n{}", t.screen);
     assert!(
         t.written.contains("bench add: 300 sessions"),
@@ -172,10 +171,9 @@ async fn fw_sim_keeps_a_status_line_on_a_terminal() {
     }
     let dev = TestDevice::start(PLAINTEXT).await;
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("terminal.log");
     // Runs until Ctrl-C: the status line under the events keeps the running totals.
     let command = format!("{} fw-sim --interval 0.2 --batch 4", offloadctl(&dev));
-    let pane = Pane::start_recorded(&command, 100, 30, &log);
+    let pane = Pane::start_recorded(&command, 100, 30, dir.path());
     let screen = pane
         .wait_for("the status line after a few loops", |s| {
             last_line(s).contains(" offloaded, ")
@@ -188,7 +186,7 @@ async fn fw_sim_keeps_a_status_line_on_a_terminal() {
     assert_eq!(pane.wait_exit().await, 0, "{}", pane.screen());
     let s = pane.screen();
     assert!(s.contains("total after "), "{s}");
-    let written = std::fs::read_to_string(&log).unwrap_or_default();
+    let written = pane.written();
     assert!(
         !s.contains(" closes/s"),
         "the status line is cleared:\n{s}\nwritten: {written:?}"
