@@ -55,9 +55,10 @@ add:    ops = sessions added; latency per AddSession call of --batch sessions.
 get:    ops = GetSession calls; latency per call.
 closed: ops = closed records; latency per record (time since the previous record
         on the same stream, or since the call started).
-Every answer is checked; any mismatch makes the exit code 1. With --json the last
-line of stdout is the result object (ops, seconds, ops_per_s, p50_us, p99_us,
-p999_us, max_us, errors, ...); the progress lines go to stderr.")]
+Every answer is checked; any mismatch makes the exit code 1. With --json stdout is
+one line, the result object (ops, seconds, ops_per_s, p50_us, p99_us, p999_us,
+max_us, errors, ...), and the text lines go to stderr. On a terminal (not with
+--json) each phase, the clean-up included, shows a progress bar on stderr.")]
 pub struct BenchArgs {
     /// What to measure.
     #[arg(value_enum)]
