@@ -245,3 +245,26 @@ fn metric_names(expr: &str) -> Vec<String> {
     }
     out
 }
+
+/// docs/metrics.md names every metric family the device serves, in full and in
+/// backticks, so a reader can search it for any name a scrape shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_device_serves_is_documented() {
+    let dev = TestDevice::start("").await;
+    let text = body(&http(dev.metrics_addr().unwrap(), "GET", "/metrics").await).to_string();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
+    let docs = std::fs::read_to_string(path).unwrap();
+    let families: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert!(families.len() > 30, "a full scrape: {families:?}");
+    let missing: Vec<&str> = families
+        .iter()
+        .copied()
+        .filter(|f| !docs.contains(&format!("`{f}`")))
+        .collect();
+    assert!(missing.is_empty(), "not in docs/metrics.md: {missing:#?}");
+    dev.stop().await;
+}

@@ -1,6 +1,7 @@
 //! offloadctl as a user runs it: the binary against a real in-process device (TLS on
 //! loopback, ring dataplane), checking what it prints and its exit code.
 
+use std::collections::BTreeSet;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -745,4 +746,102 @@ async fn a_follow_ended_by_the_device_stopping_says_so() {
         err.contains("the device") && err.contains("after 1 closed sessions"),
         "{err}"
     );
+}
+
+/// Every field of every `--json` output is named in docs/output-formats.md (in
+/// backticks, as `field` or `parent.field`). The values of `counters` are counter
+/// names, documented in docs/metrics.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_json_field_is_documented() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/output-formats.md");
+    let docs = std::fs::read_to_string(path).unwrap();
+    let dev = TestDevice::start("[dataplane]\ntick_ms = 20\n").await;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs").display().to_string();
+    let mut short_lived: Vec<&str> = V4.to_vec();
+    short_lived.extend(["--timeout", "1"]);
+    let runs: Vec<Vec<&str>> = vec![
+        short_lived,
+        V6.to_vec(),
+        vec!["get", "8"],
+        vec!["list"],
+        vec!["watch", "--once"],
+        vec!["stats"],
+        vec!["neighbours"],
+        vec!["latency"],
+        vec!["delete", "8"],
+        vec!["bench", "add", "--sessions", "20", "--sample", "5"],
+        vec!["bench", "get", "--sessions", "20"],
+        vec!["bench", "closed", "--sessions", "20"],
+        vec![
+            "fw-sim",
+            "--loops",
+            "2",
+            "--interval",
+            "3",
+            "--max-timeout",
+            "1",
+        ],
+        vec!["certs", "--out", &certs],
+    ];
+    let mut fields = BTreeSet::new();
+    for args in runs {
+        let mut all = vec!["--json"];
+        all.extend(&args);
+        for v in json_lines(ok(&ctl(&dev, &all).await)) {
+            collect_fields(&v, "", &mut fields);
+        }
+    }
+    // Session 7 has closed by now: its record.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fields.contains("close_code")
+        || ok(&ctl(&dev, &["closed"]).await) != "0 closed sessions\n"
+    {
+        for v in json_lines(ok(&ctl(&dev, &["--json", "closed"]).await)) {
+            collect_fields(&v, "", &mut fields);
+        }
+        assert!(Instant::now() < deadline, "session 7 never closed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for must in [
+        "event",
+        "known",
+        "add_to_live_p99_us",
+        "wait_seconds",
+        "more_sessions",
+    ] {
+        assert!(fields.contains(must), "{must} seen: {fields:?}");
+    }
+    let missing: Vec<&String> = fields
+        .iter()
+        .filter(|f| {
+            let last = f.rsplit('.').next().unwrap();
+            !docs.contains(&format!("`{f}`")) && !docs.contains(&format!("`{last}`"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in docs/output-formats.md: {missing:?}"
+    );
+}
+
+/// The keys of `v`, nested ones as `parent.key` (array items as their parent).
+fn collect_fields(v: &Value, parent: &str, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let name = if parent.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{parent}.{k}")
+                };
+                out.insert(name.clone());
+                if k != "counters" {
+                    collect_fields(v, &name, out);
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| collect_fields(v, parent, out)),
+        _ => {}
+    }
 }

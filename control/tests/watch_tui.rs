@@ -5,79 +5,14 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::pane::{Pane, EVENT};
 use common::*;
 use control::client::ApiVersion;
 use control::testing::{missing_tool, skip_or_fail, TestDevice};
 
-const EVENT: Duration = Duration::from_secs(30);
 const PLAINTEXT: &str = "[api]\nplaintext = true\n";
-
-/// A tmux session running one command; killed when dropped.
-struct Pane {
-    name: String,
-}
-
-impl Pane {
-    fn start(command: &str, width: u16, height: u16) -> Pane {
-        let name = format!("offloadd-watch-{}", std::process::id());
-        let ok = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &name])
-            .args(["-x", &width.to_string(), "-y", &height.to_string()])
-            .arg(command)
-            .status()
-            .expect("tmux runs")
-            .success();
-        assert!(ok, "tmux started the pane");
-        Pane { name }
-    }
-
-    fn tmux(&self, args: &[&str]) -> std::process::Output {
-        Command::new("tmux").args(args).output().expect("tmux runs")
-    }
-
-    fn screen(&self) -> String {
-        let o = self.tmux(&["capture-pane", "-p", "-t", &self.name]);
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &str) {
-        assert!(self
-            .tmux(&["send-keys", "-t", &self.name, keys])
-            .status
-            .success());
-    }
-
-    fn alive(&self) -> bool {
-        self.tmux(&["has-session", "-t", &self.name])
-            .status
-            .success()
-    }
-
-    /// Waits until the screen passes `check`; returns it.
-    async fn wait_for(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + EVENT;
-        loop {
-            let s = self.screen();
-            if check(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; the screen:\n{s}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Pane {
-    fn drop(&mut self) {
-        let _ = self.tmux(&["kill-session", "-t", &self.name]);
-    }
-}
 
 /// The first row of the session table (the line under the header).
 fn first_row(screen: &str) -> String {

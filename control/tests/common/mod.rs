@@ -5,6 +5,7 @@
 
 pub mod host_kernel;
 pub mod netns;
+pub mod pane;
 pub mod scenario;
 pub mod tls;
 

@@ -27,6 +27,7 @@ use control::wire::{
 };
 use dataplane::session::{Action, SessionSpec};
 use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
 use proto::admin::{LatencyRequest, StatsRequest};
 use proto::v2::{
     RequestStatus, SessionCloseCode, SessionRequest, SessionRequestArgs, SessionState,
@@ -36,6 +37,7 @@ use serde_json::{json, Value};
 use tokio_stream::StreamExt;
 
 use crate::output::{duration_ns, us};
+use crate::progress::{self, count};
 use crate::sessions::walk;
 use crate::{status_line, Conn};
 
@@ -53,9 +55,10 @@ add:    ops = sessions added; latency per AddSession call of --batch sessions.
 get:    ops = GetSession calls; latency per call.
 closed: ops = closed records; latency per record (time since the previous record
         on the same stream, or since the call started).
-Every answer is checked; any mismatch makes the exit code 1. With --json the last
-line of stdout is the result object (ops, seconds, ops_per_s, p50_us, p99_us,
-p999_us, max_us, errors, ...); the progress lines go to stderr.")]
+Every answer is checked; any mismatch makes the exit code 1. With --json stdout is
+one line, the result object (ops, seconds, ops_per_s, p50_us, p99_us, p999_us,
+max_us, errors, ...), and the text lines go to stderr. On a terminal (not with
+--json) each phase, the clean-up included, shows a progress bar on stderr.")]
 pub struct BenchArgs {
     /// What to measure.
     #[arg(value_enum)]
@@ -167,9 +170,15 @@ async fn clients(conn: &Conn, n: u64) -> Result<Vec<SessionClient>, String> {
     Ok(out)
 }
 
-/// Adds `ids` in calls of `batch` over one task per client. Every session must be
-/// accepted.
-async fn add_all(clients: Vec<SessionClient>, ids: &[u64], batch: usize, timeout_s: u32) -> Phase {
+/// Adds `ids` in calls of `batch` over one task per client, counting them on `bar`
+/// (cleared at the end). Every session must be accepted.
+async fn add_all(
+    clients: Vec<SessionClient>,
+    ids: &[u64],
+    batch: usize,
+    timeout_s: u32,
+    bar: ProgressBar,
+) -> Phase {
     let mut chunks: Vec<Vec<SessionRequest>> = ids
         .chunks(batch)
         .map(|c| c.iter().map(|id| session(*id, timeout_s)).collect())
@@ -180,7 +189,7 @@ async fn add_all(clients: Vec<SessionClient>, ids: &[u64], batch: usize, timeout
     let tasks: Vec<_> = clients
         .into_iter()
         .map(|mut c| {
-            let queue = queue.clone();
+            let (queue, bar) = (queue.clone(), bar.clone());
             tokio::spawn(async move {
                 let (mut h, mut errors, mut ops) = (histogram(), Errors::default(), 0u64);
                 loop {
@@ -191,6 +200,7 @@ async fn add_all(clients: Vec<SessionClient>, ids: &[u64], batch: usize, timeout
                     let t0 = Instant::now();
                     let r = c.add(chunk).await;
                     let _ = h.record(t0.elapsed().as_nanos() as u64);
+                    bar.inc(n);
                     match r {
                         Ok(r) => {
                             ops += n - r.response_error.len() as u64;
@@ -219,7 +229,9 @@ async fn add_all(clients: Vec<SessionClient>, ids: &[u64], batch: usize, timeout
             })
         })
         .collect();
-    join(tasks, start).await
+    let p = join(tasks, start).await;
+    bar.finish_and_clear();
+    p
 }
 
 async fn join(
@@ -246,20 +258,22 @@ async fn join(
     p
 }
 
-/// Gets (or deletes) every id, spread over one task per client. Each answer must be
-/// the session asked for; `live` also wants it ESTABLISHED.
+/// Gets (or deletes) every id, spread over one task per client, counting them on
+/// `bar` (cleared at the end). Each answer must be the session asked for; `live` also
+/// wants it ESTABLISHED.
 async fn get_all(
     clients: Vec<SessionClient>,
     ids: Arc<Vec<u64>>,
     delete: bool,
     live: bool,
+    bar: ProgressBar,
 ) -> Phase {
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = clients
         .into_iter()
         .map(|mut c| {
-            let (ids, next) = (ids.clone(), next.clone());
+            let (ids, next, bar) = (ids.clone(), next.clone(), bar.clone());
             tokio::spawn(async move {
                 let (mut h, mut errors, mut ops) = (histogram(), Errors::default(), 0u64);
                 while let Some(&id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) {
@@ -270,6 +284,7 @@ async fn get_all(
                         c.get(id).await
                     };
                     let _ = h.record(t0.elapsed().as_nanos() as u64);
+                    bar.inc(1);
                     match check_session(id, r, live) {
                         Ok(()) => ops += 1,
                         Err(e) => errors.push(e),
@@ -279,7 +294,9 @@ async fn get_all(
             })
         })
         .collect();
-    join(tasks, start).await
+    let p = join(tasks, start).await;
+    bar.finish_and_clear();
+    p
 }
 
 pub fn check_session(
@@ -335,7 +352,9 @@ pub async fn run(conn: &Conn, a: BenchArgs) -> Result<(), String> {
         // Cleanup is not measured: many calls in flight on each connection.
         let c = clients(conn, a.streams).await?;
         let many: Vec<SessionClient> = (0..c.len() * 16).map(|i| c[i % c.len()].clone()).collect();
-        let d = get_all(many, ids.clone(), true, false).await;
+        let n = ids.len() as u64;
+        let bar = progress::bar(conn.json, n, format!("removing {} sessions", count(n)));
+        let d = get_all(many, ids.clone(), true, false, bar).await;
         say(
             conn,
             format!("  deleted {} sessions in {:.3} s", d.ops, d.seconds),
@@ -356,6 +375,12 @@ pub async fn run(conn: &Conn, a: BenchArgs) -> Result<(), String> {
         return Err(format!("bench {:?}: {} errors", a.kind, errors.count).to_lowercase());
     }
     Ok(())
+}
+
+/// The bar of an add phase.
+fn adding(conn: &Conn, ids: &[u64]) -> ProgressBar {
+    let n = ids.len() as u64;
+    progress::bar(conn.json, n, format!("adding {} sessions", count(n)))
 }
 
 fn add_report(conn: &Conn, a: &BenchArgs, p: &Phase) {
@@ -381,7 +406,8 @@ async fn bench_add(
     say(conn, format!("bench add: {} sessions", a.sessions));
     // The device's histogram counts since it started: this run is after - before.
     let before = device_add_histogram(conn).await;
-    let mut p = add_all(clients(conn, a.streams).await?, &ids, a.batch as usize, 600).await;
+    let c = clients(conn, a.streams).await?;
+    let mut p = add_all(c, &ids, a.batch as usize, 600, adding(conn, &ids)).await;
     add_report(conn, a, &p);
     say(conn, latency_line("AddSession call", &p.latency));
 
@@ -392,13 +418,13 @@ async fn bench_add(
         .into_iter()
         .map(|i| ids[i])
         .collect();
-    let s = get_all(
-        clients(conn, a.streams).await?,
-        Arc::new(sample),
-        false,
-        true,
-    )
-    .await;
+    let c = clients(conn, a.streams).await?;
+    let bar = progress::bar(
+        conn.json,
+        k as u64,
+        format!("checking {} sessions are live", count(k as u64)),
+    );
+    let s = get_all(c, Arc::new(sample), false, true, bar).await;
     say(
         conn,
         format!("  sample: {} of {k} Gets found the session live", s.ops),
@@ -451,9 +477,13 @@ async fn bench_get(
     ids: Arc<Vec<u64>>,
 ) -> Result<(Value, Errors), String> {
     say(conn, format!("bench get: {} sessions", a.sessions));
-    let added = add_all(clients(conn, a.streams).await?, &ids, a.batch as usize, 600).await;
+    let c = clients(conn, a.streams).await?;
+    let added = add_all(c, &ids, a.batch as usize, 600, adding(conn, &ids)).await;
     add_report(conn, a, &added);
-    let mut p = get_all(clients(conn, a.streams).await?, ids, false, false).await;
+    let c = clients(conn, a.streams).await?;
+    let n = ids.len() as u64;
+    let bar = progress::bar(conn.json, n, format!("getting {} sessions", count(n)));
+    let mut p = get_all(c, ids, false, false, bar).await;
     say(
         conn,
         format!(
@@ -491,7 +521,8 @@ async fn bench_closed(
         s.ok().map(|s| s.into_inner().closed_pending)
     };
     let base = pending(admin.get_stats(StatsRequest {}).await);
-    let added = add_all(clients(conn, a.streams).await?, &ids, a.batch as usize, 1).await;
+    let c = clients(conn, a.streams).await?;
+    let added = add_all(c, &ids, a.batch as usize, 1, adding(conn, &ids)).await;
     add_report(conn, a, &added);
 
     // Wait until all are closed: the device's count of pending closed records, checked
@@ -501,9 +532,15 @@ async fn bench_closed(
     let mut lister = conn.session_client(ch);
     let (lo, hi) = (a.first_id, a.first_id.saturating_add(a.sessions));
     let mut polls = 0u64;
+    let bar = progress::bar(
+        conn.json,
+        added.ops,
+        format!("waiting for {} sessions to close", count(added.ops)),
+    );
     loop {
         let p = pending(admin.get_stats(StatsRequest {}).await);
         if let (Some(b), Some(p)) = (base, p) {
+            bar.set_position(p.saturating_sub(b).min(added.ops));
             if p >= b + added.ops {
                 break;
             }
@@ -517,6 +554,7 @@ async fn bench_closed(
                 .filter(|s| (lo..hi).contains(&s.session_id))
                 .filter(|s| s.session_state == SessionState::Closed as i32)
                 .count() as u64;
+            bar.set_position(closed.min(added.ops));
             if closed >= added.ops {
                 break;
             }
@@ -531,6 +569,7 @@ async fn bench_closed(
         polls += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    bar.finish_and_clear();
     let wait = t0.elapsed().as_secs_f64();
     say(conn, format!("  all closed after {wait:.3} s"));
 
@@ -538,12 +577,17 @@ async fn bench_closed(
     let start = Instant::now();
     let received = Arc::new(AtomicU64::new(0));
     let cap = a.batch.min(u64::from(u32::MAX)) as u32;
+    let bar = progress::bar(
+        conn.json,
+        added.ops,
+        format!("draining {} closed records", count(added.ops)),
+    );
     let tasks: Vec<_> = clients(conn, a.streams)
         .await?
         .into_iter()
         .map(|c| {
-            let received = received.clone();
-            tokio::spawn(drain(c, cap, received, added.ops))
+            let (received, bar) = (received.clone(), bar.clone());
+            tokio::spawn(drain(c, cap, received, added.ops, bar))
         })
         .collect();
     let mut p = Phase {
@@ -564,6 +608,7 @@ async fn bench_closed(
         }
     }
     p.seconds = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
     let (ops, foreign) = check_closed(&all, lo, hi, &mut p.errors);
     p.ops = ops;
     say(
@@ -593,12 +638,14 @@ async fn bench_closed(
 
 /// One draining stream: GetClosedSessions calls of at most `cap` records until all
 /// `expected` records (counted over every stream) are in, or the device has had
-/// nothing for a while (records may still be on their way from the workers).
+/// nothing for a while (records may still be on their way from the workers). Each
+/// record moves `bar` on.
 async fn drain(
     mut c: SessionClient,
     cap: u32,
     received: Arc<AtomicU64>,
     expected: u64,
+    bar: ProgressBar,
 ) -> (Histogram<u64>, Errors, Vec<(u64, i32, i32)>) {
     let mut h = histogram();
     let mut got = Vec::new();
@@ -619,6 +666,7 @@ async fn drain(
                             let _ = h.record(t.elapsed().as_nanos() as u64);
                             t = Instant::now();
                             n += 1;
+                            bar.inc(1);
                             got.push((r.session_id, r.session_close_code, r.session_state));
                         }
                         Err(s) => errors.push(status_line("GetClosedSessions stream", &s)),

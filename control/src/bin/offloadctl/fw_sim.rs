@@ -2,15 +2,17 @@
 //! sessions (IPv4 and IPv6, TCP and UDP, every action, short idle timeouts), repeats a
 //! few live ones on purpose to show `_SESSION_ALREADY_EXISTS`, collects closed sessions
 //! with GetClosedSessions, and offloads the closed ones again under new ids in the next
-//! loop. It keeps its own table of what it believes is offloaded.
+//! loop. It keeps its own table of what it believes is offloaded. On a terminal a
+//! status line under the output keeps the running totals and rates (progress.rs).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use control::client::SessionClient;
 use control::wire::{add_status_name, close_code_name, request_from_spec};
 use dataplane::session::{bytes_addr, Action, SessionSpec};
+use indicatif::ProgressBar;
 use proto::v2::{AddSessionStatus, SessionRequestArgs};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -18,6 +20,7 @@ use serde_json::json;
 use tokio_stream::StreamExt;
 
 use crate::output::short;
+use crate::progress::{self, count};
 use crate::sessions::{add_outcome, walk};
 use crate::watch::positive;
 use crate::{status_line, Conn};
@@ -167,7 +170,36 @@ pub fn outcome_text(status: i32) -> String {
         .to_lowercase()
 }
 
-async fn one_loop(sim: &mut Sim, c: &mut SessionClient, json: bool) -> Result<LoopCount, String> {
+/// A line on stdout, with the status line (if shown) moved out of its way.
+fn print(status: &ProgressBar, line: String) {
+    status.suspend(|| out!("{line}"));
+}
+
+/// The status line: the loop, the running totals and their rates, e.g.
+/// "loop 3/10: 21 offloaded, 14 live, 7 closed; 7.0 offloads/s, 2.3 closes/s".
+fn status_text(i: u64, loops: u64, total: &LoopCount, live: usize, seconds: f64) -> String {
+    let of = if loops == 0 {
+        String::new()
+    } else {
+        format!("/{loops}")
+    };
+    let rate = |n: u64| n as f64 / seconds.max(1e-9);
+    format!(
+        "loop {i}{of}: {} offloaded, {} live, {} closed; {:.1} offloads/s, {:.1} closes/s",
+        count(total.accepted),
+        count(live as u64),
+        count(total.closed),
+        rate(total.accepted),
+        rate(total.closed)
+    )
+}
+
+async fn one_loop(
+    sim: &mut Sim,
+    c: &mut SessionClient,
+    json: bool,
+    bar: &ProgressBar,
+) -> Result<LoopCount, String> {
     let mut n = LoopCount::default();
     let batch = sim.batch();
     let requests = batch.iter().map(|(s, _)| request_from_spec(s)).collect();
@@ -196,12 +228,13 @@ async fn one_loop(sim: &mut Sim, c: &mut SessionClient, json: bool) -> Result<Lo
             out!("{j}");
         } else {
             let what = if repeat { " (repeat)" } else { "" };
-            out!(
+            let line = format!(
                 "  add {:>6} {}{what}: {}",
                 spec.id,
                 describe(&spec),
                 outcome_text(status)
             );
+            print(bar, line);
         }
     }
 
@@ -222,7 +255,7 @@ async fn one_loop(sim: &mut Sim, c: &mut SessionClient, json: bool) -> Result<Lo
                            "out_packets": rec.out_packets, "out_bytes": rec.out_bytes});
             out!("{j}");
         } else {
-            out!(
+            let line = format!(
                 "  closed {:>3} {}: in {} pkts {} bytes, out {} pkts {} bytes{}",
                 rec.session_id,
                 short(cause),
@@ -236,6 +269,7 @@ async fn one_loop(sim: &mut Sim, c: &mut SessionClient, json: bool) -> Result<Lo
                     " (not in the simulator's table)"
                 }
             );
+            print(bar, line);
         }
     }
     Ok(n)
@@ -268,12 +302,14 @@ pub async fn run(conn: &Conn, a: FwSimArgs) -> Result<(), String> {
     tokio::pin!(ctrl_c);
     let mut total = LoopCount::default();
     let mut i = 0;
+    let status = progress::spinner(conn.json, "loop 1".into());
+    let start = Instant::now();
     while sim.a.loops == 0 || i < sim.a.loops {
         i += 1;
         if !conn.json {
-            out!("loop {i}");
+            print(&status, format!("loop {i}"));
         }
-        let n = one_loop(&mut sim, &mut c, conn.json).await?;
+        let n = one_loop(&mut sim, &mut c, conn.json, &status).await?;
         let live = sim.live.len();
         if conn.json {
             let j = json!({"event": "loop", "loop": i, "offered": n.offered, "accepted": n.accepted,
@@ -281,10 +317,10 @@ pub async fn run(conn: &Conn, a: FwSimArgs) -> Result<(), String> {
                            "rejected": n.rejected, "closed": n.closed, "live": live});
             out!("{j}");
         } else {
-            out!(
+            print(&status, format!(
                 "loop {i}: offered {}, accepted {}, table full {}, already exists {}, rejected {}; closed {}; live {live}",
                 n.offered, n.accepted, n.table_full, n.exists, n.rejected, n.closed
-            );
+            ));
         }
         total.offered += n.offered;
         total.accepted += n.accepted;
@@ -292,6 +328,8 @@ pub async fn run(conn: &Conn, a: FwSimArgs) -> Result<(), String> {
         total.exists += n.exists;
         total.rejected += n.rejected;
         total.closed += n.closed;
+        let seconds = start.elapsed().as_secs_f64();
+        status.set_message(status_text(i, sim.a.loops, &total, live, seconds));
         if sim.a.loops != 0 && i == sim.a.loops {
             break;
         }
@@ -300,6 +338,7 @@ pub async fn run(conn: &Conn, a: FwSimArgs) -> Result<(), String> {
             _ = &mut ctrl_c => break,
         }
     }
+    status.finish_and_clear();
     if !conn.json {
         out!(
             "total after {i} loops: offered {}, accepted {}, table full {}, already exists {}, rejected {}; closed {}; live {}",

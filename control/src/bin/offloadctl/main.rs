@@ -28,6 +28,7 @@ mod latency;
 mod neighbours;
 mod output;
 mod plot;
+mod progress;
 mod sessions;
 mod stats;
 mod watch;
