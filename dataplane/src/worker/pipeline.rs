@@ -178,29 +178,18 @@ impl Worker {
     fn advance(&mut self, p: usize, lif: u16, pipe: &mut Pipe, drain: bool) -> usize {
         let first = pipe.done;
         loop {
+            self.advance_in_step(p, lif, pipe);
             let mut moved = false;
             let parse_all = drain && pipe.parsed < pipe.received;
             if parse_all || pipe.received - pipe.parsed > HEADER_AHEAD {
-                self.parse_stage(pipe, lif);
-                // Refilled in batches: a check per packet, a loop per `HEADER_AHEAD`.
-                if pipe.fetched.wrapping_sub(pipe.parsed) < HEADER_AHEAD {
-                    fetch_headers(pipe);
-                }
+                self.parse_and_fetch(pipe, lif);
                 moved = true;
             }
             let parsed_all = drain && pipe.parsed == pipe.received;
             if (parsed_all && pipe.matched < pipe.parsed)
                 || pipe.parsed - pipe.matched > BUCKET_AHEAD
             {
-                let i = at(pipe.matched);
-                if pipe.kinds[i] == Kind::Flow {
-                    let probe = self.table.prefetch_entry(pipe.hashes[i]);
-                    if pipe.keys[i].proto == PROTO_TCP {
-                        self.table.prefetch_tcp_window(probe);
-                    }
-                    pipe.probes[i] = probe;
-                }
-                pipe.matched += 1;
+                self.match_stage(pipe);
                 moved = true;
             }
             let matched_all = parsed_all && pipe.matched == pipe.parsed;
@@ -213,6 +202,48 @@ impl Worker {
             }
         }
         (pipe.done - first) as usize
+    }
+
+    /// The steady state, where most packets go: while each stage is exactly its
+    /// distance behind the one before and packets wait beyond the header distance,
+    /// the three stages move together, a packet each per step, in the order the
+    /// loop of `advance` would move them, without its checks per stage.
+    #[inline(always)]
+    fn advance_in_step(&mut self, p: usize, lif: u16, pipe: &mut Pipe) {
+        if pipe.parsed - pipe.matched != BUCKET_AHEAD || pipe.matched - pipe.done != ENTRY_AHEAD {
+            return;
+        }
+        let steps = (pipe.received - pipe.parsed).saturating_sub(HEADER_AHEAD);
+        for _ in 0..steps {
+            self.parse_and_fetch(pipe, lif);
+            self.match_stage(pipe);
+            self.finish_stage(p, pipe);
+        }
+    }
+
+    /// Stage 1, and the header prefetches it needs next, refilled in batches: a
+    /// check per packet, a loop per `HEADER_AHEAD`.
+    #[inline(always)]
+    fn parse_and_fetch(&mut self, pipe: &mut Pipe, lif: u16) {
+        self.parse_stage(pipe, lif);
+        if pipe.fetched.wrapping_sub(pipe.parsed) < HEADER_AHEAD {
+            fetch_headers(pipe);
+        }
+    }
+
+    /// Stage 2: match the tag in the bucket, prefetch the entry (and a TCP
+    /// session's window).
+    #[inline(always)]
+    fn match_stage(&mut self, pipe: &mut Pipe) {
+        let i = at(pipe.matched);
+        if pipe.kinds[i] == Kind::Flow {
+            let probe = self.table.prefetch_entry(pipe.hashes[i]);
+            if pipe.keys[i].proto == PROTO_TCP {
+                self.table.prefetch_tcp_window(probe);
+            }
+            pipe.probes[i] = probe;
+        }
+        pipe.matched += 1;
     }
 
     /// Stage 1: parse, key, hash, prefetch the bucket.
