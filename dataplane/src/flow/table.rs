@@ -371,6 +371,15 @@ impl FlowTable {
         unsafe { self.index.get_unchecked(b) }
     }
 
+    /// The entry of a slot the index holds. Every slot in the index (and so in a
+    /// `Probe`) was taken by `insert` from below the capacity, so no bounds check.
+    #[inline(always)]
+    fn indexed(&self, slot: u32) -> &Entry {
+        debug_assert!((slot as usize) < self.entries.len());
+        // SAFETY: slot < entries.len(), see above.
+        unsafe { &*self.entries.as_ptr().add(slot as usize) }
+    }
+
     /// Stage 1 of a lookup: bring the key's home bucket toward the cache.
     #[inline(always)]
     pub fn prefetch_bucket(&self, hash: u64) {
@@ -394,7 +403,7 @@ impl FlowTable {
             return Probe::NONE;
         }
         let r = b.refs[way_of(m)];
-        prefetch::write(&self.entries[r as usize]);
+        prefetch::write(self.indexed(r));
         Probe {
             r,
             epoch: self.epoch,
@@ -417,7 +426,7 @@ impl FlowTable {
     #[inline(always)]
     pub fn lookup_probed(&self, key: &FlowKey, hash: u64, probe: Probe) -> Option<(u32, Dir)> {
         if probe.epoch == self.epoch && probe.r != Probe::NONE.r {
-            if let Some(dir) = self.entries[probe.r as usize].direction_of(key) {
+            if let Some(dir) = self.indexed(probe.r).direction_of(key) {
                 return Some((probe.r, dir));
             }
         }
@@ -434,7 +443,7 @@ impl FlowTable {
             let mut m = bucket.matching(tag);
             while m != 0 {
                 let r = bucket.refs[way_of(m)];
-                if let Some(dir) = self.entries[r as usize].direction_of(key) {
+                if let Some(dir) = self.indexed(r).direction_of(key) {
                     return Some((r, dir));
                 }
                 m &= m - 1;
