@@ -167,6 +167,40 @@ fn control_help(name: &str) -> &'static str {
     }
 }
 
+/// Help text of the worker counters that are a family of their own (the same words
+/// as docs/metrics.md).
+fn worker_help(name: &str) -> &'static str {
+    match name {
+        "rx" => "Frames received on all ports.",
+        "hits" => "Frames of an offloaded session.",
+        "misses" => "TCP/UDP frames of no offloaded session (sent to the firewall port).",
+        "not_flow" => "Well-formed frames that are no TCP/UDP flow (sent to the firewall port).",
+        "malformed" => "Frames that cannot be read (sent to the firewall port).",
+        "rx_no_lif" => "Frames received on a port that carries no lif (dropped).",
+        "forwarded" => "Frames sent on toward the other side.",
+        "dropped" => "Frames of _DROP sessions.",
+        "to_firewall" => "Frames and copies sent to the firewall port.",
+        "to_collector" => "Mirror copies sent to the collector port.",
+        "copy_failures" => "Copies not made: the packet pool was empty.",
+        "retag_failures" => "Forwarded frames dropped because a VLAN tag could not be pushed.",
+        "polls" => "Worker loop iterations.",
+        "idle_polls" => "Worker loop iterations that found no work.",
+        "forwarded_unresolved" => "Forwarded frames whose next hop was not resolved.",
+        "neighbour_requests" => "ARP requests and neighbour solicitations sent.",
+        "neighbour_requests_deferred" => {
+            "Neighbour requests held back by the rate limit, sent later."
+        }
+        "neighbour_replies" => "Answers heard from next hops.",
+        "neighbour_updates" => "Other news heard from next hops.",
+        "neighbour_failures" => "Next hops that stopped answering.",
+        "neighbour_table_full" => "Sessions whose next hop found the neighbour table full.",
+        "deletes" => "Sessions removed by DeleteSession.",
+        "closed_sent" => "Closed records handed to the control plane.",
+        "feed_full" => "Times the closed-record feed was full and records waited in the worker.",
+        _ => "Worker counter (docs/metrics.md).",
+    }
+}
+
 /// Help text of the labelled worker families.
 fn family_help(family: &str) -> &'static str {
     match family {
@@ -318,7 +352,11 @@ impl Snapshot {
                         family_help(family),
                         vec![(label, value)],
                     ),
-                    None => (format!("worker_{}", c.name), "Worker counter.", Vec::new()),
+                    None => (
+                        format!("worker_{}", c.name),
+                        worker_help(&c.name),
+                        Vec::new(),
+                    ),
                 };
                 labels.insert(0, ("worker", w.worker.to_string()));
                 match families.iter_mut().find(|f| f.0 == family) {
