@@ -78,11 +78,14 @@ choose_compose() {
     echo "compose: ${compose[*]} ($("${compose[@]}" version 2>/dev/null | head -n 1))"
 }
 
+docker_mounts() { findmnt -rn -o TARGET | grep -E '^/(var/lib|run)/docker(/|$)' || true; }
+
 start_dockerd() {
     if "$DOCKER" info >/dev/null 2>&1; then
         echo "using the running dockerd"
         return
     fi
+    docker_mounts >"$work/mounts-before"
     # No default bridge and no iptables rules: containers get only the networks the
     # deployment makes (here none: the device makes its own veths).
     dockerd --bridge=none --iptables=false --pidfile "$work/dockerd.pid" >"$work/dockerd.log" 2>&1 &
@@ -123,14 +126,24 @@ cleanup() {
         # Whatever a failed compose call left.
         "$DOCKER" ps -aq --filter "label=com.docker.compose.project=$PROJECT-afpacket" \
             --filter "label=com.docker.compose.project=$PROJECT-afxdp" | xargs -r "$DOCKER" rm -f >/dev/null
+        # Every image this run made (the image, the untagged build stage), but a
+        # base image it made is kept as a cache unless OFFLOADD_DOCKER_KEEP_BASE=0.
         "$DOCKER" rmi "$IMAGE" >/dev/null 2>&1
-        if [ -n "$made_base" ] && [ "${OFFLOADD_DOCKER_KEEP_BASE:-1}" = 0 ]; then
-            "$DOCKER" rmi "$BASE" >/dev/null 2>&1
+        if [ -n "$made_base" ] && [ "${OFFLOADD_DOCKER_KEEP_BASE:-1}" != 0 ]; then
+            "$DOCKER" image inspect -f '{{.Id}}' "$BASE" >>"$work/images-before" 2>/dev/null
+        fi
+        if [ -f "$work/images-before" ]; then
+            "$DOCKER" images -aq --no-trunc | sort -u | grep -vxF -f "$work/images-before" |
+                xargs -r "$DOCKER" rmi -f >/dev/null 2>&1
         fi
     fi
     if [ -n "$dockerd_pid" ]; then
         stop_dockerd
-        left=$(findmnt -rn -o TARGET | grep -E '^/(var/lib|run)/docker/' || true)
+        # What the stopped daemon leaves mounted (its own network namespace's
+        # /run/docker/netns/default); anything else of docker's is a leak.
+        docker_mounts | grep -vxF -f "$work/mounts-before" | { grep -xF /run/docker/netns/default || true; } |
+            xargs -r -n 1 umount
+        left=$(docker_mounts | grep -vxF -f "$work/mounts-before" || true)
         if [ -n "$left" ]; then
             echo "docker/ci.sh: mounted after its dockerd stopped: $left" >&2
             [ $rc -ne 0 ] || rc=1
@@ -289,6 +302,8 @@ install_missing docker.io debootstrap clang llvm libclang-dev libelf-dev zlib1g-
 choose_compose
 start_dockerd
 echo "docker: $("$DOCKER" version --format 'client {{.Client.Version}} (API {{.Client.APIVersion}}), daemon {{.Server.Version}} (API {{.Server.APIVersion}})')"
+
+"$DOCKER" images -aq --no-trunc | sort -u >"$work/images-before"
 
 step "base image $BASE"
 if "$DOCKER" image inspect "$BASE" >/dev/null 2>&1; then
