@@ -139,10 +139,11 @@ cleanup() {
     fi
     if [ -n "$dockerd_pid" ]; then
         stop_dockerd
-        # What the stopped daemon leaves mounted (its own network namespace's
-        # /run/docker/netns/default); anything else of docker's is a leak.
-        docker_mounts | grep -vxF -f "$work/mounts-before" | { grep -xF /run/docker/netns/default || true; } |
-            xargs -r -n 1 umount
+        # What the stopped daemon leaves mounted: the network namespaces it had not
+        # collected yet (after a failure) and its own (/run/docker/netns/default).
+        # Anything else of docker's is a leak.
+        docker_mounts | grep -vxF -f "$work/mounts-before" | { grep '^/run/docker/netns/' || true; } |
+            while read -r m; do umount "$m" && rm -f "$m"; done
         left=$(docker_mounts | grep -vxF -f "$work/mounts-before" || true)
         if [ -n "$left" ]; then
             echo "docker/ci.sh: mounted after its dockerd stopped: $left" >&2
@@ -170,6 +171,14 @@ json_field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" | head -n 1; }
 ctl() { compose_in "$project" exec -T firewall offloadctl --ca "$CA" "$@"; }
 
 logs_of() { "$DOCKER" logs "$(compose_in "$project" ps -q "$1")" 2>&1; }
+
+# The first line of a service's log that matches an extended regex. (The log is read
+# whole first: under pipefail, `logs | grep -q` fails when grep stops reading early.)
+log_has() {
+    local text
+    text=$(logs_of "$1")
+    grep -E -m 1 "$2" <<<"$text"
+}
 
 show_logs() {
     local s
@@ -203,7 +212,7 @@ check_backend() {
 
 check_offloaded_over_tls() {
     local deadline=$((SECONDS + 60))
-    until logs_of firewall | grep -q '^session 1: accepted'; do
+    until log_has firewall '^session 1: accepted' >/dev/null; do
         [ $SECONDS -lt $deadline ] || fail "the firewall never offloaded session 1: $(logs_of firewall | head)"
         sleep 0.5
     done
@@ -249,16 +258,17 @@ check_watch_shows_it() {
 # The inside host stops: the outside host only echoes, so the session goes idle, ends
 # by its timeout, and its closed record reaches the firewall simulator.
 check_closed_by_timeout() {
-    local t0 line deadline
+    local t0 line deadline listed
     compose_in "$project" stop -t 10 inside-host >/dev/null 2>&1
     t0=$SECONDS
     deadline=$((SECONDS + SESSION_TIMEOUT + 60))
-    until line=$(logs_of firewall | grep -E -m 1 '^ +closed +1 '); do
+    until line=$(log_has firewall '^ +closed +1 '); do
         [ $SECONDS -lt $deadline ] || fail "no closed record of session 1 in the firewall's log after $((SECONDS - t0)) s"
         sleep 0.5
     done
     grep -q TIMEOUT <<<"$line" || fail "session 1 closed, but not by timeout: $line"
-    if ctl --json list | grep -q '"session_id":1[,}]'; then
+    listed=$(ctl --json list) || fail "ListSessions failed"
+    if grep -q '"session_id":1[,}]' <<<"$listed"; then
         fail "session 1 is still listed after its closed record"
     fi
     echo "inside host stopped; $((SECONDS - t0)) s later fw-sim logged:$line (last counters: $last_counts)"
@@ -344,7 +354,7 @@ check_deployment "$PROJECT-afxdp" /etc/offloadd/docker/offloadd-afxdp.toml af_xd
 step "the devices' network namespaces are freed"
 deadline=$((SECONDS + 150))
 for ns in "${sandboxes[@]}"; do
-    while [ -e "$ns" ] || findmnt -rn -o TARGET | grep -qxF "$ns"; do
+    while [ -e "$ns" ] || grep -qxF "$ns" <<<"$(findmnt -rn -o TARGET)"; do
         [ $SECONDS -lt $deadline ] || fail "the network namespace $ns is still there"
         sleep 1
     done
