@@ -328,7 +328,7 @@ else
 fi
 
 step "offloadd and offloadctl on the host (features: $FEATURES)"
-cargo build --release -q -p control --bin offloadd --bin offloadctl --features "$FEATURES"
+cargo build --release -p control --bin offloadd --bin offloadctl --features "$FEATURES"
 target=${CARGO_TARGET_DIR:-target}
 mkdir -p docker/bin
 # Stripped, as the Debian package has them (debug info would treble the image).
