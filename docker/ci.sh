@@ -129,12 +129,16 @@ cleanup() {
         # Every image this run made (the image, the untagged build stage), but a
         # base image it made is kept as a cache unless OFFLOADD_DOCKER_KEEP_BASE=0.
         "$DOCKER" rmi "$IMAGE" >/dev/null 2>&1
-        if [ -n "$made_base" ] && [ "${OFFLOADD_DOCKER_KEEP_BASE:-1}" != 0 ]; then
+        # The base last: an image with children cannot be removed.
+        if [ -n "$made_base" ]; then
             "$DOCKER" image inspect -f '{{.Id}}' "$BASE" >>"$work/images-before" 2>/dev/null
         fi
         if [ -f "$work/images-before" ]; then
             "$DOCKER" images -aq --no-trunc | sort -u | grep -vxF -f "$work/images-before" |
                 xargs -r "$DOCKER" rmi -f >/dev/null 2>&1
+        fi
+        if [ -n "$made_base" ] && [ "${OFFLOADD_DOCKER_KEEP_BASE:-1}" = 0 ]; then
+            "$DOCKER" rmi "$BASE" >/dev/null 2>&1 || echo "docker/ci.sh: could not remove $BASE" >&2
         fi
     fi
     if [ -n "$dockerd_pid" ]; then
