@@ -200,24 +200,29 @@ fn compose_services_carry_the_udp_session_through_the_device() {
         String::from_utf8_lossy(&add.stderr)
     );
 
-    // inside-host and outside-host, with compose.yaml's environment.
+    // outside-host (the server) and inside-host (the client), with compose.yaml's
+    // environment.
     let hosts = [
-        (
-            "inside",
-            "10.0.0.2/24",
-            "10.0.0.1",
-            "02:00:00:00:0a:01",
-            "server",
-        ),
         (
             "outside",
             "10.0.0.1/24",
             "10.0.0.2",
             "02:00:00:00:0a:02",
+            "server",
+            "5000",
+            "",
+        ),
+        (
+            "inside",
+            "10.0.0.2/24",
+            "10.0.0.1",
+            "02:00:00:00:0a:01",
             "client",
+            "5001",
+            "5000",
         ),
     ];
-    for (i, (side, addr, peer, peer_mac, role)) in hosts.into_iter().enumerate() {
+    for (i, (side, addr, peer, peer_mac, role, port, peer_port)) in hosts.into_iter().enumerate() {
         let mut host = compose.service("sh");
         host.arg("docker/host.sh")
             .env("SIDE", side)
@@ -225,7 +230,11 @@ fn compose_services_carry_the_udp_session_through_the_device() {
             .env("PEER", peer)
             .env("PEER_MAC", peer_mac)
             .env("ROLE", role)
-            .env("NETNS", &compose.host_ns[1 - i]);
+            .env("PORT", port)
+            .env("NETNS", &compose.host_ns[i]);
+        if !peer_port.is_empty() {
+            host.env("PEER_PORT", peer_port);
+        }
         compose.start(host, &logs.join(format!("{side}.log")));
     }
 
@@ -253,12 +262,12 @@ fn compose_services_carry_the_udp_session_through_the_device() {
     }
     // The server's socat -v log shows the datagrams it echoed (not necessarily the
     // first: the client may send before the server listens).
-    let inside = std::fs::read_to_string(logs.join("inside.log")).unwrap_or_default();
-    let echoed = inside
+    let outside = std::fs::read_to_string(logs.join("outside.log")).unwrap_or_default();
+    let echoed = outside
         .lines()
-        .filter(|l| l.starts_with("hello ") && l.ends_with(" from 10.0.0.1/24"))
+        .filter(|l| l.starts_with("hello ") && l.ends_with(" from 10.0.0.2/24"))
         .count();
-    assert!(echoed >= 2, "{inside}");
+    assert!(echoed >= 2, "{outside}");
     drop(compose);
     let _ = std::fs::remove_dir_all(&logs);
 }
