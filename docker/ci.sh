@@ -6,8 +6,8 @@
 # host (every backend), and runs docker/compose.yaml twice, with AF_PACKET and with
 # AF_XDP ports. Each deployment must pass the checks of check_deployment; afterwards
 # `compose down` must leave no container, network or network namespace behind.
-# Everything it made is removed, also on failure (the base image is kept as a cache
-# unless OFFLOADD_DOCKER_KEEP_BASE=0), and a dockerd it started is stopped.
+# Everything it made is removed, also on failure (OFFLOADD_DOCKER_KEEP_BASE=1 keeps the
+# base image as a cache for the next run), and a dockerd it started is stopped.
 #
 # Environment: CARGO_TARGET_DIR (where the host build goes), DEBIAN_MIRROR,
 # OFFLOADD_COMPOSE (the compose command, e.g. "docker compose"; default:
@@ -126,18 +126,19 @@ cleanup() {
         # Whatever a failed compose call left.
         "$DOCKER" ps -aq --filter "label=com.docker.compose.project=$PROJECT-afpacket" \
             --filter "label=com.docker.compose.project=$PROJECT-afxdp" | xargs -r "$DOCKER" rm -f >/dev/null
-        # Every image this run made (the image, the untagged build stage), but a
-        # base image it made is kept as a cache unless OFFLOADD_DOCKER_KEEP_BASE=0.
+        # Every image this run made (the image, the untagged build stage); the base
+        # image it made too, unless OFFLOADD_DOCKER_KEEP_BASE=1 keeps it as a cache.
         "$DOCKER" rmi "$IMAGE" >/dev/null 2>&1
         # The base last: an image with children cannot be removed.
         if [ -n "$made_base" ]; then
+            # Kept out of the sweep below: removed last, on its own.
             "$DOCKER" image inspect -f '{{.Id}}' "$BASE" >>"$work/images-before" 2>/dev/null
         fi
         if [ -f "$work/images-before" ]; then
             "$DOCKER" images -aq --no-trunc | sort -u | grep -vxF -f "$work/images-before" |
                 xargs -r "$DOCKER" rmi -f >/dev/null 2>&1
         fi
-        if [ -n "$made_base" ] && [ "${OFFLOADD_DOCKER_KEEP_BASE:-1}" = 0 ]; then
+        if [ -n "$made_base" ] && [ "${OFFLOADD_DOCKER_KEEP_BASE:-0}" != 1 ]; then
             "$DOCKER" rmi "$BASE" >/dev/null 2>&1 || echo "docker/ci.sh: could not remove $BASE" >&2
         fi
     fi
