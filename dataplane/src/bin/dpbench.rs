@@ -708,6 +708,73 @@ fn sender_socket(ns: Option<&str>, dev: &str) -> Result<Socket, String> {
     })?
 }
 
+/// The kernel baselines' namespaces and links: `src` (`s0`) -> `rtr` (`r0`, `r1`) ->
+/// `dst` (`d0`).
+struct Router {
+    src: String,
+    rtr: String,
+    dst: String,
+    s0: String,
+    r1: String,
+    d0: String,
+}
+
+/// What the conntrack baseline measured.
+struct Forwarded {
+    sent: u64,
+    forwarded: u64,
+    elapsed: Duration,
+    /// Connections conntrack held after the warm-up.
+    tracked: u64,
+    /// Frames the established-only rules dropped (must be 0).
+    not_established: u64,
+}
+
+/// (c) The router forwarding only what its conntrack knows as established: every
+/// session made established first (its frame out, then a reply), then `to_router`
+/// (the sessions' frames addressed to the router) sent for `secs`.
+fn conntrack_forwarding(
+    n: &Router,
+    specs: &[SessionSpec],
+    to_router: Arc<Vec<Vec<u8>>>,
+    sessions: usize,
+    secs: u64,
+) -> Result<Forwarded, String> {
+    let replies: Vec<Vec<u8>> = specs
+        .iter()
+        .map(|s| {
+            let mut buf = [0u8; 128];
+            let len = frame(s, true, &mut buf);
+            buf[..6].copy_from_slice(&[2, 0xbf, 0, 0, 0, 3]); // to the router's r1
+            buf[..len].to_vec()
+        })
+        .collect();
+    let _max = ConntrackMax::at_least(2 * sessions as u64)?;
+    nft(&n.rtr, CONNTRACK_WARM_UP)?;
+    send_once(sender_socket(Some(&n.src), &n.s0)?, &to_router);
+    let rtr = n.rtr.clone();
+    let tracked = settle(move || conntrack_count(&rtr))?;
+    send_once(sender_socket(Some(&n.dst), &n.d0)?, &replies);
+    let (rtr, r1) = (n.rtr.clone(), n.r1.clone());
+    settle(move || link_packets(Some(&rtr), &r1).map(|p| p.0))?;
+    nft(&n.rtr, CONNTRACK_ESTABLISHED)?;
+    let (rtr, r1) = (n.rtr.clone(), n.r1.clone());
+    let fwd = move || link_packets(Some(&rtr), &r1).map(|p| p.1);
+    let sock = sender_socket(Some(&n.src), &n.s0)?;
+    let before = fwd()?;
+    let (sent, elapsed) = std::thread::spawn(move || blast(sock, to_router, secs))
+        .join()
+        .map_err(|_| "sender panicked")?;
+    let forwarded = settle(&fwd)? - before;
+    Ok(Forwarded {
+        sent,
+        forwarded,
+        elapsed,
+        tracked,
+        not_established: nft_drops(&n.rtr)?,
+    })
+}
+
 /// nftables in the router namespace for the warm-up: conntrack on, everything passes.
 const CONNTRACK_WARM_UP: &str = "\
 table inet dpbench {
@@ -1122,7 +1189,8 @@ fn af_packet_bench(a: &Args) -> Result<bool, String> {
     let (rtr_ns, r1_dev) = (rtr.clone(), r1.clone());
     let fwd = move || link_packets(Some(&rtr_ns), &r1_dev).map(|p| p.1);
     let before = fwd()?;
-    let (ksent, kelapsed) = std::thread::spawn(move || blast(sock, routed.clone(), secs))
+    let to_router = routed.clone();
+    let (ksent, kelapsed) = std::thread::spawn(move || blast(sock, to_router, secs))
         .join()
         .map_err(|_| "sender panicked")?;
     let kfwd = settle(&fwd)? - before;
@@ -1132,49 +1200,25 @@ fn af_packet_bench(a: &Args) -> Result<bool, String> {
         ksent as f64 / kelapsed.as_secs_f64() / 1e6
     ));
 
-    // (c) The same router with conntrack: every session made established (a frame
-    // each way), then only established traffic passes.
-    let replies: Vec<Vec<u8>> = specs
-        .iter()
-        .map(|s| {
-            let mut buf = [0u8; 128];
-            let n = frame(s, true, &mut buf);
-            buf[..6].copy_from_slice(&[2, 0xbf, 0, 0, 0, 3]); // to the router's r1
-            buf[..n].to_vec()
-        })
-        .collect();
-    let routed_again: Arc<Vec<Vec<u8>>> = Arc::new(
-        frames
-            .iter()
-            .map(|f| {
-                let mut f = f.clone();
-                f[..6].copy_from_slice(&r0_mac);
-                f
-            })
-            .collect(),
-    );
-    let _max = ConntrackMax::at_least(2 * a.sessions as u64)?;
-    nft(&rtr, CONNTRACK_WARM_UP)?;
-    send_once(sender_socket(Some(&src), &s0)?, &routed_again);
-    let rtr_ns = rtr.clone();
-    let tracked = settle(move || conntrack_count(&rtr_ns))?;
-    send_once(sender_socket(Some(&dst), &d0)?, &replies);
-    let (rtr_ns, r1_dev) = (rtr.clone(), r1.clone());
-    settle(move || link_packets(Some(&rtr_ns), &r1_dev).map(|p| p.0))?;
-    nft(&rtr, CONNTRACK_ESTABLISHED)?;
-    let sock = sender_socket(Some(&src), &s0)?;
-    let before = fwd()?;
-    let (csent, celapsed) = std::thread::spawn(move || blast(sock, routed_again, secs))
-        .join()
-        .map_err(|_| "sender panicked")?;
-    let cfwd = settle(&fwd)? - before;
-    let not_established = nft_drops(&rtr)?;
-    let conntrack_mpps = cfwd as f64 / celapsed.as_secs_f64() / 1e6;
+    // (c) The same router with conntrack.
+    let router = Router {
+        src: src.clone(),
+        rtr: rtr.clone(),
+        dst: dst.clone(),
+        s0: s0.clone(),
+        r1: r1.clone(),
+        d0: d0.clone(),
+    };
+    let ct = conntrack_forwarding(&router, &specs, routed, a.sessions, secs)?;
+    let conntrack_mpps = ct.forwarded as f64 / ct.elapsed.as_secs_f64() / 1e6;
+    let (tracked, not_established) = (ct.tracked, ct.not_established);
     log(format!(
-        "kernel conntrack forwarding ({tracked} connections tracked): sender {csent} frames \
-         ({:.2} Mpps); router forwarded {cfwd}: {conntrack_mpps:.2} Mpps; \
+        "kernel conntrack forwarding ({tracked} connections tracked): sender {} frames \
+         ({:.2} Mpps); router forwarded {}: {conntrack_mpps:.2} Mpps; \
          dropped as not established: {not_established}",
-        csent as f64 / celapsed.as_secs_f64() / 1e6
+        ct.sent,
+        ct.sent as f64 / ct.elapsed.as_secs_f64() / 1e6,
+        ct.forwarded,
     ));
     drop(v);
 
