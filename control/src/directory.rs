@@ -36,18 +36,17 @@ impl Directory {
 
     /// Claims `id` for an add on `worker`; false if the id is taken.
     pub fn reserve(&self, id: u64, worker: usize) -> bool {
-        let mut ids = self.ids();
-        if ids.contains_key(&id) {
-            return false;
+        // One walk of the tree, not a lookup and then an insert.
+        match self.ids().entry(id) {
+            std::collections::btree_map::Entry::Occupied(_) => false,
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(Entry {
+                    worker: worker as u16,
+                    presence: Presence::Adding,
+                });
+                true
+            }
         }
-        ids.insert(
-            id,
-            Entry {
-                worker: worker as u16,
-                presence: Presence::Adding,
-            },
-        );
-        true
     }
 
     /// The add of `id` was accepted.

@@ -500,6 +500,15 @@ impl FlowTable {
         }
     }
 
+    /// Brings toward the cache what `insert` of a session with this id and key hash
+    /// reads first (its id's way, its key's home bucket), so that a batch of adds can
+    /// overlap their misses.
+    #[inline]
+    pub fn prefetch_insert(&self, id: u64, hash: u64) {
+        self.ids.prefetch(id);
+        prefetch::write(self.home_bucket(hash));
+    }
+
     /// Adds a session. Its id and both of its keys must be new.
     pub fn insert(&mut self, entry: &Entry, cold: &Cold) -> Result<u32, InsertError> {
         if self.slot_of(cold.id).is_some() {

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::{Command, Worker};
 use crate::flow::Verdict;
-use crate::flow::{Cold, Dir, Entry, InsertError};
+use crate::flow::{Cold, Dir, Entry, FlowKey, InsertError};
 use crate::session::{
     Action, AddError, CloseCause, SessionInfo, SessionSpec, SessionState, SessionView,
 };
@@ -19,6 +19,10 @@ use crate::wire::{tcp_flags, PROTO_TCP, PROTO_UDP};
 /// not to be sent.
 pub(super) const FLAG_SUPPRESS: u8 = 1;
 
+/// Adds between a session's prefetches and its insert: enough to overlap their
+/// misses, few enough that the lines are still there.
+const ADD_AHEAD: usize = 8;
+
 impl Worker {
     pub(super) fn run_command(&mut self, cmd: Command) {
         match cmd {
@@ -27,10 +31,16 @@ impl Worker {
                 received,
                 reply,
             } => {
+                for spec in specs.iter().take(ADD_AHEAD) {
+                    self.prefetch_add(spec);
+                }
                 let results = specs
                     .iter()
                     .enumerate()
                     .map(|(i, spec)| {
+                        if let Some(next) = specs.get(i + ADD_AHEAD) {
+                            self.prefetch_add(next);
+                        }
                         let r = self.add(spec);
                         if r.is_ok() {
                             if let Some(t) = received.get(i).or(received.last()) {
@@ -57,6 +67,21 @@ impl Worker {
             }
             Command::Report { reply } => reply(self.report()),
         }
+    }
+
+    /// Brings toward the cache what adding `spec` reads first (its id's place in the
+    /// id index, its key's index bucket).
+    fn prefetch_add(&self, spec: &SessionSpec) {
+        let key = FlowKey {
+            lif: spec.in_lif,
+            v6: spec.v6,
+            proto: spec.proto,
+            src: spec.src,
+            dst: spec.dst,
+            sport: spec.sport,
+            dport: spec.dport,
+        };
+        self.table.prefetch_insert(spec.id, key.hash());
     }
 
     fn add(&mut self, spec: &SessionSpec) -> Result<(), AddError> {
