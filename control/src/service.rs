@@ -203,6 +203,14 @@ fn closed_records(
             if st.left == 0 || st.ledger.is_over() {
                 return None;
             }
+            // A stopping device ends a following stream, and says so, as it ends the
+            // acknowledged ones (`acked.rs`); what the client has not proved it
+            // received goes back with the ledger.
+            let mut stopping = st.d.stopping.subscribe();
+            if follow && *stopping.borrow_and_update() {
+                st.left = 0;
+                return Some((Err(Status::unavailable("the device is stopping")), st));
+            }
             let room = st.ledger.room();
             // The first record goes even into a window of 0: its bytes are how the
             // stream is found on the wire, and its credit comes as the client reads.
@@ -224,7 +232,10 @@ fn closed_records(
             if !follow {
                 return None;
             }
-            let _ = tokio::time::timeout(CLOSED_RECHECK, arrived).await;
+            tokio::select! {
+                _ = tokio::time::timeout(CLOSED_RECHECK, arrived) => {}
+                _ = stopping.changed() => {}
+            }
         }
     })
 }

@@ -84,6 +84,32 @@ async fn closed_follow_config_keeps_every_closed_stream_open() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_device_ends_a_follow_stream_with_unavailable() {
+    let mut dev = TestDevice::start_with("[dataplane]\ntick_ms = 20\n", true).await;
+    let pool = pool();
+    let mut c = dev.client(ApiVersion::V2).await;
+    assert_eq!(c.add(vec![v4(1)]).await.unwrap().request_status, 0);
+    let mut s = c.closed(args(0, 0, 0), true).await.unwrap();
+    reset(dev.ring("outside"), &pool, &v4(1), true);
+    let r = tokio::time::timeout(EVENT, s.next())
+        .await
+        .expect("the closure is pushed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.session_id, 1);
+    // The stream now waits for more; the device stops under it.
+    let stop = tokio::spawn(dev.stop());
+    let end = tokio::time::timeout(EVENT, s.next())
+        .await
+        .expect("the stream ends when the device stops")
+        .expect("with a status, not a silent end");
+    let status = end.expect_err("UNAVAILABLE");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_eq!(status.message(), "the device is stopping");
+    stop.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_size_ends_a_follow_stream() {
     let mut dev = TestDevice::start_with("[dataplane]\ntick_ms = 20\n", true).await;
     let pool = pool();
