@@ -47,6 +47,17 @@ async fn feed_holds(dev: &TestDevice, n: usize) {
     .await;
 }
 
+/// The next record an open GetClosedSessions stream pushes.
+async fn pushed(
+    s: &mut (impl futures::Stream<Item = Result<SessionResponse, tonic::Status>> + Unpin),
+) -> SessionResponse {
+    tokio::time::timeout(EVENT, s.next())
+        .await
+        .expect("the closure is pushed")
+        .expect("the stream is open")
+        .expect("a record, not an error")
+}
+
 /// Every record a GetClosedSessions call (not following) answers.
 async fn closed_now(c: &mut SessionClient) -> Vec<SessionResponse> {
     c.closed(args(0, 0, 0), false)
@@ -71,11 +82,7 @@ async fn closed_follow_config_keeps_every_closed_stream_open() {
         "the stream ended or answered with nothing closed"
     );
     reset(dev.ring("outside"), &pool, &v4(1), true);
-    let r = tokio::time::timeout(EVENT, s.next())
-        .await
-        .expect("the closure is pushed")
-        .unwrap()
-        .unwrap();
+    let r = pushed(&mut s).await;
     assert_eq!(
         (r.session_id, r.session_close_code),
         (1, SessionCloseCode::Rst as i32)
@@ -91,12 +98,7 @@ async fn a_stopping_device_ends_a_follow_stream_with_unavailable() {
     assert_eq!(c.add(vec![v4(1)]).await.unwrap().request_status, 0);
     let mut s = c.closed(args(0, 0, 0), true).await.unwrap();
     reset(dev.ring("outside"), &pool, &v4(1), true);
-    let r = tokio::time::timeout(EVENT, s.next())
-        .await
-        .expect("the closure is pushed")
-        .unwrap()
-        .unwrap();
-    assert_eq!(r.session_id, 1);
+    assert_eq!(pushed(&mut s).await.session_id, 1);
     // The stream now waits for more; the device stops under it.
     let stop = tokio::spawn(dev.stop());
     let end = tokio::time::timeout(EVENT, s.next())
