@@ -4,12 +4,14 @@
 //! Owned by exactly one worker; nothing here is shared or locked. Memory is reserved
 //! when the table is made: a full table refuses an insert, it never grows.
 
+pub mod closed_queue;
 pub mod ids;
 pub mod key;
 pub mod table;
 pub mod tcp_window;
 pub mod wheel;
 
+pub use closed_queue::ClosedQueue;
 pub use key::{Dir, FlowKey};
 pub use table::{Cold, Entry, FlowTable, InsertError, Probe, Totals};
 pub use tcp_window::{TcpWindow, Verdict};

@@ -91,7 +91,8 @@ pub struct Cold {
     /// Wall clock at the add, ns since the Unix epoch.
     pub start_ns: u64,
     pub timeout_ticks: u32,
-    /// The tick whose wheel slot holds the entry.
+    /// The tick whose wheel slot holds the entry. Once closed: the next closed
+    /// record waiting for the feed (`flow::closed_queue`).
     pub sched: u32,
     /// While live: the wheel's next and previous links (slot + 1, 0 = none).
     /// Once closed: the end time, ns since the Unix epoch (`end_ns`).

@@ -53,7 +53,7 @@ impl Worker {
     pub(super) fn hand_over_closed(&mut self) -> usize {
         let mut done = 0;
         while done < CLOSED_BUDGET {
-            let Some(&slot) = self.closed_waiting.front() else {
+            let Some(slot) = self.closed_waiting.front() else {
                 break;
             };
             if self.table.cold(slot).flags & FLAG_SUPPRESS == 0 {
@@ -68,7 +68,7 @@ impl Worker {
                     Err(TrySendError::Disconnected(_)) => break,
                 }
             }
-            self.closed_waiting.pop_front();
+            self.closed_waiting.pop(&mut self.table);
             self.release(slot);
             done += 1;
         }

@@ -14,7 +14,7 @@ mod neighbours;
 mod pipeline;
 mod sessions;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::Receiver;
 
 use crate::engine::ClosedSender;
-use crate::flow::{FlowTable, TimerWheel};
+use crate::flow::{ClosedQueue, FlowTable, TimerWheel};
 use crate::mem::ReserveError;
 use crate::neighbour::{NeighbourTable, RequestSource};
 use crate::packet::Burst;
@@ -245,7 +245,7 @@ pub struct Worker {
     commands: Receiver<Command>,
     closed_feed: ClosedSender,
     /// Slots of closed sessions waiting for room in the feed, oldest first.
-    closed_waiting: VecDeque<u32>,
+    closed_waiting: ClosedQueue,
     /// Sessions held by all workers (capacity is device-wide).
     live: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -294,7 +294,7 @@ impl Worker {
         Ok(Worker {
             id,
             wheel: TimerWheel::new(0),
-            closed_waiting: VecDeque::with_capacity(table.capacity()),
+            closed_waiting: ClosedQueue::default(),
             default_timeout: clock.ticks(plan.default_timeout_s),
             table,
             plan,
@@ -428,7 +428,7 @@ impl Worker {
             sessions: self.table.len(),
             capacity: self.table.capacity(),
             closed_waiting: self.closed_waiting.len(),
-            table_bytes: self.table.bytes() + self.closed_waiting.capacity() * 4,
+            table_bytes: self.table.bytes(),
             latency: self.latency.clone(),
         }
     }

@@ -385,7 +385,7 @@ impl Worker {
             CloseCause::Timeout => self.counters.closed_timeout += 1,
             CloseCause::NotClosed | CloseCause::Deleted => {}
         }
-        self.closed_waiting.push_back(slot);
+        self.closed_waiting.push(&mut self.table, slot);
     }
 
     /// Takes a live session out of the index: its packets are misses from now on,
