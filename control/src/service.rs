@@ -182,8 +182,11 @@ fn closed_records(
         /// Taken from the feed (and in the ledger), not yet yielded.
         ready: std::collections::VecDeque<(u64, SessionResponse)>,
         left: u64,
+        /// The device's stop, which ends a following stream (`Device::stopping`).
+        stopping: tokio::sync::watch::Receiver<bool>,
     }
     let state = State {
+        stopping: d.stopping.subscribe(),
         d,
         ledger,
         ready: std::collections::VecDeque::new(),
@@ -206,8 +209,7 @@ fn closed_records(
             // A stopping device ends a following stream, and says so, as it ends the
             // acknowledged ones (`acked.rs`); what the client has not proved it
             // received goes back with the ledger.
-            let mut stopping = st.d.stopping.subscribe();
-            if follow && *stopping.borrow_and_update() {
+            if follow && *st.stopping.borrow_and_update() {
                 st.left = 0;
                 return Some((Err(Status::unavailable("the device is stopping")), st));
             }
@@ -234,7 +236,7 @@ fn closed_records(
             }
             tokio::select! {
                 _ = tokio::time::timeout(CLOSED_RECHECK, arrived) => {}
-                _ = stopping.changed() => {}
+                _ = st.stopping.changed() => {}
             }
         }
     })
