@@ -18,7 +18,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use dataplane::session::{AddError, SessionSpec};
+use dataplane::session::SessionSpec;
+use dataplane::worker::Added;
 use futures::stream::Peekable;
 use futures::{FutureExt, Stream, StreamExt};
 use http::HeaderValue;
@@ -42,9 +43,19 @@ struct Batch {
     received: Vec<Instant>,
 }
 
-/// A worker's answer to one batch: its items, the specs (to explain refusals and
-/// to tell the simulator), one result each.
-type BatchAnswer = (Vec<(u32, u64)>, Vec<SessionSpec>, Vec<Result<(), AddError>>);
+impl Batch {
+    fn with_capacity(n: usize) -> Batch {
+        Batch {
+            items: Vec::with_capacity(n),
+            specs: Vec::with_capacity(n),
+            received: Vec::with_capacity(n),
+        }
+    }
+}
+
+/// A worker's answer to one batch: its items, and the specs back (to explain
+/// refusals and to tell the simulator) with one result each.
+type BatchAnswer = (Vec<(u32, u64)>, Added);
 
 /// How a round ended.
 enum RoundEnd {
@@ -173,7 +184,8 @@ impl<'a> AddCall<'a> {
             let why = Refusal::new(Reason::IdExists, format!("session id {id} already exists"));
             return self.refuse(pos, id, why);
         }
-        let b = batches[w].get_or_insert_with(Batch::default);
+        let room = self.device.config.api.add_batch;
+        let b = batches[w].get_or_insert_with(|| Batch::with_capacity(room));
         b.items.push((pos, id));
         b.specs.push(spec);
         b.received.push(received);
@@ -191,12 +203,11 @@ impl<'a> AddCall<'a> {
             let Some(b) = b else { continue };
             let tx = self.answers_tx.clone();
             let slot = slot.clone();
-            let copies = b.specs.clone();
             let items = b.items;
             self.device
-                .send_adds(w, b.specs, b.received, move |results| {
+                .send_adds(w, b.specs, b.received, move |added| {
                     drop(slot);
-                    let _ = tx.send((items, copies, results));
+                    let _ = tx.send((items, added));
                 });
             self.sent += 1;
         }
@@ -206,14 +217,14 @@ impl<'a> AddCall<'a> {
     async fn collect_answers(&mut self) -> Result<(), Status> {
         let d = self.device;
         for _ in 0..self.sent {
-            let Some((items, specs, results)) = self.answers.recv().await else {
+            let Some((items, Added { specs, results })) = self.answers.recv().await else {
                 // A worker went away with batches unanswered: their ids are not held.
                 return Err(Status::unavailable("a dataplane worker stopped"));
             };
+            let first_accepted = self.accepted.len();
             for (i, ((pos, id), r)) in items.into_iter().zip(results).enumerate() {
                 match r {
                     Ok(()) => {
-                        d.directory.confirm(id);
                         self.accepted.push(id);
                         if let (Some(sim), Some(spec)) = (&d.simulator, specs.get(i)) {
                             let _ = sim.try_send(spec.clone());
@@ -229,6 +240,7 @@ impl<'a> AddCall<'a> {
                     }
                 }
             }
+            d.directory.confirm(&self.accepted[first_accepted..]);
         }
         Ok(())
     }

@@ -18,9 +18,9 @@ use dataplane::port::af_xdp::AfXdpPort;
 use dataplane::port::pcap::PcapPort;
 use dataplane::port::ring::{ring_port, RingPeer};
 use dataplane::port::Port;
-use dataplane::session::{AddError, SessionInfo, SessionSpec, SessionView};
+use dataplane::session::{SessionInfo, SessionSpec, SessionView};
 use dataplane::worker::NeighbourConfig;
-use dataplane::worker::{Command, PollMode};
+use dataplane::worker::{Added, Command, PollMode};
 
 use crate::closed_feed::ClosedFeed;
 use crate::config::{parse_mac, Backend, Config, Poll};
@@ -460,7 +460,7 @@ impl Device {
         w: usize,
         specs: Vec<SessionSpec>,
         received: Vec<Instant>,
-        done: impl FnOnce(Vec<Result<(), AddError>>) + Send + 'static,
+        done: impl FnOnce(Added) + Send + 'static,
     ) {
         self.engine.send(
             w,

@@ -49,10 +49,13 @@ impl Directory {
         }
     }
 
-    /// The add of `id` was accepted.
-    pub fn confirm(&self, id: u64) {
-        if let Some(e) = self.ids().get_mut(&id) {
-            e.presence = Presence::Held;
+    /// The adds of `ids` were accepted (one lock for a worker's whole answer).
+    pub fn confirm(&self, ids: &[u64]) {
+        let mut map = self.ids();
+        for id in ids {
+            if let Some(e) = map.get_mut(id) {
+                e.presence = Presence::Held;
+            }
         }
     }
 
@@ -124,9 +127,7 @@ mod tests {
         }
         assert!(!d.reserve(5, 0), "taken");
         assert_eq!(d.get(5), None, "not confirmed yet");
-        for id in [5, 0, 3] {
-            d.confirm(id);
-        }
+        d.confirm(&[5, 0, 3]);
         assert_eq!(d.get(5), Some(1));
         assert_eq!(
             d.after(None, None, 10),

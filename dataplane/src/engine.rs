@@ -21,7 +21,7 @@ use crate::session::{AddError, SessionInfo, SessionSpec};
 use crate::stats::{EngineReport, WorkerReport};
 use crate::steer::Steering;
 use crate::worker::{
-    Command, NeighbourConfig, PollMode, Worker, WorkerExit, WorkerPlan, WorkerPort,
+    Added, Command, NeighbourConfig, PollMode, Worker, WorkerExit, WorkerPlan, WorkerPort,
 };
 
 /// A port and its role in the device.
@@ -456,8 +456,8 @@ impl Engine {
                 Command::Add {
                     received: received(specs.len()),
                     specs,
-                    reply: Box::new(move |r| {
-                        let _ = tx.send((positions, r));
+                    reply: Box::new(move |a: Added| {
+                        let _ = tx.send((positions, a.results));
                     }),
                 },
             );

@@ -11,6 +11,14 @@ use std::time::Instant;
 use crate::session::{AddError, SessionInfo, SessionSpec, SessionView};
 use crate::stats::WorkerReport;
 
+/// The answer to `Command::Add`: the specs handed back (the control plane explains
+/// refusals from them, without keeping a copy while the worker has them) and one
+/// result each, in order.
+pub struct Added {
+    pub specs: Vec<SessionSpec>,
+    pub results: Vec<Result<(), AddError>>,
+}
+
 /// Called once by the worker with the answer.
 pub type Reply<T> = Box<dyn FnOnce(T) + Send + 'static>;
 
@@ -21,7 +29,7 @@ pub enum Command {
         /// When each spec was received (the control plane) or queued (others), for
         /// the add-to-effect histogram; one per spec (a missing one reads as the last).
         received: Vec<Instant>,
-        reply: Reply<Vec<Result<(), AddError>>>,
+        reply: Reply<Added>,
     },
     /// Remove a session at once; its final state, or None for an unknown id.
     Delete {
@@ -49,7 +57,8 @@ impl Command {
     pub fn refuse(self) {
         match self {
             Command::Add { specs, reply, .. } => {
-                reply(specs.iter().map(|_| Err(AddError::Unavailable)).collect())
+                let results = specs.iter().map(|_| Err(AddError::Unavailable)).collect();
+                reply(Added { specs, results })
             }
             Command::Delete { reply, .. } => reply(None),
             Command::Query { ids, reply } => reply(ids.iter().map(|_| None).collect()),

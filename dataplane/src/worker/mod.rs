@@ -28,7 +28,7 @@ use crate::neighbour::{NeighbourTable, RequestSource};
 use crate::packet::Burst;
 use crate::port::PortQueue;
 use crate::stats::{Latency, PortCounters, WorkerCounters, WorkerReport};
-pub use command::{Command, Reply};
+pub use command::{Added, Command, Reply};
 pub use neighbours::NeighbourConfig;
 use pipeline::Pipe;
 

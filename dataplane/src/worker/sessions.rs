@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Command, Worker};
+use super::{Added, Command, Worker};
 use crate::flow::Verdict;
 use crate::flow::{Cold, Dir, Entry, FlowKey, InsertError};
 use crate::session::{
@@ -51,7 +51,7 @@ impl Worker {
                         r
                     })
                     .collect();
-                reply(results);
+                reply(Added { specs, results });
             }
             Command::Delete { id, reply } => {
                 let info = self.delete(id);
