@@ -6,44 +6,45 @@
 //! GetAllSessions its order. An id stays here until its session is deleted or its
 //! closed record has been delivered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 use std::sync::Mutex;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Presence {
-    /// Sent to the worker, answer not back yet.
-    Adding,
-    /// Accepted: live in its worker, or closed and waiting for delivery.
-    Held,
+#[derive(Default)]
+struct Ids {
+    /// Every id present (held or being added) -> its worker.
+    workers: BTreeMap<u64, u16>,
+    /// The ids sent to a worker whose answer is not back yet: a few rounds' worth,
+    /// so an accepted add costs one walk of the tree, not two.
+    adding: HashSet<u64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub worker: u16,
-    pub presence: Presence,
+impl Ids {
+    /// Accepted, not waiting for its worker's answer.
+    fn held(&self, id: u64) -> bool {
+        self.adding.is_empty() || !self.adding.contains(&id)
+    }
 }
 
 #[derive(Default)]
 pub struct Directory {
-    ids: Mutex<BTreeMap<u64, Entry>>,
+    ids: Mutex<Ids>,
 }
 
 impl Directory {
-    fn ids(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
+    fn ids(&self) -> std::sync::MutexGuard<'_, Ids> {
         self.ids.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Claims `id` for an add on `worker`; false if the id is taken.
     pub fn reserve(&self, id: u64, worker: usize) -> bool {
+        let mut ids = self.ids();
         // One walk of the tree, not a lookup and then an insert.
-        match self.ids().entry(id) {
+        match ids.workers.entry(id) {
             std::collections::btree_map::Entry::Occupied(_) => false,
             std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(Entry {
-                    worker: worker as u16,
-                    presence: Presence::Adding,
-                });
+                v.insert(worker as u16);
+                ids.adding.insert(id);
                 true
             }
         }
@@ -53,23 +54,24 @@ impl Directory {
     pub fn confirm(&self, ids: &[u64]) {
         let mut map = self.ids();
         for id in ids {
-            if let Some(e) = map.get_mut(id) {
-                e.presence = Presence::Held;
-            }
+            map.adding.remove(id);
         }
     }
 
     /// The add of `id` was refused, or the session is gone for good.
     pub fn remove(&self, id: u64) {
-        self.ids().remove(&id);
+        let mut ids = self.ids();
+        ids.workers.remove(&id);
+        ids.adding.remove(&id);
     }
 
     /// The worker holding `id`, if its add was accepted.
     pub fn get(&self, id: u64) -> Option<usize> {
-        self.ids()
-            .get(&id)
-            .filter(|e| e.presence == Presence::Held)
-            .map(|e| e.worker as usize)
+        let ids = self.ids();
+        if !ids.held(id) {
+            return None;
+        }
+        ids.workers.get(&id).map(|&w| w as usize)
     }
 
     /// Held sessions with ids above `after` (all, for None), leaving out `hidden`, at
@@ -86,9 +88,10 @@ impl Directory {
             None => Bound::Unbounded,
         };
         let mut held = ids
+            .workers
             .range((start, Bound::Unbounded))
-            .filter(|(&id, e)| e.presence == Presence::Held && Some(id) != hidden)
-            .map(|(&id, e)| (id, e.worker as usize));
+            .filter(|(&id, _)| ids.held(id) && Some(id) != hidden)
+            .map(|(&id, &w)| (id, w as usize));
         let page: Vec<_> = held.by_ref().take(limit).collect();
         let more = held.next().is_some();
         (page, more)
@@ -96,18 +99,19 @@ impl Directory {
 
     /// Held sessions `skip..skip + limit` in id order.
     pub fn slice(&self, skip: usize, limit: usize) -> Vec<(u64, usize)> {
-        self.ids()
+        let ids = self.ids();
+        ids.workers
             .iter()
-            .filter(|(_, e)| e.presence == Presence::Held)
+            .filter(|(&id, _)| ids.held(id))
             .skip(skip)
             .take(limit)
-            .map(|(&id, e)| (id, e.worker as usize))
+            .map(|(&id, &w)| (id, w as usize))
             .collect()
     }
 
     /// Ids present (held or being added).
     pub fn len(&self) -> usize {
-        self.ids().len()
+        self.ids().workers.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -115,15 +115,30 @@ impl Toeplitz {
 #[derive(Clone, Debug)]
 pub struct Reta {
     entries: Vec<u16>,
+    /// The queue every entry names, when they all name one (one worker): the owner
+    /// of a flow is then known without hashing it.
+    only: Option<u16>,
 }
 
 impl Reta {
     /// Round-robin over `queues`, as NICs and `ethtool -X equal` set it.
     pub fn round_robin(queues: usize) -> Reta {
         let queues = queues.max(1);
-        Reta {
-            entries: (0..RETA_SIZE).map(|i| (i % queues) as u16).collect(),
-        }
+        Reta::new((0..RETA_SIZE).map(|i| (i % queues) as u16).collect())
+    }
+
+    fn new(entries: Vec<u16>) -> Reta {
+        let only = match entries.split_first() {
+            Some((&q, rest)) if rest.iter().all(|&r| r == q) => Some(q),
+            _ => None,
+        };
+        Reta { entries, only }
+    }
+
+    /// The queue of every flow, when all entries name the same one.
+    #[inline]
+    pub fn only(&self) -> Option<usize> {
+        self.only.map(usize::from)
     }
 
     #[inline]
@@ -159,8 +174,8 @@ impl Steering {
         sport: u16,
         dport: u16,
     ) -> usize {
-        if self.reta.entries.len() == 1 || self.reta.entries.iter().all(|&q| q == 0) {
-            return 0;
+        if let Some(q) = self.reta.only() {
+            return q;
         }
         self.reta
             .queue(self.toeplitz.hash(v6, src, dst, sport, dport))
@@ -230,5 +245,14 @@ mod tests {
             seen[s.worker(false, &a, &b, 1000 + i as u16, 80)] += 1;
         }
         assert!(seen[0] > 300 && seen[1] > 300, "{seen:?}");
+    }
+
+    #[test]
+    fn one_queue_is_known_without_hashing() {
+        assert_eq!(Reta::round_robin(1).only(), Some(0));
+        assert_eq!(Reta::round_robin(2).only(), None);
+        let one = Steering::new(1);
+        let a = [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(one.worker(false, &a, &a, 1, 2), 0);
     }
 }
