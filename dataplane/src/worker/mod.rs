@@ -38,8 +38,12 @@ const COMMANDS_PER_POLL: usize = 64;
 const AGING_BUDGET: usize = 256;
 /// Closed records handed to the feed per loop iteration.
 const CLOSED_BUDGET: usize = 256;
-/// Empty polls before an adaptive worker starts to sleep.
-const IDLE_SPINS: u32 = 2_000;
+/// How long an adaptive worker polls on after its last work before it starts to
+/// sleep. An empty poll takes 25-55 ns here, so 20 us covers the gaps inside a burst
+/// of packets or commands; spinning longer kept a real-time worker on its core
+/// between AddSession rounds (one every ~40 us at 800k adds/s), where the control
+/// plane could have run.
+const IDLE_SPIN_NS: u64 = 20_000;
 /// Longest sleep of an idle adaptive worker (also bounds aging latency).
 const MAX_SLEEP: Duration = Duration::from_millis(1);
 
@@ -320,19 +324,18 @@ impl Worker {
                 self.pinned = Some(core);
             }
         }
-        let mut idle: u32 = 0;
+        let mut last_work_ns = self.clock.ns;
         let mut sleep = Duration::from_micros(10);
         while !self.stop.load(Ordering::Relaxed) {
             let work = self.poll_once();
             if work > 0 {
-                idle = 0;
+                last_work_ns = self.clock.ns;
                 sleep = Duration::from_micros(10);
                 continue;
             }
             self.counters.idle_polls += 1;
             if self.plan.poll == PollMode::Adaptive {
-                idle += 1;
-                if idle > IDLE_SPINS {
+                if self.clock.ns - last_work_ns > IDLE_SPIN_NS {
                     // Wakers (rings, the engine's command send) unpark us early.
                     std::thread::park_timeout(sleep);
                     sleep = (sleep * 2).min(MAX_SLEEP);
