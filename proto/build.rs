@@ -36,7 +36,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={p}");
     }
     let fds = protox::compile(PROTOS, ["."])?;
-    let mut builder = tonic_prost_build::configure();
+    // Every service decodes its messages from a slice (src/codec.rs).
+    let mut builder = tonic_prost_build::configure().codec_path("crate::codec::SliceCodec");
     for (v1, v2) in V1_TO_V2 {
         builder = builder.extern_path(format!(".openoffload.v1.{v1}"), format!("crate::v2::{v2}"));
     }

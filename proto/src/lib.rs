@@ -34,5 +34,7 @@ pub mod offloadd {
     }
 }
 
+pub mod codec;
+
 pub use offloadd::admin::v1 as admin;
 pub use openoffload::{v1, v2};
