@@ -50,10 +50,13 @@ struct Args {
     seconds: u64,
     /// TCP sessions and ACK frames instead of UDP.
     tcp: bool,
+    /// Real ports: "xdp" (the kernel's XDP live-frames generator) or "af_packet" (an
+    /// AF_PACKET tx ring).
+    sender: String,
 }
 
 fn usage() -> &'static str {
-    "usage: dpbench [--port ring|af_packet|af_xdp|dpdk] --sessions N [--packets P] [--seconds S] [--workers W] [--tcp] [--json]"
+    "usage: dpbench [--port ring|af_packet|af_xdp|dpdk] --sessions N [--packets P] [--seconds S] [--workers W] [--sender xdp|af_packet] [--tcp] [--json]"
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -65,11 +68,16 @@ fn parse_args() -> Result<Args, String> {
         port: "ring".into(),
         seconds: 3,
         tcp: false,
+        sender: "xdp".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--port" {
             a.port = it.next().ok_or("--port needs a value")?;
+            continue;
+        }
+        if flag == "--sender" {
+            a.sender = it.next().ok_or("--sender needs a value")?;
             continue;
         }
         let mut value = |name: &str| -> Result<u64, String> {
@@ -113,6 +121,9 @@ fn parse_args() -> Result<Args, String> {
             "--port {:?}: ring, af_packet, af_xdp or dpdk",
             a.port
         ));
+    }
+    if !["xdp", "af_packet"].contains(&a.sender.as_str()) {
+        return Err(format!("--sender {:?}: xdp or af_packet", a.sender));
     }
     if a.seconds == 0 || a.seconds > 600 {
         return Err("--seconds must be 1 to 600".into());

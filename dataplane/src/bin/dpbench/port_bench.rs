@@ -14,6 +14,7 @@ use dataplane::port::Port;
 use dataplane::wire::{PROTO_TCP, PROTO_UDP};
 use dataplane::{Engine, EngineConfig, PollMode, PortConfig, SessionSpec};
 
+use super::xdp_sender;
 use super::{frame, round2, session, session_packets, Args, RING};
 /// Runs `ip`; the error names the command.
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -125,8 +126,8 @@ fn in_netns<T: Send + 'static>(
     .map_err(|_| "thread panicked".to_string())?
 }
 
-/// Packets counted by an interface (`ip -s -j link`): (rx, tx).
-fn link_packets(ns: Option<&str>, dev: &str) -> Result<(u64, u64), String> {
+/// An interface's counters (`ip -s -j link`: its `stats64` object).
+fn link_stats(ns: Option<&str>, dev: &str) -> Result<serde_json::Value, String> {
     let mut args = vec!["-s", "-j"];
     if let Some(ns) = ns {
         args.extend(["-n", ns]);
@@ -138,13 +139,7 @@ fn link_packets(ns: Option<&str>, dev: &str) -> Result<(u64, u64), String> {
         .map_err(|e| format!("ip: {e}"))?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| format!("ip -s -j link show {dev}: {e}"))?;
-    let s = &v[0]["stats64"];
-    let get = |d: &str| {
-        s[d]["packets"]
-            .as_u64()
-            .ok_or(format!("no {d} packets for {dev}"))
-    };
-    Ok((get("rx")?, get("tx")?))
+    Ok(v[0]["stats64"].clone())
 }
 
 /// The sender: one AF_PACKET socket with a tx ring, pinned to core 0, sending the
@@ -175,6 +170,38 @@ fn blast(mut sock: Socket, frames: Arc<Vec<Vec<u8>>>, secs: u64) -> (u64, Durati
     (sent, start.elapsed())
 }
 
+/// Where the sender sends from: interface `dev` in namespace `ns` (None: ours), whose
+/// veth peer `peer` (in `peer_ns`) receives.
+struct SendFrom<'a> {
+    ns: Option<&'a str>,
+    dev: &'a str,
+    peer_ns: Option<&'a str>,
+    peer: &'a str,
+}
+
+/// Sends `frames` round-robin for `secs` with the chosen sender (`--sender`), on
+/// core 0: the frames handed to the kernel and the time taken.
+fn send_for(
+    sender: &str,
+    from: &SendFrom<'_>,
+    frames: Arc<Vec<Vec<u8>>>,
+    secs: u64,
+) -> Result<(u64, Duration), String> {
+    if sender == "af_packet" {
+        let sock = sender_socket(from.ns, from.dev)?;
+        return std::thread::spawn(move || blast(sock, frames, secs))
+            .join()
+            .map_err(|_| "sender panicked".to_string());
+    }
+    xdp_sender::enable_napi(from.peer_ns, from.peer)?;
+    let dev = from.dev.to_string();
+    in_netns(from.ns, move || {
+        core_affinity::set_for_current(core_affinity::CoreId { id: 0 });
+        let ifindex = tpacket::ifindex(&dev)?;
+        xdp_sender::XdpSender::new(&frames, ifindex)?.blast(secs)
+    })?
+}
+
 fn sender_socket(ns: Option<&str>, dev: &str) -> Result<Socket, String> {
     let dev = dev.to_string();
     in_netns(ns, move || {
@@ -201,8 +228,21 @@ struct Router {
     rtr: String,
     dst: String,
     s0: String,
+    r0: String,
     r1: String,
     d0: String,
+}
+
+impl Router {
+    /// The sender's place for the baselines: `s0`, received by the router's `r0`.
+    fn send_from(&self) -> SendFrom<'_> {
+        SendFrom {
+            ns: Some(&self.src),
+            dev: &self.s0,
+            peer_ns: Some(&self.rtr),
+            peer: &self.r0,
+        }
+    }
 }
 
 /// What the conntrack baseline measured.
@@ -220,6 +260,7 @@ struct Forwarded {
 /// session made established first (its frame out, then a reply), then `to_router`
 /// (the sessions' frames addressed to the router) sent for `secs`.
 fn conntrack_forwarding(
+    sender: &str,
     n: &Router,
     specs: &[SessionSpec],
     to_router: Arc<Vec<Vec<u8>>>,
@@ -242,16 +283,15 @@ fn conntrack_forwarding(
     let tracked = settle(move || conntrack_count(&rtr))?;
     send_once(sender_socket(Some(&n.dst), &n.d0)?, &replies);
     let (rtr, r1) = (n.rtr.clone(), n.r1.clone());
-    settle(move || link_packets(Some(&rtr), &r1).map(|p| p.0))?;
+    settle(move || link_counts(Some(&rtr), &r1).map(|c| c.rx))?;
     nft(&n.rtr, CONNTRACK_ESTABLISHED)?;
     let (rtr, r1) = (n.rtr.clone(), n.r1.clone());
-    let fwd = move || link_packets(Some(&rtr), &r1).map(|p| p.1);
-    let sock = sender_socket(Some(&n.src), &n.s0)?;
+    let fwd = move || link_counts(Some(&rtr), &r1).map(|c| c.tx);
     let before = fwd()?;
-    let (sent, elapsed) = std::thread::spawn(move || blast(sock, to_router, secs))
-        .join()
-        .map_err(|_| "sender panicked")?;
-    let forwarded = settle(&fwd)? - before;
+    let (sent, elapsed) = send_for(sender, &n.send_from(), to_router, secs)?;
+    // Forwarded while the sender ran (the router forwards in the sender's softirq).
+    let forwarded = fwd()? - before;
+    settle(&fwd)?;
     Ok(Forwarded {
         sent,
         forwarded,
@@ -446,25 +486,287 @@ fn dpdk_ports(_outside: &str, _inside: &str) -> Result<[Box<dyn Port>; 2], Strin
     Err("--port dpdk: dpbench was built without the dpdk feature".into())
 }
 
-/// `--port af_packet`, `--port af_xdp` or `--port dpdk`: (a) the device: a sender on veth `dpa0` sends 64-byte UDP frames
-/// of N offloaded sessions into the device's outside port (`dpa1`); the worker forwards
-/// them out of its inside port (`dpb0`), and `dpb1`, the far end, drops them (counted
-/// by the kernel). (b) the kernel baseline: the same sender, in namespace `src`, sends
-/// to a router namespace that forwards to a third (`ip_forward`, static neighbour).
-/// (c) the same router forwarding only what its conntrack knows as established
-/// (nftables `ct state established accept`, the sessions made established first).
-/// Each reports frames delivered at the far end per second.
+
+/// Interface counters of one link (`ip -s -j link`).
+#[derive(Clone, Copy, Default)]
+struct LinkCounts {
+    rx: u64,
+    tx: u64,
+    rx_dropped: u64,
+}
+
+fn link_counts(ns: Option<&str>, dev: &str) -> Result<LinkCounts, String> {
+    let s = link_stats(ns, dev)?;
+    let get = |d: &str, f: &str| s[d][f].as_u64().ok_or(format!("no {d} {f} for {dev}"));
+    Ok(LinkCounts {
+        rx: get("rx", "packets")?,
+        tx: get("tx", "packets")?,
+        rx_dropped: get("rx", "dropped")?,
+    })
+}
+
+/// The device's ports on the veths `outside` and `inside`, by `--port`.
+fn device_ports(a: &Args, outside: &str, inside: &str) -> Result<[Box<dyn Port>; 2], String> {
+    match a.port.as_str() {
+        "af_xdp" => xdp_ports(outside, inside, a.workers),
+        "dpdk" => dpdk_ports(outside, inside),
+        _ => {
+            let opts = AfPacketOptions {
+                block_size: 1 << 20,
+                block_count: 32,
+                ..AfPacketOptions::default()
+            };
+            let o = AfPacketPort::new("outside", outside, [2, 0xbe, 0, 0, 0, 2], opts.clone())
+                .map_err(|e| e.to_string())?;
+            let i = AfPacketPort::new("inside", inside, [2, 0xbe, 0, 0, 0, 3], opts)
+                .map_err(|e| e.to_string())?;
+            Ok([Box::new(o), Box::new(i)])
+        }
+    }
+}
+
+/// The device's engine on `ports` with every session installed; the install time.
+fn start_device(
+    a: &Args,
+    ports: [Box<dyn Port>; 2],
+    specs: &[SessionSpec],
+) -> Result<(Engine, Duration), String> {
+    let ncores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let [outside, inside] = ports;
+    let (fw, _fw_peer) = ring_port("firewall", [2, 0, 0, 0, 1, 2], a.workers, RING);
+    let lif = |port: Box<dyn Port>, lif: Option<u16>| PortConfig {
+        port,
+        lif,
+        next_hop_mac: None,
+    };
+    let ports = vec![
+        lif(outside, Some(1)),
+        lif(inside, Some(2)),
+        lif(Box::new(fw), None),
+    ];
+    let mut cfg = EngineConfig::new(ports, 2);
+    cfg.workers = a.workers;
+    // Workers on the last cores; the sender has core 0.
+    cfg.cores = (0..a.workers)
+        .map(|w| (ncores - 1 - w % ncores) % ncores)
+        .collect();
+    cfg.max_sessions = a.sessions;
+    cfg.poll = PollMode::Busy;
+    cfg.default_timeout_s = 3600;
+    let engine = Engine::start(cfg).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    for chunk in specs.chunks(65_536) {
+        if engine.add(chunk.to_vec()).iter().any(|r| r.is_err()) {
+            return Err("a session was not installed".into());
+        }
+    }
+    Ok((engine, t.elapsed()))
+}
+
+/// The worker's busy time so far: each loop that finished packets is timed and divided
+/// among them in the histogram, so its sum is the time spent on them.
+fn busy_ns(engine: &Engine) -> (f64, u64) {
+    let h = engine.report().latency.packet_ns;
+    (h.mean() * h.len() as f64, h.len())
+}
+
+/// What (a), the device, measured.
+struct DeviceRun {
+    sent: u64,
+    elapsed: Duration,
+    /// Frames the outside interface received while the sender ran, and in all.
+    arrived_sending: u64,
+    arrived: u64,
+    /// Frames the outside veth could not take (its receive ring was full).
+    veth_drops: u64,
+    /// Frames the far end received while the sender ran, and in all.
+    delivered_sending: u64,
+    delivered: u64,
+    /// The worker's busy time and packets while the sender ran.
+    busy_ns: f64,
+    busy_packets: u64,
+    report: dataplane::stats::EngineReport,
+    port_counters: Vec<(String, Vec<(&'static str, u64)>)>,
+    counted: u64,
+    crashed: usize,
+    install: Duration,
+}
+
+impl DeviceRun {
+    fn counter(&self, port: &str, name: &str) -> u64 {
+        self.port_counters
+            .iter()
+            .filter(|(p, _)| p == port)
+            .flat_map(|(_, cs)| cs.iter())
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
+    /// Frames the outside port's kernel side dropped: af_packet a full rx ring;
+    /// af_xdp the socket's rx drops and a full rx ring.
+    fn port_drops(&self) -> u64 {
+        self.counter("outside", "kernel_drops")
+            + self.counter("outside", "kernel_rx_dropped")
+            + self.counter("outside", "kernel_rx_ring_full")
+            + self.counter("outside", "dpdk_imissed")
+    }
+
+    fn tx_drops(&self) -> u64 {
+        self.report.ports.iter().map(|p| p.tx_drops).sum()
+    }
+
+    /// Everything the device received and did not forward.
+    fn device_drops(&self) -> u64 {
+        self.port_drops() + self.tx_drops() + self.counter("outside", "handoff_drops")
+    }
+
+    /// The device could not take all it was offered: it dropped more than 0.1% of
+    /// what reached its port.
+    fn saturated(&self) -> bool {
+        self.device_drops() * 1000 > self.arrived
+    }
+
+    fn misses(&self) -> u64 {
+        let t = &self.report.total;
+        t.misses + t.not_flow + t.malformed
+    }
+
+    fn rate(&self, frames: u64) -> f64 {
+        frames as f64 / self.elapsed.as_secs_f64() / 1e6
+    }
+
+    fn busy_percent(&self, workers: usize) -> f64 {
+        100.0 * self.busy_ns / (self.elapsed.as_nanos() as f64 * workers as f64)
+    }
+}
+
+/// (a) The device: the sender on `dpa0` -> device (`dpa1` -> worker -> `dpb0`) ->
+/// far end `dpb1`.
+fn measure_device(
+    a: &Args,
+    links: [&str; 4],
+    specs: &[SessionSpec],
+    frames: Arc<Vec<Vec<u8>>>,
+) -> Result<DeviceRun, String> {
+    let [dpa0, dpa1, dpb0, dpb1] = links;
+    let (engine, install) = start_device(a, device_ports(a, dpa1, dpb0)?, specs)?;
+    let from = SendFrom {
+        ns: None,
+        dev: dpa0,
+        peer_ns: None,
+        peer: dpa1,
+    };
+    let (in0, far0) = (link_counts(None, dpa1)?, link_counts(None, dpb1)?.rx);
+    let busy0 = busy_ns(&engine);
+    let (sent, elapsed) = send_for(&a.sender, &from, frames, a.seconds)?;
+    // Read at once: what the device did while offered the load (it then drains the
+    // frames its rx ring still holds, counted below in the totals).
+    let busy1 = busy_ns(&engine);
+    let (in1, far1) = (link_counts(None, dpa1)?, link_counts(None, dpb1)?.rx);
+    let far = settle(|| link_counts(None, dpb1).map(|c| c.rx))?;
+    let in2 = link_counts(None, dpa1)?;
+    let report = engine.report();
+    let port_counters = engine.port_counters();
+    let counted = session_packets(&engine, specs, a.workers)?;
+    let stop = engine.stop();
+    Ok(DeviceRun {
+        sent,
+        elapsed,
+        arrived_sending: in1.rx - in0.rx,
+        arrived: in2.rx - in0.rx,
+        veth_drops: in2.rx_dropped - in0.rx_dropped,
+        delivered_sending: far1 - far0,
+        delivered: far - far0,
+        busy_ns: busy1.0 - busy0.0,
+        busy_packets: busy1.1 - busy0.1,
+        report,
+        port_counters,
+        counted,
+        crashed: stop.crashed,
+        install,
+    })
+}
+
+/// The kernel baselines' links and namespaces (the router forwards, static
+/// neighbours, so no ARP is in the measurement).
+fn build_router(v: &mut Veths, tag: &str) -> Result<Router, String> {
+    let n = Router {
+        src: format!("dpsrc{tag}"),
+        rtr: format!("dprtr{tag}"),
+        dst: format!("dpdst{tag}"),
+        s0: format!("s0{tag}"),
+        r0: format!("r0{tag}"),
+        r1: format!("r1{tag}"),
+        d0: format!("d0{tag}"),
+    };
+    for ns in [&n.src, &n.rtr, &n.dst] {
+        v.namespace(ns)?;
+    }
+    let (src, rtr, dst) = (Some(n.src.as_str()), Some(n.rtr.as_str()), Some(n.dst.as_str()));
+    v.pair(&n.s0, [2, 0xbf, 0, 0, 0, 1], src, &n.r0, ROUTER_MAC, rtr)?;
+    v.pair(&n.r1, [2, 0xbf, 0, 0, 0, 3], rtr, &n.d0, DST_MAC, dst)?;
+    ip(&["-n", &n.rtr, "addr", "add", "10.0.0.254/8", "dev", &n.r0])?;
+    ip(&["-n", &n.rtr, "addr", "add", "192.168.255.254/16", "dev", &n.r1])?;
+    ip(&["-n", &n.dst, "addr", "add", "192.168.255.1/16", "dev", &n.d0])?;
+    for z in 0..=255u32 {
+        // The sessions' destinations 192.168.0.z sit behind dst.
+        let addr = format!("192.168.0.{z}");
+        let mac = mac_str(DST_MAC);
+        ip(&[
+            "-n", &n.rtr, "neigh", "replace", &addr, "lladdr", &mac, "dev", &n.r1, "nud",
+            "permanent",
+        ])?;
+    }
+    in_netns(rtr, || std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))?
+        .map_err(|e| format!("ip_forward in the router namespace: {e}"))?;
+    Ok(n)
+}
+
+/// The router's `r0` and the far end's `d0`.
+const ROUTER_MAC: [u8; 6] = [2, 0xbf, 0, 0, 0, 2];
+const DST_MAC: [u8; 6] = [2, 0xbf, 0, 0, 0, 4];
+
+/// (b) The router forwarding `to_router` (no conntrack): (sent, forwarded, time).
+fn kernel_routing(
+    sender: &str,
+    n: &Router,
+    to_router: Arc<Vec<Vec<u8>>>,
+    secs: u64,
+) -> Result<(u64, u64, Duration), String> {
+    let fwd = || link_counts(Some(&n.rtr), &n.r1).map(|c| c.tx);
+    let before = fwd()?;
+    let (sent, elapsed) = send_for(sender, &n.send_from(), to_router, secs)?;
+    let forwarded = fwd()? - before;
+    settle(fwd)?;
+    Ok((sent, forwarded, elapsed))
+}
+
+/// `--port af_packet`, `--port af_xdp` or `--port dpdk`: (a) the device: the sender on
+/// veth `dpa0` sends 64-byte frames of N offloaded sessions into the device's outside
+/// port (`dpa1`); the worker forwards them out of its inside port (`dpb0`), and
+/// `dpb1`, the far end, drops them (counted by the kernel). (b) the kernel baseline:
+/// the same sender, in namespace `src`, sends to a router namespace that forwards to a
+/// third (`ip_forward`, static neighbour). (c) the same router forwarding only what
+/// its conntrack knows as established (nftables `ct state established accept`, the
+/// sessions made established first). Each reports frames forwarded per second while
+/// the sender ran; (a) also whether the device was saturated (it dropped what its port
+/// received) and how busy its worker was.
 pub fn run(a: &Args) -> Result<bool, String> {
     // SAFETY: plain libc call.
     if unsafe { libc::geteuid() } != 0 {
-        return Err("--port af_packet needs root (veth pairs, AF_PACKET)".into());
+        return Err("--port needs root (veth pairs, AF_PACKET, BPF)".into());
     }
-    if std::process::Command::new("nft")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        return Err("--port needs nft for the conntrack baseline (Debian: nftables)".into());
+    for (tool, what) in [("nft", "nftables"), ("ethtool", "ethtool")] {
+        if std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            return Err(format!("--port needs {tool} (Debian: {what})"));
+        }
     }
     let log = |s: String| {
         if a.json {
@@ -473,24 +775,12 @@ pub fn run(a: &Args) -> Result<bool, String> {
             println!("{s}");
         }
     };
-    let ncores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let cores: Vec<usize> = (0..a.workers)
-        .map(|w| (ncores - 1 - w % ncores) % ncores)
-        .collect();
     let tag = format!("{:x}", std::process::id());
     let mut v = Veths::default();
-    let (dpa0, dpa1, dpb0, dpb1) = (
-        format!("dpa0{tag}"),
-        format!("dpa1{tag}"),
-        format!("dpb0{tag}"),
-        format!("dpb1{tag}"),
-    );
-    let sender_mac = [2, 0xbe, 0, 0, 0, 1];
-    let far_mac = [2, 0xbe, 0, 0, 0, 4];
-    v.pair(&dpa0, sender_mac, None, &dpa1, [2, 0xbe, 0, 0, 0, 2], None)?;
-    v.pair(&dpb0, [2, 0xbe, 0, 0, 0, 3], None, &dpb1, far_mac, None)?;
+    let links = ["dpa0", "dpa1", "dpb0", "dpb1"].map(|l| format!("{l}{tag}"));
+    let [dpa0, dpa1, dpb0, dpb1] = &links;
+    v.pair(dpa0, [2, 0xbe, 0, 0, 0, 1], None, dpa1, [2, 0xbe, 0, 0, 0, 2], None)?;
+    v.pair(dpb0, [2, 0xbe, 0, 0, 0, 3], None, dpb1, [2, 0xbe, 0, 0, 0, 4], None)?;
 
     let proto = if a.tcp { PROTO_TCP } else { PROTO_UDP };
     let specs: Vec<SessionSpec> = (0..a.sessions).map(|i| session(i, proto)).collect();
@@ -505,197 +795,29 @@ pub fn run(a: &Args) -> Result<bool, String> {
             .collect(),
     );
 
-    // (a) The device.
-    let [outside, inside]: [Box<dyn Port>; 2] = if a.port == "af_xdp" {
-        xdp_ports(&dpa1, &dpb0, a.workers)?
-    } else if a.port == "dpdk" {
-        dpdk_ports(&dpa1, &dpb0)?
-    } else {
-        let opts = AfPacketOptions {
-            block_size: 1 << 20,
-            block_count: 32,
-            ..AfPacketOptions::default()
-        };
-        let outside = AfPacketPort::new("outside", &dpa1, [2, 0xbe, 0, 0, 0, 2], opts.clone())
-            .map_err(|e| e.to_string())?;
-        let inside = AfPacketPort::new("inside", &dpb0, [2, 0xbe, 0, 0, 0, 3], opts)
-            .map_err(|e| e.to_string())?;
-        [Box::new(outside), Box::new(inside)]
-    };
-    let (fw, _fw_peer) = ring_port("firewall", [2, 0, 0, 0, 1, 2], a.workers, RING);
-    let ports = vec![
-        PortConfig {
-            port: outside,
-            lif: Some(1),
-            next_hop_mac: None,
-        },
-        PortConfig {
-            port: inside,
-            lif: Some(2),
-            next_hop_mac: None,
-        },
-        PortConfig {
-            port: Box::new(fw),
-            lif: None,
-            next_hop_mac: None,
-        },
-    ];
-    let mut cfg = EngineConfig::new(ports, 2);
-    cfg.workers = a.workers;
-    cfg.cores = cores;
-    cfg.max_sessions = a.sessions;
-    cfg.poll = PollMode::Busy;
-    cfg.default_timeout_s = 3600;
-    let engine = Engine::start(cfg).map_err(|e| e.to_string())?;
-    let t = Instant::now();
-    for chunk in specs.chunks(65_536) {
-        if engine.add(chunk.to_vec()).iter().any(|r| r.is_err()) {
-            return Err("a session was not installed".into());
-        }
-    }
-    let install = t.elapsed();
-    let sock = sender_socket(None, &dpa0)?;
-    let far_before = link_packets(None, &dpb1)?.0;
-    let f = frames.clone();
-    let secs = a.seconds;
-    let (sent, elapsed) = std::thread::spawn(move || blast(sock, f, secs))
-        .join()
-        .map_err(|_| "sender panicked")?;
-    let far = settle(|| link_packets(None, &dpb1).map(|p| p.0))? - far_before;
-    let mpps = far as f64 / elapsed.as_secs_f64() / 1e6;
-    let sender_mpps = sent as f64 / elapsed.as_secs_f64() / 1e6;
-    let report = engine.report();
-    let port_counters = engine.port_counters();
-    let counted = session_packets(&engine, &specs, a.workers)?;
-    let stop = engine.stop();
-    let counter = |port: &str, name: &str| -> u64 {
-        port_counters
-            .iter()
-            .filter(|(p, _)| p == port)
-            .flat_map(|(_, cs)| cs.iter())
-            .filter(|(n, _)| *n == name)
-            .map(|(_, v)| *v)
-            .sum()
-    };
-    // af_packet: rx ring full; af_xdp: the socket's rx drops and full rx ring.
-    let kernel_drops = counter("outside", "kernel_drops")
-        + counter("outside", "kernel_rx_dropped")
-        + counter("outside", "kernel_rx_ring_full");
-    let handoffs = counter("outside", "handoffs");
-    let hits = report.total.hits;
-    let misses = report.total.misses + report.total.not_flow + report.total.malformed;
-    let tx_drops: u64 = report.ports.iter().map(|p| p.tx_drops).sum();
-    // The worker's busy time: each loop that finished packets is timed and divided
-    // among them in the histogram, so its sum is the time spent on them.
-    let h = &report.latency.packet_ns;
-    let busy_ns = h.mean() * h.len() as f64;
-    let busy_percent = 100.0 * busy_ns / (elapsed.as_nanos() as f64 * a.workers as f64);
-    let worker_ns_per_packet = busy_ns / h.len().max(1) as f64;
-    log(format!(
-        "worker busy {busy_percent:.1}% of its core while the sender ran; \
-         {worker_ns_per_packet:.0} ns a packet in the worker"
-    ));
-    log(format!(
-        "{} device: sender {sent} frames ({sender_mpps:.2} Mpps) in {elapsed:.2?}; \
-         device hits {hits}, far end received {far}: {mpps:.2} Mpps \
-         (outside ring drops {kernel_drops}, hand-offs {handoffs}, tx drops {tx_drops}, \
-         idle loops {:.1}%)",
-        a.port,
-        100.0 * report.total.idle_polls as f64 / report.total.polls.max(1) as f64
-    ));
+    let d = measure_device(a, links.each_ref().map(|l| l.as_str()), &specs, frames.clone())?;
+    log_device(a, &d, &log);
 
-    // (b) The kernel: src -> router -> dst, same sender, same frames re-addressed.
-    let (src, rtr, dst) = (
-        format!("dpsrc{tag}"),
-        format!("dprtr{tag}"),
-        format!("dpdst{tag}"),
-    );
-    for n in [&src, &rtr, &dst] {
-        v.namespace(n)?;
-    }
-    let (r0_mac, d0_mac) = ([2, 0xbf, 0, 0, 0, 2], [2, 0xbf, 0, 0, 0, 4]);
-    let (s0, r0, r1, d0) = (
-        format!("s0{tag}"),
-        format!("r0{tag}"),
-        format!("r1{tag}"),
-        format!("d0{tag}"),
-    );
-    v.pair(
-        &s0,
-        [2, 0xbf, 0, 0, 0, 1],
-        Some(&src),
-        &r0,
-        r0_mac,
-        Some(&rtr),
-    )?;
-    v.pair(
-        &r1,
-        [2, 0xbf, 0, 0, 0, 3],
-        Some(&rtr),
-        &d0,
-        d0_mac,
-        Some(&dst),
-    )?;
-    ip(&["-n", &rtr, "addr", "add", "10.0.0.254/8", "dev", &r0])?;
-    ip(&["-n", &rtr, "addr", "add", "192.168.255.254/16", "dev", &r1])?;
-    ip(&["-n", &dst, "addr", "add", "192.168.255.1/16", "dev", &d0])?;
-    for z in 0..=255u32 {
-        // The sessions' destinations 192.168.0.z sit behind dst: static neighbours, so
-        // no ARP is in the measurement.
-        let addr = format!("192.168.0.{z}");
-        ip(&[
-            "-n",
-            &rtr,
-            "neigh",
-            "replace",
-            &addr,
-            "lladdr",
-            &mac_str(d0_mac),
-            "dev",
-            &r1,
-            "nud",
-            "permanent",
-        ])?;
-    }
-    in_netns(Some(&rtr), || {
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-    })?
-    .map_err(|e| format!("ip_forward in the router namespace: {e}"))?;
+    let router = build_router(&mut v, &tag)?;
     let routed: Arc<Vec<Vec<u8>>> = Arc::new(
         frames
             .iter()
             .map(|f| {
                 let mut f = f.clone();
-                f[..6].copy_from_slice(&r0_mac); // to the router
+                f[..6].copy_from_slice(&ROUTER_MAC);
                 f
             })
             .collect(),
     );
-    let sock = sender_socket(Some(&src), &s0)?;
-    let (rtr_ns, r1_dev) = (rtr.clone(), r1.clone());
-    let fwd = move || link_packets(Some(&rtr_ns), &r1_dev).map(|p| p.1);
-    let before = fwd()?;
-    let to_router = routed.clone();
-    let (ksent, kelapsed) = std::thread::spawn(move || blast(sock, to_router, secs))
-        .join()
-        .map_err(|_| "sender panicked")?;
-    let kfwd = settle(&fwd)? - before;
+    let (ksent, kfwd, kelapsed) = kernel_routing(&a.sender, &router, routed.clone(), a.seconds)?;
     let baseline_mpps = kfwd as f64 / kelapsed.as_secs_f64() / 1e6;
     log(format!(
-        "kernel forwarding: sender {ksent} frames ({:.2} Mpps); router forwarded {kfwd}: {baseline_mpps:.2} Mpps",
+        "kernel forwarding: sender {ksent} frames ({:.2} Mpps); router forwarded {kfwd}: \
+         {baseline_mpps:.2} Mpps",
         ksent as f64 / kelapsed.as_secs_f64() / 1e6
     ));
 
-    // (c) The same router with conntrack.
-    let router = Router {
-        src: src.clone(),
-        rtr: rtr.clone(),
-        dst: dst.clone(),
-        s0: s0.clone(),
-        r1: r1.clone(),
-        d0: d0.clone(),
-    };
-    let ct = conntrack_forwarding(&router, &specs, routed, a.sessions, secs)?;
+    let ct = conntrack_forwarding(&a.sender, &router, &specs, routed, a.sessions, a.seconds)?;
     let conntrack_mpps = ct.forwarded as f64 / ct.elapsed.as_secs_f64() / 1e6;
     let (tracked, not_established) = (ct.tracked, ct.not_established);
     log(format!(
@@ -708,22 +830,15 @@ pub fn run(a: &Args) -> Result<bool, String> {
     ));
     drop(v);
 
-    let ok = misses == 0
-        && counted == hits
-        && stop.crashed == 0
-        && far <= hits
-        && tracked >= a.sessions as u64
-        && not_established == 0;
-    log(format!(
-        "verify: hits {hits} misses {misses} session counters {counted} far end {far}; \
-         conntrack tracked {tracked}, not established {not_established}: {}",
-        if ok { "ok" } else { "MISMATCH" }
-    ));
+    let ok = verify(a, &d, tracked, not_established, &log);
+    let mpps = d.rate(d.delivered_sending);
+    let h = &d.report.latency.packet_ns;
     let json = serde_json::json!({
         "port": a.port,
+        "sender": a.sender,
         "workers": a.workers,
         "sessions": a.sessions,
-        "packets": sent,
+        "packets": d.sent,
         "seconds": a.seconds,
         "mpps_per_worker": round2(mpps / a.workers as f64),
         "ns_per_packet": round2(1e3 / (mpps / a.workers as f64)),
@@ -731,25 +846,108 @@ pub fn run(a: &Args) -> Result<bool, String> {
         "ratio_to_baseline": round2(mpps / baseline_mpps),
         "conntrack_mpps": round2(conntrack_mpps),
         "ratio_to_conntrack": round2(mpps / conntrack_mpps),
-        "sender_mpps": round2(sender_mpps),
+        "sender_mpps": round2(d.rate(d.sent)),
+        "offered_mpps": round2(d.rate(d.arrived_sending)),
         "p50_ns": h.value_at_quantile(0.5),
         "p99_ns": h.value_at_quantile(0.99),
         "p999_ns": h.value_at_quantile(0.999),
-        "bytes_per_session": round2(report.table_bytes as f64 / a.sessions as f64),
-        "hits": hits,
-        "misses": misses,
-        "delivered": far,
-        "kernel_drops": kernel_drops,
-        "handoffs": handoffs,
-        "idle_percent": round2(100.0 * report.total.idle_polls as f64 / report.total.polls.max(1) as f64),
-        "worker_busy_percent": round2(busy_percent),
-        "worker_ns_per_packet": round2(worker_ns_per_packet),
-        "session_counter_total": counted,
-        "install_seconds": round2(install.as_secs_f64()),
+        "bytes_per_session": round2(d.report.table_bytes as f64 / a.sessions as f64),
+        "hits": d.report.total.hits,
+        "misses": d.misses(),
+        "arrived": d.arrived,
+        "veth_drops": d.veth_drops,
+        "delivered": d.delivered,
+        "kernel_drops": d.port_drops(),
+        "tx_drops": d.tx_drops(),
+        "device_drops": d.device_drops(),
+        "saturated": d.saturated(),
+        "handoffs": d.counter("outside", "handoffs"),
+        "idle_percent": round2(100.0 * d.report.total.idle_polls as f64 / d.report.total.polls.max(1) as f64),
+        "worker_busy_percent": round2(d.busy_percent(a.workers)),
+        "worker_ns_per_packet": round2(d.busy_ns / d.busy_packets.max(1) as f64),
+        "session_counter_total": d.counted,
+        "install_seconds": round2(d.install.as_secs_f64()),
         "verified": ok,
     });
     if a.json {
         println!("{json}");
     }
     Ok(ok)
+}
+
+/// The device's lines: what it was offered, what it forwarded and dropped, whether
+/// that was its own limit, and what its core spent.
+fn log_device(a: &Args, d: &DeviceRun, log: &impl Fn(String)) {
+    let busy = d.busy_percent(a.workers);
+    log(format!(
+        "{} device, {} sender: sender {} frames ({:.2} Mpps) in {:.2?}; device's port \
+         received {} ({:.2} Mpps offered; {} more the veth could not take), far end \
+         received {} ({:.2} Mpps while the sender ran)",
+        a.port,
+        a.sender,
+        d.sent,
+        d.rate(d.sent),
+        d.elapsed,
+        d.arrived,
+        d.rate(d.arrived_sending),
+        d.veth_drops,
+        d.delivered,
+        d.rate(d.delivered_sending),
+    ));
+    log(format!(
+        "device drops {} (port rx {}, tx {}, hand-off {}; hand-offs {}); worker busy \
+         {busy:.1}% of its core while the sender ran, {:.0} ns a packet in the worker",
+        d.device_drops(),
+        d.port_drops(),
+        d.tx_drops(),
+        d.counter("outside", "handoff_drops"),
+        d.counter("outside", "handoffs"),
+        d.busy_ns / d.busy_packets.max(1) as f64,
+    ));
+    log(if d.saturated() {
+        format!(
+            "device saturated: it dropped {:.1}% of what its port received; the figure \
+             is the device's own limit",
+            100.0 * d.device_drops() as f64 / d.arrived.max(1) as f64
+        )
+    } else {
+        "device NOT saturated: it forwarded everything its port received; the figure is \
+         the sender's limit, not the device's"
+            .to_string()
+    });
+}
+
+/// The run's own check: every packet a hit of an installed session, the sessions'
+/// counters equal to the hits, every frame that reached the device's port either
+/// received or counted as a port drop, nothing delivered that was not a hit, and the
+/// conntrack baseline really established-only.
+fn verify(
+    a: &Args,
+    d: &DeviceRun,
+    tracked: u64,
+    not_established: u64,
+    log: &impl Fn(String),
+) -> bool {
+    let hits = d.report.total.hits;
+    let received = hits + d.misses();
+    let accounted = received + d.port_drops() + d.counter("outside", "rx_too_long");
+    let ok = d.misses() == 0
+        && d.counted == hits
+        && d.crashed == 0
+        && d.delivered <= hits
+        && accounted == d.arrived
+        && tracked >= a.sessions as u64
+        && not_established == 0;
+    log(format!(
+        "verify: hits {hits} misses {} session counters {}; port received {} = device \
+         received {received} + port drops {}; far end {}; conntrack tracked {tracked}, \
+         not established {not_established}: {}",
+        d.misses(),
+        d.counted,
+        d.arrived,
+        d.port_drops(),
+        d.delivered,
+        if ok { "ok" } else { "MISMATCH" }
+    ));
+    ok
 }

@@ -381,11 +381,6 @@ impl XdpSender {
         }
         Ok((sent, start.elapsed()))
     }
-
-    /// Sends each frame once (the cursor goes round once, from where it stands).
-    pub fn send_round(&self, frames: u32) -> Result<(), String> {
-        self.run(frames)
-    }
 }
 
 /// Turns on the veth's NAPI receive path (GRO), without which it refuses XDP frames.
