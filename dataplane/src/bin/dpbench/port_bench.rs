@@ -505,6 +505,30 @@ fn link_counts(ns: Option<&str>, dev: &str) -> Result<LinkCounts, String> {
     })
 }
 
+/// Steers the receive of `dev` (in `ns`) to `cpu` (RPS): its kernel work then runs
+/// there, not on the core that sent the frames over the veth.
+fn steer_receive(ns: Option<&str>, dev: &str, cpu: usize) -> Result<(), String> {
+    let path = format!("/sys/class/net/{dev}/queues/rx-0/rps_cpus");
+    let mask = format!("{:x}", 1u64 << cpu);
+    let out = match ns {
+        // sysfs shows a namespace's links only when mounted inside it: `ip netns exec`.
+        Some(ns) => std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c", &format!("echo {mask} > {path}")])
+            .output()
+            .map_err(|e| format!("ip netns exec: {e}"))?,
+        None => {
+            return std::fs::write(&path, &mask).map_err(|e| format!("{path}: {e}"));
+        }
+    };
+    if !out.status.success() {
+        return Err(format!(
+            "{path} in {ns:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
 /// The device's ports on the veths `outside` and `inside`, by `--port`.
 fn device_ports(a: &Args, outside: &str, inside: &str) -> Result<[Box<dyn Port>; 2], String> {
     match a.port.as_str() {
@@ -712,22 +736,37 @@ fn build_router(v: &mut Veths, tag: &str) -> Result<Router, String> {
     ip(&["-n", &n.rtr, "addr", "add", "192.168.255.254/16", "dev", &n.r1])?;
     ip(&["-n", &n.dst, "addr", "add", "192.168.255.1/16", "dev", &n.d0])?;
     for z in 0..=255u32 {
-        // The sessions' destinations 192.168.0.z sit behind dst.
+        // The sessions' destinations 192.168.0.z sit behind dst, at a MAC that is not
+        // d0's: d0 drops the frames on arrival as not its own, as the device's far end
+        // does. (Addressed to d0, each frame would go up its IP stack, find no route,
+        // and cost an ICMP rate-limit lookup per source: measured, the kernel baseline
+        // then runs at half its rate.)
         let addr = format!("192.168.0.{z}");
-        let mac = mac_str(DST_MAC);
+        let mac = mac_str(NEXT_HOP_MAC);
         ip(&[
             "-n", &n.rtr, "neigh", "replace", &addr, "lladdr", &mac, "dev", &n.r1, "nud",
             "permanent",
         ])?;
     }
+    // The router's receive, forwarding and transmit (and so the far end's receive,
+    // which a veth runs on the sending core) on the worker's core: the kernel gets the
+    // core the device's worker gets, and the sender's core only delivers to it, as it
+    // delivers to the device's port. Without this the router would share the sender's
+    // core (a veth receives on the core that sent).
+    steer_receive(rtr, &n.r0, WORKER_CORE)?;
     in_netns(rtr, || std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))?
         .map_err(|e| format!("ip_forward in the router namespace: {e}"))?;
     Ok(n)
 }
 
+/// The core of the first worker (the last core; the sender has core 0).
+const WORKER_CORE: usize = 1;
+
 /// The router's `r0` and the far end's `d0`.
 const ROUTER_MAC: [u8; 6] = [2, 0xbf, 0, 0, 0, 2];
 const DST_MAC: [u8; 6] = [2, 0xbf, 0, 0, 0, 4];
+/// The router's next hop for the sessions' destinations, behind `d0`.
+const NEXT_HOP_MAC: [u8; 6] = [2, 0xbf, 0, 0, 0, 5];
 
 /// (b) The router forwarding `to_router` (no conntrack): (sent, forwarded, time).
 fn kernel_routing(
