@@ -535,3 +535,40 @@ fn session_packets(engine: &Engine, specs: &[SessionSpec], workers: usize) -> Re
     }
     Ok(counted)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The keys of the `json!` objects in `source` (lines `"key": value,`).
+    fn json_keys(source: &str) -> Vec<&str> {
+        source
+            .lines()
+            .map(str::trim)
+            .filter_map(|l| l.strip_prefix('"')?.split_once("\": ").map(|(k, _)| k))
+            .filter(|k| {
+                k.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            })
+            .collect()
+    }
+
+    /// Every field of dpbench's `--json` objects (ring and real ports) is named in
+    /// docs/output-formats.md, in backticks.
+    #[test]
+    fn every_json_field_is_documented() {
+        let docs = include_str!("../../../../docs/output-formats.md");
+        let dpbench = &docs[docs.find("## dpbench").expect("a dpbench section")..];
+        let keys: Vec<&str> = [include_str!("main.rs"), include_str!("port_bench.rs")]
+            .iter()
+            .flat_map(|s| json_keys(s))
+            .collect();
+        assert!(keys.len() > 30, "found {keys:?}");
+        let missing: Vec<&&str> = keys
+            .iter()
+            .filter(|k| !dpbench.contains(&format!("`{k}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not in docs/output-formats.md: {missing:?}"
+        );
+    }
+}

@@ -486,7 +486,6 @@ fn dpdk_ports(_outside: &str, _inside: &str) -> Result<[Box<dyn Port>; 2], Strin
     Err("--port dpdk: dpbench was built without the dpdk feature".into())
 }
 
-
 /// Interface counters of one link (`ip -s -j link`).
 #[derive(Clone, Copy, Default)]
 struct LinkCounts {
@@ -513,7 +512,14 @@ fn steer_receive(ns: Option<&str>, dev: &str, cpu: usize) -> Result<(), String> 
     let out = match ns {
         // sysfs shows a namespace's links only when mounted inside it: `ip netns exec`.
         Some(ns) => std::process::Command::new("ip")
-            .args(["netns", "exec", ns, "sh", "-c", &format!("echo {mask} > {path}")])
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "sh",
+                "-c",
+                &format!("echo {mask} > {path}"),
+            ])
             .output()
             .map_err(|e| format!("ip netns exec: {e}"))?,
         None => {
@@ -549,15 +555,20 @@ fn device_ports(a: &Args, outside: &str, inside: &str) -> Result<[Box<dyn Port>;
     }
 }
 
+/// The core of worker `w`: the last cores, so that the sender has core 0.
+fn worker_core(w: usize) -> usize {
+    let ncores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    (ncores - 1 - w % ncores) % ncores
+}
+
 /// The device's engine on `ports` with every session installed; the install time.
 fn start_device(
     a: &Args,
     ports: [Box<dyn Port>; 2],
     specs: &[SessionSpec],
 ) -> Result<(Engine, Duration), String> {
-    let ncores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
     let [outside, inside] = ports;
     let (fw, _fw_peer) = ring_port("firewall", [2, 0, 0, 0, 1, 2], a.workers, RING);
     let lif = |port: Box<dyn Port>, lif: Option<u16>| PortConfig {
@@ -572,10 +583,7 @@ fn start_device(
     ];
     let mut cfg = EngineConfig::new(ports, 2);
     cfg.workers = a.workers;
-    // Workers on the last cores; the sender has core 0.
-    cfg.cores = (0..a.workers)
-        .map(|w| (ncores - 1 - w % ncores) % ncores)
-        .collect();
+    cfg.cores = (0..a.workers).map(worker_core).collect();
     cfg.max_sessions = a.sessions;
     cfg.poll = PollMode::Busy;
     cfg.default_timeout_s = 3600;
@@ -729,12 +737,32 @@ fn build_router(v: &mut Veths, tag: &str) -> Result<Router, String> {
     for ns in [&n.src, &n.rtr, &n.dst] {
         v.namespace(ns)?;
     }
-    let (src, rtr, dst) = (Some(n.src.as_str()), Some(n.rtr.as_str()), Some(n.dst.as_str()));
+    let (src, rtr, dst) = (
+        Some(n.src.as_str()),
+        Some(n.rtr.as_str()),
+        Some(n.dst.as_str()),
+    );
     v.pair(&n.s0, [2, 0xbf, 0, 0, 0, 1], src, &n.r0, ROUTER_MAC, rtr)?;
     v.pair(&n.r1, [2, 0xbf, 0, 0, 0, 3], rtr, &n.d0, DST_MAC, dst)?;
     ip(&["-n", &n.rtr, "addr", "add", "10.0.0.254/8", "dev", &n.r0])?;
-    ip(&["-n", &n.rtr, "addr", "add", "192.168.255.254/16", "dev", &n.r1])?;
-    ip(&["-n", &n.dst, "addr", "add", "192.168.255.1/16", "dev", &n.d0])?;
+    ip(&[
+        "-n",
+        &n.rtr,
+        "addr",
+        "add",
+        "192.168.255.254/16",
+        "dev",
+        &n.r1,
+    ])?;
+    ip(&[
+        "-n",
+        &n.dst,
+        "addr",
+        "add",
+        "192.168.255.1/16",
+        "dev",
+        &n.d0,
+    ])?;
     for z in 0..=255u32 {
         // The sessions' destinations 192.168.0.z sit behind dst, at a MAC that is not
         // d0's: d0 drops the frames on arrival as not its own, as the device's far end
@@ -744,7 +772,16 @@ fn build_router(v: &mut Veths, tag: &str) -> Result<Router, String> {
         let addr = format!("192.168.0.{z}");
         let mac = mac_str(NEXT_HOP_MAC);
         ip(&[
-            "-n", &n.rtr, "neigh", "replace", &addr, "lladdr", &mac, "dev", &n.r1, "nud",
+            "-n",
+            &n.rtr,
+            "neigh",
+            "replace",
+            &addr,
+            "lladdr",
+            &mac,
+            "dev",
+            &n.r1,
+            "nud",
             "permanent",
         ])?;
     }
@@ -753,14 +790,11 @@ fn build_router(v: &mut Veths, tag: &str) -> Result<Router, String> {
     // core the device's worker gets, and the sender's core only delivers to it, as it
     // delivers to the device's port. Without this the router would share the sender's
     // core (a veth receives on the core that sent).
-    steer_receive(rtr, &n.r0, WORKER_CORE)?;
+    steer_receive(rtr, &n.r0, worker_core(0))?;
     in_netns(rtr, || std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))?
         .map_err(|e| format!("ip_forward in the router namespace: {e}"))?;
     Ok(n)
 }
-
-/// The core of the first worker (the last core; the sender has core 0).
-const WORKER_CORE: usize = 1;
 
 /// The router's `r0` and the far end's `d0`.
 const ROUTER_MAC: [u8; 6] = [2, 0xbf, 0, 0, 0, 2];
@@ -818,8 +852,22 @@ pub fn run(a: &Args) -> Result<bool, String> {
     let mut v = Veths::default();
     let links = ["dpa0", "dpa1", "dpb0", "dpb1"].map(|l| format!("{l}{tag}"));
     let [dpa0, dpa1, dpb0, dpb1] = &links;
-    v.pair(dpa0, [2, 0xbe, 0, 0, 0, 1], None, dpa1, [2, 0xbe, 0, 0, 0, 2], None)?;
-    v.pair(dpb0, [2, 0xbe, 0, 0, 0, 3], None, dpb1, [2, 0xbe, 0, 0, 0, 4], None)?;
+    v.pair(
+        dpa0,
+        [2, 0xbe, 0, 0, 0, 1],
+        None,
+        dpa1,
+        [2, 0xbe, 0, 0, 0, 2],
+        None,
+    )?;
+    v.pair(
+        dpb0,
+        [2, 0xbe, 0, 0, 0, 3],
+        None,
+        dpb1,
+        [2, 0xbe, 0, 0, 0, 4],
+        None,
+    )?;
 
     let proto = if a.tcp { PROTO_TCP } else { PROTO_UDP };
     let specs: Vec<SessionSpec> = (0..a.sessions).map(|i| session(i, proto)).collect();
@@ -834,7 +882,12 @@ pub fn run(a: &Args) -> Result<bool, String> {
             .collect(),
     );
 
-    let d = measure_device(a, links.each_ref().map(|l| l.as_str()), &specs, frames.clone())?;
+    let d = measure_device(
+        a,
+        links.each_ref().map(|l| l.as_str()),
+        &specs,
+        frames.clone(),
+    )?;
     log_device(a, &d, &log);
 
     let router = build_router(&mut v, &tag)?;
@@ -886,6 +939,8 @@ pub fn run(a: &Args) -> Result<bool, String> {
         "conntrack_mpps": round2(conntrack_mpps),
         "ratio_to_conntrack": round2(mpps / conntrack_mpps),
         "sender_mpps": round2(d.rate(d.sent)),
+        "baseline_sender_mpps": round2(ksent as f64 / kelapsed.as_secs_f64() / 1e6),
+        "conntrack_sender_mpps": round2(ct.sent as f64 / ct.elapsed.as_secs_f64() / 1e6),
         "offered_mpps": round2(d.rate(d.arrived_sending)),
         "p50_ns": h.value_at_quantile(0.5),
         "p99_ns": h.value_at_quantile(0.99),

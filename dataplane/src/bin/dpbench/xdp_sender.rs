@@ -219,7 +219,7 @@ mod asm {
 fn program(cursor_fd: i32, frames_fd: i32, frame_count: u32, frame_len: usize) -> Vec<Insn> {
     use asm::*;
     let mut p = vec![mov(6, 1)]; // r6 = ctx
-    // r0 = &cursor[0]
+                                 // r0 = &cursor[0]
     p.push(store_imm_w(10, -4, 0));
     p.extend(load_map(1, cursor_fd));
     p.extend([mov(2, 10), add_imm(2, -4), call(MAP_LOOKUP)]);
@@ -231,7 +231,7 @@ fn program(cursor_fd: i32, frames_fd: i32, frame_count: u32, frame_len: usize) -
         add_imm(8, 1),
         jlt_imm(8, frame_count as i32, 1),
         mov_imm(8, 0),
-        store(SZ_DW, 0, 0, 8), // cursor = next
+        store(SZ_DW, 0, 0, 8),  // cursor = next
         store(SZ_W, 10, -8, 7), // key = i
     ]);
     // r0 = &frames[i]
@@ -420,7 +420,11 @@ mod tests {
         assert_eq!(p[drop].imm, XDP_DROP);
         for (at, i) in p.iter().enumerate() {
             if i.code == 0x15 || i.code == 0x2d {
-                assert_eq!(at as i64 + 1 + i64::from(i.off), drop as i64, "jump at {at}");
+                assert_eq!(
+                    at as i64 + 1 + i64::from(i.off),
+                    drop as i64,
+                    "jump at {at}"
+                );
             }
         }
     }
