@@ -604,6 +604,24 @@ fn busy_ns(engine: &Engine) -> (f64, u64) {
     (h.mean() * h.len() as f64, h.len())
 }
 
+/// Nanoseconds the device's worker threads (named `worker-N`) have run on a CPU
+/// (`/proc/self/task/*/schedstat`): a busy-polling worker that owns its core runs all
+/// the time; less means another process took turns on its core.
+fn worker_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim_end().starts_with("worker-"))
+        })
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// What (a), the device, measured.
 struct DeviceRun {
     sent: u64,
@@ -611,13 +629,16 @@ struct DeviceRun {
     /// Frames the outside interface received while the sender ran, and in all.
     arrived_sending: u64,
     arrived: u64,
-    /// Frames the outside veth could not take (its receive ring was full).
+    /// Frames the outside veth counted as dropped: its receive ring full (the sender's
+    /// side) and, with af_xdp, frames the XDP program could not hand to the socket.
     veth_drops: u64,
     /// Frames the far end received while the sender ran, and in all.
     delivered_sending: u64,
     delivered: u64,
     /// The worker's busy time and packets while the sender ran.
     busy_ns: f64,
+    /// Time the workers ran on a CPU while the sender ran.
+    on_cpu_ns: u64,
     busy_packets: u64,
     report: dataplane::stats::EngineReport,
     port_counters: Vec<(String, Vec<(&'static str, u64)>)>,
@@ -673,6 +694,10 @@ impl DeviceRun {
     fn busy_percent(&self, workers: usize) -> f64 {
         100.0 * self.busy_ns / (self.elapsed.as_nanos() as f64 * workers as f64)
     }
+
+    fn on_cpu_percent(&self, workers: usize) -> f64 {
+        100.0 * self.on_cpu_ns as f64 / (self.elapsed.as_nanos() as f64 * workers as f64)
+    }
 }
 
 /// (a) The device: the sender on `dpa0` -> device (`dpa1` -> worker -> `dpb0`) ->
@@ -692,11 +717,11 @@ fn measure_device(
         peer: dpa1,
     };
     let (in0, far0) = (link_counts(None, dpa1)?, link_counts(None, dpb1)?.rx);
-    let busy0 = busy_ns(&engine);
+    let (busy0, cpu0) = (busy_ns(&engine), worker_cpu_ns());
     let (sent, elapsed) = send_for(&a.sender, &from, frames, a.seconds)?;
     // Read at once: what the device did while offered the load (it then drains the
     // frames its rx ring still holds, counted below in the totals).
-    let busy1 = busy_ns(&engine);
+    let (busy1, cpu1) = (busy_ns(&engine), worker_cpu_ns());
     let (in1, far1) = (link_counts(None, dpa1)?, link_counts(None, dpb1)?.rx);
     let far = settle(|| link_counts(None, dpb1).map(|c| c.rx))?;
     let in2 = link_counts(None, dpa1)?;
@@ -714,6 +739,7 @@ fn measure_device(
         delivered: far - far0,
         busy_ns: busy1.0 - busy0.0,
         busy_packets: busy1.1 - busy0.1,
+        on_cpu_ns: cpu1.saturating_sub(cpu0),
         report,
         port_counters,
         counted,
@@ -958,6 +984,7 @@ pub fn run(a: &Args) -> Result<bool, String> {
         "handoffs": d.counter("outside", "handoffs"),
         "idle_percent": round2(100.0 * d.report.total.idle_polls as f64 / d.report.total.polls.max(1) as f64),
         "worker_busy_percent": round2(d.busy_percent(a.workers)),
+        "worker_on_cpu_percent": round2(d.on_cpu_percent(a.workers)),
         "worker_ns_per_packet": round2(d.busy_ns / d.busy_packets.max(1) as f64),
         "session_counter_total": d.counted,
         "install_seconds": round2(d.install.as_secs_f64()),
@@ -975,7 +1002,7 @@ fn log_device(a: &Args, d: &DeviceRun, log: &impl Fn(String)) {
     let busy = d.busy_percent(a.workers);
     log(format!(
         "{} device, {} sender: sender {} frames ({:.2} Mpps) in {:.2?}; device's port \
-         received {} ({:.2} Mpps offered; {} more the veth could not take), far end \
+         received {} ({:.2} Mpps offered; the veth counted {} dropped), far end \
          received {} ({:.2} Mpps while the sender ran)",
         a.port,
         a.sender,
@@ -990,13 +1017,15 @@ fn log_device(a: &Args, d: &DeviceRun, log: &impl Fn(String)) {
     ));
     log(format!(
         "device drops {} (port rx {}, tx {}, hand-off {}; hand-offs {}); worker busy \
-         {busy:.1}% of its core while the sender ran, {:.0} ns a packet in the worker",
+         {busy:.1}% of its core while the sender ran, {:.0} ns a packet in the worker; \
+         it was on its core {:.1}% of that time (less: other processes took turns)",
         d.device_drops(),
         d.port_drops(),
         d.tx_drops(),
         d.counter("outside", "handoff_drops"),
         d.counter("outside", "handoffs"),
         d.busy_ns / d.busy_packets.max(1) as f64,
+        d.on_cpu_percent(a.workers),
     ));
     log(if d.saturated() {
         format!(
