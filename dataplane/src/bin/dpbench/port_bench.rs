@@ -250,6 +250,8 @@ struct KernelRun {
     /// `routing` or `conntrack`.
     test: &'static str,
     sender: &'static str,
+    /// The router had the worker's core to itself (else it shared the sender's).
+    own_core: bool,
     sent: u64,
     forwarded: u64,
     elapsed: Duration,
@@ -265,30 +267,28 @@ impl KernelRun {
     }
 }
 
-/// The kernel's senders: the run's first, the other second. Each baseline is measured
-/// with both and counts at its best: a kernel flooded past its limit forwards less
-/// than one offered about its limit (measured: conntrack forwarded 0.51 Mpps of the
-/// AF_PACKET sender's 0.51 and 0.26 of the XDP sender's 1.1).
-fn kernel_senders(first: &str) -> [&'static str; 2] {
-    if first == "af_packet" {
-        ["af_packet", "xdp"]
-    } else {
-        ["xdp", "af_packet"]
-    }
-}
+/// How each kernel baseline is measured: the sender, and whether the router has the
+/// worker's core to itself (RPS steers its receive there; the sender's core only
+/// delivers to it, as it delivers to the device's port) or runs on the sender's core
+/// (a veth receives on the core that sent). Each baseline counts at its best of these:
+/// a router flooded across cores forwards less than one offered about its limit
+/// (measured: conntrack forwarded 0.26 Mpps of the XDP sender's 1.1 on its own core,
+/// all of the AF_PACKET sender's 0.4-0.5), and on the sender's core the kernel paces
+/// the XDP sender by itself.
+const KERNEL_SETUPS: [(&str, bool); 3] = [("xdp", true), ("af_packet", true), ("xdp", false)];
 
-/// Sends `to_router` for `secs` with each sender; what the router forwarded (its `r1`
-/// transmit) while each sent.
+/// Sends `to_router` for `secs` in each of `KERNEL_SETUPS`; what the router forwarded
+/// (its `r1` transmit) while each sent.
 fn router_runs(
     test: &'static str,
-    senders: [&'static str; 2],
     n: &Router,
     to_router: &Arc<Vec<Vec<u8>>>,
     secs: u64,
 ) -> Result<Vec<KernelRun>, String> {
     let fwd = || link_counts(Some(&n.rtr), &n.r1).map(|c| c.tx);
     let mut runs = Vec::new();
-    for sender in senders {
+    for (sender, own_core) in KERNEL_SETUPS {
+        steer_receive(Some(&n.rtr), &n.r0, own_core.then(|| worker_core(0)))?;
         let before = fwd()?;
         let (sent, elapsed) = send_for(sender, &n.send_from(), to_router.clone(), secs)?;
         let forwarded = fwd()? - before;
@@ -296,6 +296,7 @@ fn router_runs(
         runs.push(KernelRun {
             test,
             sender,
+            own_core,
             sent,
             forwarded,
             elapsed,
@@ -317,7 +318,6 @@ struct Conntrack {
 /// session made established first (its frame out, then a reply), then `to_router`
 /// (the sessions' frames addressed to the router) sent for `secs` by each sender.
 fn conntrack_forwarding(
-    senders: [&'static str; 2],
     n: &Router,
     specs: &[SessionSpec],
     to_router: &Arc<Vec<Vec<u8>>>,
@@ -342,7 +342,7 @@ fn conntrack_forwarding(
     settle(move || link_counts(Some(&rtr), &r1).map(|c| c.rx))?;
     nft(&n.rtr, CONNTRACK_ESTABLISHED)?;
     Ok(Conntrack {
-        runs: router_runs("conntrack", senders, n, to_router, secs)?,
+        runs: router_runs("conntrack", n, to_router, secs)?,
         tracked,
         not_established: nft_drops(&n.rtr)?,
     })
@@ -552,10 +552,10 @@ fn link_counts(ns: Option<&str>, dev: &str) -> Result<LinkCounts, String> {
 }
 
 /// Steers the receive of `dev` (in `ns`) to `cpu` (RPS): its kernel work then runs
-/// there, not on the core that sent the frames over the veth.
-fn steer_receive(ns: Option<&str>, dev: &str, cpu: usize) -> Result<(), String> {
+/// there, not on the core that sent the frames over the veth (None: RPS off).
+fn steer_receive(ns: Option<&str>, dev: &str, cpu: Option<usize>) -> Result<(), String> {
     let path = format!("/sys/class/net/{dev}/queues/rx-0/rps_cpus");
-    let mask = format!("{:x}", 1u64 << cpu);
+    let mask = format!("{:x}", cpu.map_or(0, |c| 1u64 << c));
     let out = match ns {
         // sysfs shows a namespace's links only when mounted inside it: `ip netns exec`.
         Some(ns) => std::process::Command::new("ip")
@@ -858,12 +858,6 @@ fn build_router(v: &mut Veths, tag: &str) -> Result<Router, String> {
             "permanent",
         ])?;
     }
-    // The router's receive, forwarding and transmit (and so the far end's receive,
-    // which a veth runs on the sending core) on the worker's core: the kernel gets the
-    // core the device's worker gets, and the sender's core only delivers to it, as it
-    // delivers to the device's port. Without this the router would share the sender's
-    // core (a veth receives on the core that sent).
-    steer_receive(rtr, &n.r0, worker_core(0))?;
     in_netns(rtr, || std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))?
         .map_err(|e| format!("ip_forward in the router namespace: {e}"))?;
     Ok(n)
@@ -959,17 +953,21 @@ pub fn run(a: &Args) -> Result<bool, String> {
             })
             .collect(),
     );
-    let senders = kernel_senders(&a.sender);
-    let mut kernel = router_runs("routing", senders, &router, &routed, a.seconds)?;
-    let ct = conntrack_forwarding(senders, &router, &specs, &routed, a.seconds)?;
+    let mut kernel = router_runs("routing", &router, &routed, a.seconds)?;
+    let ct = conntrack_forwarding(&router, &specs, &routed, a.seconds)?;
     kernel.extend(ct.runs);
     let (tracked, not_established) = (ct.tracked, ct.not_established);
     for k in &kernel {
         log(format!(
-            "kernel {}, {} sender: sender {} frames ({:.2} Mpps); router forwarded {}: \
-             {:.2} Mpps",
+            "kernel {}, {} sender, router on {} core: sender {} frames ({:.2} Mpps); \
+             router forwarded {}: {:.2} Mpps",
             k.test,
             k.sender,
+            if k.own_core {
+                "its own"
+            } else {
+                "the sender's"
+            },
             k.sent,
             k.sent_mpps(),
             k.forwarded,
@@ -1010,6 +1008,7 @@ pub fn run(a: &Args) -> Result<bool, String> {
         "kernel_runs": kernel.iter().map(|k| serde_json::json!({
             "test": k.test,
             "sender": k.sender,
+            "own_core": k.own_core,
             "sender_mpps": round2(k.sent_mpps()),
             "forwarded_mpps": round2(k.mpps()),
         })).collect::<Vec<_>>(),
