@@ -14,8 +14,9 @@
 //! size so that nothing is dropped. The benchmark checks its own result: every packet
 //! must be a hit, and the sessions' counters must add up to the packets sent.
 //!
-//! `dpbench --port af_packet [--sessions N] [--seconds S] [--workers W] [--json]`
-//! measures the device on real interfaces instead (root only): see `port_bench.rs`.
+//! `dpbench --port af_packet|af_xdp|dpdk [--sessions N] [--seconds S] [--workers W]
+//! [--sender xdp|af_packet] [--json]` measures the device on veth pairs instead, against
+//! the kernel (root only): see `port_bench.rs`.
 
 use std::collections::VecDeque;
 use std::process::ExitCode;

@@ -1,8 +1,16 @@
 //! `dpbench --port af_packet|af_xdp|dpdk`: the device on veth pairs against the
-//! kernel's routing and connection tracking on the same box, with the same sender.
+//! kernel's routing and connection tracking on the same box, with the same senders.
 //!
-//! The veths, namespaces and kernel baselines live here; the senders are in
-//! `xdp_sender.rs` (the default) and `blast` below (an AF_PACKET tx ring).
+//! Cores: the sender on core 0, the device's worker on the last core. A veth runs
+//! the receive of the frames it carries on the core that sent them, so core 0 also
+//! delivers the frames into the device's port, and the worker's core runs the far
+//! end's receive inside the worker's transmit. The report says whether the device
+//! was saturated (it dropped part of what its port received), how busy its worker
+//! was, and how much of the time the worker had its core at all.
+//!
+//! This file owns the veths, namespaces, the device's run and the kernel baselines;
+//! the senders are `xdp_sender.rs` (the default) and `blast` below (an AF_PACKET tx
+//! ring).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +24,7 @@ use dataplane::{Engine, EngineConfig, PollMode, PortConfig, SessionSpec};
 
 use super::xdp_sender;
 use super::{frame, round2, session, session_packets, Args, RING};
+
 /// Runs `ip`; the error names the command.
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = std::process::Command::new("ip")
@@ -1072,6 +1081,15 @@ fn log_device(a: &Args, d: &DeviceRun, log: &impl Fn(String)) {
         d.busy_ns / d.busy_packets.max(1) as f64,
         d.on_cpu_percent(a.workers),
     ));
+    let outside: Vec<String> = d
+        .port_counters
+        .iter()
+        .filter(|(p, _)| p == "outside")
+        .flat_map(|(_, cs)| cs.iter())
+        .filter(|(_, v)| *v != 0)
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect();
+    log(format!("outside port counters: {}", outside.join(", ")));
     log(if d.saturated() {
         format!(
             "device saturated: it dropped {:.1}% of what its port received; the figure \
