@@ -1093,8 +1093,14 @@ fn log_device(a: &Args, d: &DeviceRun, log: &impl Fn(String)) {
     log(if d.saturated() {
         format!(
             "device saturated: it dropped {:.1}% of what its port received; the figure \
-             is the device's own limit",
-            100.0 * d.device_drops() as f64 / d.arrived.max(1) as f64
+             is the device's own limit{}",
+            100.0 * d.device_drops() as f64 / d.arrived.max(1) as f64,
+            if busy < 90.0 {
+                ", but its worker still had idle time: the limit is in the port's \
+                 kernel side (see its counters), not the worker's core"
+            } else {
+                ""
+            }
         )
     } else {
         "device NOT saturated: it forwarded everything its port received; the figure is \
