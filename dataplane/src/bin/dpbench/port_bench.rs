@@ -1081,15 +1081,17 @@ fn log_device(a: &Args, d: &DeviceRun, log: &impl Fn(String)) {
         d.busy_ns / d.busy_packets.max(1) as f64,
         d.on_cpu_percent(a.workers),
     ));
-    let outside: Vec<String> = d
-        .port_counters
-        .iter()
-        .filter(|(p, _)| p == "outside")
-        .flat_map(|(_, cs)| cs.iter())
-        .filter(|(_, v)| *v != 0)
-        .map(|(n, v)| format!("{n} {v}"))
-        .collect();
-    log(format!("outside port counters: {}", outside.join(", ")));
+    for port in ["outside", "inside"] {
+        let nonzero: Vec<String> = d
+            .port_counters
+            .iter()
+            .filter(|(p, _)| p == port)
+            .flat_map(|(_, cs)| cs.iter())
+            .filter(|(_, v)| *v != 0)
+            .map(|(n, v)| format!("{n} {v}"))
+            .collect();
+        log(format!("{port} port counters: {}", nonzero.join(", ")));
+    }
     log(if d.saturated() {
         format!(
             "device saturated: it dropped {:.1}% of what its port received; the figure \
