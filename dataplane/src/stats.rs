@@ -92,8 +92,8 @@ pub struct PortCounters {
 /// Latency histograms in nanoseconds.
 #[derive(Clone, Debug)]
 pub struct Latency {
-    /// Time a packet spends in the worker: each busy loop's receive-and-process
-    /// time, divided among the packets it finished.
+    /// Time a packet spends in the worker: each busy loop's receive, process and
+    /// transmit time, divided among the packets it finished.
     pub packet_ns: Histogram<u64>,
     /// From an add being received (or its command queued) to the session being live
     /// in the table.

@@ -35,7 +35,7 @@ pub struct AfPacketOptions {
     pub block_size: u32,
     /// Rx blocks per queue.
     pub block_count: u32,
-    /// Bytes per tx frame, header included (largest frame sent: this minus 48).
+    /// Bytes per tx frame, header included (largest frame sent: this minus 58).
     pub frame_size: u32,
     /// Tx frames per queue (rounded up to whole blocks).
     pub tx_frames: u32,
