@@ -204,11 +204,10 @@ impl<'a> AddCall<'a> {
             let tx = self.answers_tx.clone();
             let slot = slot.clone();
             let items = b.items;
-            self.device
-                .send_adds(w, b.specs, b.received, move |added| {
-                    drop(slot);
-                    let _ = tx.send((items, added));
-                });
+            self.device.send_adds(w, b.specs, b.received, move |added| {
+                drop(slot);
+                let _ = tx.send((items, added));
+            });
             self.sent += 1;
         }
     }
