@@ -251,6 +251,9 @@ pub struct DataplaneConfig {
     /// Granularity of idle timeouts.
     pub tick_ms: u64,
     pub poll: Poll,
+    /// Adaptive polling: microseconds a worker polls on after its last work before
+    /// it sleeps.
+    pub idle_spin_us: u64,
     pub command_queue: usize,
     /// Real-time (SCHED_FIFO) priority of the workers, 1..=99; 0: ordinary threads.
     pub realtime_priority: u8,
@@ -275,6 +278,7 @@ impl Default for DataplaneConfig {
             default_timeout: 30,
             tick_ms: 100,
             poll: Poll::Adaptive,
+            idle_spin_us: dataplane::worker::DEFAULT_IDLE_SPIN.as_micros() as u64,
             command_queue: 1024,
             realtime_priority: 0,
             closed_queue: 65_536,
@@ -816,6 +820,12 @@ impl Config {
                 d.realtime_priority
             ));
         }
+        if d.idle_spin_us > 1_000_000 {
+            return bad(format!(
+                "dataplane.idle_spin_us = {}: must be 0 to 1000000 (one second)",
+                d.idle_spin_us
+            ));
+        }
         if d.tick_ms == 0 || d.tick_ms > 10_000 {
             return bad(format!(
                 "dataplane.tick_ms = {}: must be 1 to 10000",
@@ -1167,6 +1177,7 @@ mod tests {
             ("[dataplane]\nworkers = 0\n", "dataplane.workers"),
             ("[dataplane]\nworkers = 2\ncores = [0]\n", "dataplane.cores"),
             ("[dataplane]\nmax_sessions = 0\n", "dataplane.max_sessions"),
+            ("[dataplane]\nidle_spin_us = 2000000\n", "dataplane.idle_spin_us = 2000000"),
             ("[dataplane]\nfirewall_port = \"x\"\n", "dataplane.firewall_port"),
             ("[dataplane]\nbogus = 1\n", "bogus"),
             ("[[port]]\nname = \"a\"\nbackend = \"ring\"\nmac = \"zz\"\n", "mac"),
@@ -1394,8 +1405,12 @@ mod tests {
         if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
             let b = parse(include_str!("../../config/bench.toml")).unwrap();
             assert_eq!(
-                (b.dataplane.cores.clone(), b.dataplane.realtime_priority),
-                (vec![1], 50)
+                (
+                    b.dataplane.cores.clone(),
+                    b.dataplane.realtime_priority,
+                    b.dataplane.idle_spin_us
+                ),
+                (vec![1], 50, 1000)
             );
         }
     }

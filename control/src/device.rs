@@ -121,10 +121,12 @@ pub struct Device {
     pump_stop: AtomicBool,
 }
 
-fn poll_mode(p: Poll) -> PollMode {
+fn poll_mode(p: Poll, idle_spin_us: u64) -> PollMode {
     match p {
         Poll::Busy => PollMode::Busy,
-        Poll::Adaptive => PollMode::Adaptive,
+        Poll::Adaptive => PollMode::Adaptive {
+            spin: Duration::from_micros(idle_spin_us),
+        },
     }
 }
 
@@ -215,7 +217,7 @@ pub fn start_engine(c: &Config) -> Result<(Engine, Vec<RingEnd>), String> {
     ec.max_sessions = d.max_sessions;
     ec.default_timeout_s = d.default_timeout;
     ec.tick = Duration::from_millis(d.tick_ms);
-    ec.poll = poll_mode(d.poll);
+    ec.poll = poll_mode(d.poll, d.idle_spin_us);
     ec.collector_port = d.collector_port.as_deref().and_then(|n| c.port_index(n));
     ec.command_queue = d.command_queue;
     ec.closed_queue = d.closed_queue;

@@ -89,7 +89,7 @@ impl EngineConfig {
             max_sessions: 100_000,
             default_timeout_s: 30,
             tick: Duration::from_millis(100),
-            poll: PollMode::Adaptive,
+            poll: PollMode::adaptive(),
             ports,
             firewall_port,
             collector_port: None,

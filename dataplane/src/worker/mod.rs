@@ -39,11 +39,12 @@ const AGING_BUDGET: usize = 256;
 /// Closed records handed to the feed per loop iteration.
 const CLOSED_BUDGET: usize = 256;
 /// How long an adaptive worker polls on after its last work before it starts to
-/// sleep. An empty poll takes 25-55 ns here, so 20 us covers the gaps inside a burst
-/// of packets or commands; spinning longer kept a real-time worker on its core
-/// between AddSession rounds (one every ~40 us at 800k adds/s), where the control
-/// plane could have run.
-const IDLE_SPIN_NS: u64 = 20_000;
+/// sleep, unless configured. Waking a sleeping worker costs a futex wake and, on a
+/// VM whose core went idle, tens of microseconds more; AddSession rounds come every
+/// ~40-100 us under load, so a spin shorter than that put the worker to sleep between
+/// rounds (20 us: add-to-live p99 150-240 us on the pinned real-time config, 100 us:
+/// 56-69 us). At most 100 us of a core is burnt each time work stops.
+pub const DEFAULT_IDLE_SPIN: Duration = Duration::from_micros(100);
 /// Longest sleep of an idle adaptive worker (also bounds aging latency).
 const MAX_SLEEP: Duration = Duration::from_millis(1);
 
@@ -52,9 +53,18 @@ const MAX_SLEEP: Duration = Duration::from_millis(1);
 pub enum PollMode {
     /// Never yields the core: for dedicated, isolated cores.
     Busy,
-    /// Spins a while, then sleeps in growing steps (up to 1 ms) until traffic or a
-    /// command wakes it: for shared machines. The default.
-    Adaptive,
+    /// Polls on for `spin` after its last work, then sleeps in growing steps (up to
+    /// 1 ms) until traffic or a command wakes it: for shared machines. The default.
+    Adaptive { spin: Duration },
+}
+
+impl PollMode {
+    /// Adaptive with the default spin.
+    pub fn adaptive() -> PollMode {
+        PollMode::Adaptive {
+            spin: DEFAULT_IDLE_SPIN,
+        }
+    }
 }
 
 /// What every worker knows of the device (the same for all).
@@ -334,8 +344,8 @@ impl Worker {
                 continue;
             }
             self.counters.idle_polls += 1;
-            if self.plan.poll == PollMode::Adaptive {
-                if self.clock.ns - last_work_ns > IDLE_SPIN_NS {
+            if let PollMode::Adaptive { spin } = self.plan.poll {
+                if self.clock.ns - last_work_ns > spin.as_nanos() as u64 {
                     // Wakers (rings, the engine's command send) unpark us early.
                     std::thread::park_timeout(sleep);
                     sleep = (sleep * 2).min(MAX_SLEEP);

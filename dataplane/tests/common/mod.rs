@@ -88,7 +88,7 @@ impl Device {
         cfg.tick = s.tick;
         cfg.default_timeout_s = s.default_timeout_s;
         cfg.next_hops = s.next_hops;
-        cfg.poll = PollMode::Adaptive;
+        cfg.poll = PollMode::adaptive();
         let engine = Engine::start(cfg).expect("engine starts");
         Device {
             engine,
