@@ -25,20 +25,34 @@ use dataplane::{Engine, EngineConfig, PollMode, PortConfig, SessionSpec};
 use super::xdp_sender;
 use super::{frame, round2, session, session_packets, Args, RING};
 
-/// Runs `ip`; the error names the command.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new("ip")
+/// Runs `cmd args`; the error names the command and carries its stderr.
+fn command(cmd: &str, args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new(cmd)
         .args(args)
         .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+        .map_err(|e| format!("{cmd} {}: {e}", args.join(" ")))?;
     if out.status.success() {
         Ok(())
     } else {
         Err(format!(
-            "ip {}: {}",
+            "{cmd} {}: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    command("ip", args)
+}
+
+/// Turns on the veth's NAPI receive path (GRO), without which it refuses the XDP
+/// sender's frames.
+fn enable_napi(ns: Option<&str>, dev: &str) -> Result<(), String> {
+    let gro_on = ["-K", dev, "gro", "on"];
+    match ns {
+        Some(ns) => ip(&[&["netns", "exec", ns, "ethtool"], &gro_on[..]].concat()),
+        None => command("ethtool", &gro_on),
     }
 }
 
@@ -202,7 +216,7 @@ fn send_for(
             .join()
             .map_err(|_| "sender panicked".to_string());
     }
-    xdp_sender::enable_napi(from.peer_ns, from.peer)?;
+    enable_napi(from.peer_ns, from.peer)?;
     let dev = from.dev.to_string();
     in_netns(from.ns, move || {
         core_affinity::set_for_current(core_affinity::CoreId { id: 0 });
@@ -577,30 +591,18 @@ fn link_counts(ns: Option<&str>, dev: &str) -> Result<LinkCounts, String> {
 fn steer_receive(ns: Option<&str>, dev: &str, cpu: Option<usize>) -> Result<(), String> {
     let path = format!("/sys/class/net/{dev}/queues/rx-0/rps_cpus");
     let mask = format!("{:x}", cpu.map_or(0, |c| 1u64 << c));
-    let out = match ns {
+    match ns {
         // sysfs shows a namespace's links only when mounted inside it: `ip netns exec`.
-        Some(ns) => std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                "sh",
-                "-c",
-                &format!("echo {mask} > {path}"),
-            ])
-            .output()
-            .map_err(|e| format!("ip netns exec: {e}"))?,
-        None => {
-            return std::fs::write(&path, &mask).map_err(|e| format!("{path}: {e}"));
-        }
-    };
-    if !out.status.success() {
-        return Err(format!(
-            "{path} in {ns:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        Some(ns) => ip(&[
+            "netns",
+            "exec",
+            ns,
+            "sh",
+            "-c",
+            &format!("echo {mask} > {path}"),
+        ]),
+        None => std::fs::write(&path, &mask).map_err(|e| format!("{path}: {e}")),
     }
-    Ok(())
 }
 
 /// The device's ports on the veths `outside` and `inside`, by `--port`.

@@ -6,7 +6,7 @@
 //! interface's `ndo_xdp_xmit`. On a veth that puts each frame straight into the
 //! peer's receive ring as an `xdp_frame`: no socket, no skb, no qdisc on the sending
 //! side, so one core offers several times what an AF_PACKET tx ring offers. The
-//! peer needs its NAPI receive path on (an XDP program, or GRO): `enable_napi`.
+//! peer needs its NAPI receive path on (an XDP program, or GRO: `port_bench.rs` turns it on).
 //!
 //! The program here (hand-assembled below, no compiler or loader needed) writes frame
 //! `cursor` of a BPF array of frames over the packet, advances the cursor round-robin
@@ -381,29 +381,6 @@ impl XdpSender {
         }
         Ok((sent, start.elapsed()))
     }
-}
-
-/// Turns on the veth's NAPI receive path (GRO), without which it refuses XDP frames.
-pub fn enable_napi(ns: Option<&str>, dev: &str) -> Result<(), String> {
-    let mut cmd = match ns {
-        Some(ns) => {
-            let mut c = std::process::Command::new("ip");
-            c.args(["netns", "exec", ns, "ethtool"]);
-            c
-        }
-        None => std::process::Command::new("ethtool"),
-    };
-    let out = cmd
-        .args(["-K", dev, "gro", "on"])
-        .output()
-        .map_err(|e| format!("ethtool: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "ethtool -K {dev} gro on: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
