@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use dataplane::packet::{Burst, PacketBuf, PacketPool, BURST};
 use dataplane::port::ring::{ring_port, RingPeer, RingPort};
 use dataplane::port::Port;
+use dataplane::stats::{EngineReport, WorkerCounters};
 use dataplane::wire::{self, tcp_flags, FrameSpec, PROTO_TCP, PROTO_UDP};
 use dataplane::worker::Command;
 use dataplane::{Action, Engine, EngineConfig, PollMode, PortConfig, SessionSpec};
@@ -307,16 +308,7 @@ fn main() -> ExitCode {
 }
 
 fn run(a: &Args) -> Result<bool, String> {
-    let ncores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    // Workers on the last cores, the driver on core 0 when there is one to spare.
-    let cores: Vec<usize> = (0..a.workers)
-        .map(|w| (ncores - 1 - w % ncores) % ncores)
-        .collect();
-    if a.workers < ncores {
-        core_affinity::set_for_current(core_affinity::CoreId { id: 0 });
-    }
+    let cores = place_threads(a.workers);
     let log = |s: String| {
         if !a.json {
             println!("{s}");
@@ -324,113 +316,27 @@ fn run(a: &Args) -> Result<bool, String> {
             eprintln!("{s}");
         }
     };
-
-    // Frames, both directions of every session, shuffled.
     let t = Instant::now();
     let proto = if a.tcp { PROTO_TCP } else { PROTO_UDP };
     let specs: Vec<SessionSpec> = (0..a.sessions).map(|i| session(i, proto)).collect();
     let pool = PacketPool::new((2 * a.sessions + 4 * RING * a.workers) as u32, FRAME)
         .map_err(|e| format!("packet pool: {e}"))?;
-    let steering = dataplane::steer::Steering::new(a.workers);
-    let mut order: Vec<(usize, bool)> = (0..a.sessions)
-        .flat_map(|i| [(i, false), (i, true)])
-        .collect();
-    order.shuffle(&mut SmallRng::seed_from_u64(7));
-    let mut pending: Pending = [
-        (0..a.workers).map(|_| VecDeque::new()).collect(),
-        (0..a.workers).map(|_| VecDeque::new()).collect(),
-    ];
-    let mut buf = [0u8; 128];
-    for &(i, reverse) in &order {
-        let n = frame(&specs[i], reverse, &mut buf);
-        let p = pool.alloc_from(&buf[..n]).ok_or("packet pool exhausted")?;
-        let s = &specs[i];
-        let q = steering.worker(false, &s.src, &s.dst, s.sport, s.dport);
-        pending[usize::from(reverse)][q].push_back(p);
-    }
+    let mut pending = build_frames(&specs, &pool, a.workers)?;
     log(format!(
         "built {} frames in {:.2?}",
-        order.len(),
+        2 * specs.len(),
         t.elapsed()
     ));
 
-    // (a) Baseline: rings only.
-    let (pa, peer_a) = ring_port("outside", [2, 0, 0, 0, 1, 0], a.workers, RING);
-    let (pb, peer_b) = ring_port("inside", [2, 0, 0, 0, 1, 1], a.workers, RING);
-    let (_fw_port, mut fw_peer) = ring_port("firewall", [2, 0, 0, 0, 1, 2], a.workers, RING);
-    let (stop, joins) = baseline([pa, pb], a.workers, &cores);
-    let mut peers = [peer_a, peer_b];
-    let (secs, got) = drive(&mut peers, &mut fw_peer, &mut pending, a.packets);
-    stop.store(true, Ordering::Relaxed);
-    for j in joins {
-        let _ = j.join();
-    }
-    let baseline_mpps = got as f64 / secs.as_secs_f64() / 1e6 / a.workers as f64;
-    log(format!(
-        "baseline: {got} packets in {secs:.2?}: {baseline_mpps:.2} Mpps per worker"
-    ));
-    if got != a.packets {
-        return Err(format!("baseline lost packets: {got} of {}", a.packets));
-    }
-    // Frames left in the baseline's rings are lost with them; gather the rest.
-    drop(peers);
+    let baseline_mpps = measure_baseline(a, &cores, &mut pending, &log)?;
 
-    // (b) The full pipeline.
-    let (pa, peer_a) = ring_port("outside", [2, 0, 0, 0, 1, 0], a.workers, RING);
-    let (pb, peer_b) = ring_port("inside", [2, 0, 0, 0, 1, 1], a.workers, RING);
-    let (pf, mut fw_peer) = ring_port("firewall", [2, 0, 0, 0, 1, 2], a.workers, RING);
-    let ports = vec![
-        PortConfig {
-            port: Box::new(pa),
-            lif: Some(1),
-            next_hop_mac: None,
-        },
-        PortConfig {
-            port: Box::new(pb),
-            lif: Some(2),
-            next_hop_mac: None,
-        },
-        PortConfig {
-            port: Box::new(pf),
-            lif: None,
-            next_hop_mac: None,
-        },
-    ];
-    let mut cfg = EngineConfig::new(ports, 2);
-    cfg.workers = a.workers;
-    cfg.cores = cores.clone();
-    cfg.max_sessions = a.sessions;
-    cfg.poll = PollMode::Busy;
-    cfg.default_timeout_s = 3600;
-    cfg.command_queue = 64;
-    let t = Instant::now();
-    let engine = Engine::start(cfg).map_err(|e| e.to_string())?;
-    log(format!(
-        "engine up (tables reserved) in {:.2?}",
-        t.elapsed()
-    ));
-
-    let t = Instant::now();
-    for chunk in specs.chunks(65_536) {
-        let r = engine.add(chunk.to_vec());
-        if let Some((i, e)) = r
-            .iter()
-            .enumerate()
-            .find_map(|(i, r)| r.err().map(|e| (i, e)))
-        {
-            return Err(format!("session {} was not installed: {e}", chunk[i].id));
-        }
-    }
-    let install = t.elapsed();
+    let (engine, mut peers, mut fw_peer) = start_pipeline(a, &cores, &log)?;
+    let install = install_sessions(&engine, &specs)?;
     log(format!(
         "installed {} sessions in {install:.2?} ({:.2} M adds/s)",
         a.sessions,
         a.sessions as f64 / install.as_secs_f64() / 1e6
     ));
-
-    // Refill the pending queues with every buffer not in flight: the baseline's leftovers
-    // were dropped with its rings and came back to the pool.
-    let mut peers = [peer_a, peer_b];
     // The worker loops counted before the run (install, start-up) are not the run's.
     let before = engine.report().total;
     let (secs, got) = drive(&mut peers, &mut fw_peer, &mut pending, a.packets);
@@ -438,26 +344,9 @@ fn run(a: &Args) -> Result<bool, String> {
     log(format!(
         "pipeline: {got} packets in {secs:.2?}: {mpps:.2} Mpps per worker"
     ));
-
     let report = engine.report();
-    let polls = report.total.polls - before.polls;
-    let idle_polls = report.total.idle_polls - before.idle_polls;
-    let busy = (polls - idle_polls).max(1);
-    log(format!(
-        "worker loops during the run: {polls} of which idle {idle_polls} ({:.1}%); \
-         {:.1} packets received per busy loop",
-        100.0 * idle_polls as f64 / polls.max(1) as f64,
-        (report.total.rx - before.rx) as f64 / busy as f64
-    ));
-    log(format!(
-        "received by port: {}",
-        report
-            .ports
-            .iter()
-            .map(|p| format!("{} {}", p.name, p.rx))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
+    log_worker_loops(&report, &before, &log);
+
     let counted = session_packets(&engine, &specs, a.workers)?;
     let stop = engine.stop();
     let hits = report.total.hits;
@@ -508,6 +397,147 @@ fn run(a: &Args) -> Result<bool, String> {
         println!("{json}");
     }
     Ok(ok)
+}
+
+/// The workers' cores: the last ones, and the driver (this thread) on core 0 when
+/// there is one to spare.
+fn place_threads(workers: usize) -> Vec<usize> {
+    let ncores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if workers < ncores {
+        core_affinity::set_for_current(core_affinity::CoreId { id: 0 });
+    }
+    (0..workers)
+        .map(|w| (ncores - 1 - w % ncores) % ncores)
+        .collect()
+}
+
+/// Frames for both directions of every session, shuffled, each waiting on the port
+/// and queue it is injected on (the queue the steering picks for its worker).
+fn build_frames(
+    specs: &[SessionSpec],
+    pool: &PacketPool,
+    workers: usize,
+) -> Result<Pending, String> {
+    let steering = dataplane::steer::Steering::new(workers);
+    let mut order: Vec<(usize, bool)> = (0..specs.len())
+        .flat_map(|i| [(i, false), (i, true)])
+        .collect();
+    order.shuffle(&mut SmallRng::seed_from_u64(7));
+    let mut pending: Pending = [
+        (0..workers).map(|_| VecDeque::new()).collect(),
+        (0..workers).map(|_| VecDeque::new()).collect(),
+    ];
+    let mut buf = [0u8; 128];
+    for &(i, reverse) in &order {
+        let s = &specs[i];
+        let n = frame(s, reverse, &mut buf);
+        let p = pool.alloc_from(&buf[..n]).ok_or("packet pool exhausted")?;
+        let q = steering.worker(false, &s.src, &s.dst, s.sport, s.dport);
+        pending[usize::from(reverse)][q].push_back(p);
+    }
+    Ok(pending)
+}
+
+/// (a) The baseline: the frames through ring ports moved by `baseline` threads with
+/// no parsing; Mpps per worker.
+fn measure_baseline(
+    a: &Args,
+    cores: &[usize],
+    pending: &mut Pending,
+    log: &dyn Fn(String),
+) -> Result<f64, String> {
+    let (pa, peer_a) = ring_port("outside", [2, 0, 0, 0, 1, 0], a.workers, RING);
+    let (pb, peer_b) = ring_port("inside", [2, 0, 0, 0, 1, 1], a.workers, RING);
+    let (_fw_port, mut fw_peer) = ring_port("firewall", [2, 0, 0, 0, 1, 2], a.workers, RING);
+    let (stop, joins) = baseline([pa, pb], a.workers, cores);
+    let mut peers = [peer_a, peer_b];
+    let (secs, got) = drive(&mut peers, &mut fw_peer, pending, a.packets);
+    stop.store(true, Ordering::Relaxed);
+    for j in joins {
+        let _ = j.join();
+    }
+    let mpps = got as f64 / secs.as_secs_f64() / 1e6 / a.workers as f64;
+    log(format!(
+        "baseline: {got} packets in {secs:.2?}: {mpps:.2} Mpps per worker"
+    ));
+    if got != a.packets {
+        return Err(format!("baseline lost packets: {got} of {}", a.packets));
+    }
+    // Frames left in the baseline's rings go back to the pool with them; the pipeline
+    // runs on the rest.
+    Ok(mpps)
+}
+
+/// (b) The engine on fresh ring ports (outside lif 1, inside lif 2, the firewall),
+/// busy-polling workers on `cores`, tables for `a.sessions`.
+fn start_pipeline(
+    a: &Args,
+    cores: &[usize],
+    log: &dyn Fn(String),
+) -> Result<(Engine, [RingPeer; 2], RingPeer), String> {
+    let (pa, peer_a) = ring_port("outside", [2, 0, 0, 0, 1, 0], a.workers, RING);
+    let (pb, peer_b) = ring_port("inside", [2, 0, 0, 0, 1, 1], a.workers, RING);
+    let (pf, fw_peer) = ring_port("firewall", [2, 0, 0, 0, 1, 2], a.workers, RING);
+    let port = |p: RingPort, lif: Option<u16>| PortConfig {
+        port: Box::new(p),
+        lif,
+        next_hop_mac: None,
+    };
+    let ports = vec![port(pa, Some(1)), port(pb, Some(2)), port(pf, None)];
+    let mut cfg = EngineConfig::new(ports, 2);
+    cfg.workers = a.workers;
+    cfg.cores = cores.to_vec();
+    cfg.max_sessions = a.sessions;
+    cfg.poll = PollMode::Busy;
+    cfg.default_timeout_s = 3600;
+    cfg.command_queue = 64;
+    let t = Instant::now();
+    let engine = Engine::start(cfg).map_err(|e| e.to_string())?;
+    log(format!(
+        "engine up (tables reserved) in {:.2?}",
+        t.elapsed()
+    ));
+    Ok((engine, [peer_a, peer_b], fw_peer))
+}
+
+/// Adds every session; an error names the first one refused.
+fn install_sessions(engine: &Engine, specs: &[SessionSpec]) -> Result<Duration, String> {
+    let t = Instant::now();
+    for chunk in specs.chunks(65_536) {
+        let r = engine.add(chunk.to_vec());
+        if let Some((i, e)) = r
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| r.err().map(|e| (i, e)))
+        {
+            return Err(format!("session {} was not installed: {e}", chunk[i].id));
+        }
+    }
+    Ok(t.elapsed())
+}
+
+/// How the workers spent their loops during the run, and what each port received.
+fn log_worker_loops(report: &EngineReport, before: &WorkerCounters, log: &dyn Fn(String)) {
+    let polls = report.total.polls - before.polls;
+    let idle_polls = report.total.idle_polls - before.idle_polls;
+    let busy = (polls - idle_polls).max(1);
+    log(format!(
+        "worker loops during the run: {polls} of which idle {idle_polls} ({:.1}%); \
+         {:.1} packets received per busy loop",
+        100.0 * idle_polls as f64 / polls.max(1) as f64,
+        (report.total.rx - before.rx) as f64 / busy as f64
+    ));
+    log(format!(
+        "received by port: {}",
+        report
+            .ports
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.rx))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
 }
 
 fn round2(v: f64) -> f64 {

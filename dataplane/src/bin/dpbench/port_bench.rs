@@ -926,19 +926,7 @@ const NEXT_HOP_MAC: [u8; 6] = [2, 0xbf, 0, 0, 0, 5];
 /// the sender ran; (a) also whether the device was saturated (it dropped what its port
 /// received) and how busy its worker was.
 pub fn run(a: &Args) -> Result<bool, String> {
-    // SAFETY: plain libc call.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("--port needs root (veth pairs, AF_PACKET, BPF)".into());
-    }
-    for (tool, what) in [("nft", "nftables"), ("ethtool", "ethtool")] {
-        if std::process::Command::new(tool)
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            return Err(format!("--port needs {tool} (Debian: {what})"));
-        }
-    }
+    check_prerequisites()?;
     let log = |s: String| {
         if a.json {
             eprintln!("{s}");
@@ -948,24 +936,7 @@ pub fn run(a: &Args) -> Result<bool, String> {
     };
     let tag = format!("{:x}", std::process::id());
     let mut v = Veths::default();
-    let links = ["dpa0", "dpa1", "dpb0", "dpb1"].map(|l| format!("{l}{tag}"));
-    let [dpa0, dpa1, dpb0, dpb1] = &links;
-    v.pair(
-        dpa0,
-        [2, 0xbe, 0, 0, 0, 1],
-        None,
-        dpa1,
-        [2, 0xbe, 0, 0, 0, 2],
-        None,
-    )?;
-    v.pair(
-        dpb0,
-        [2, 0xbe, 0, 0, 0, 3],
-        None,
-        dpb1,
-        [2, 0xbe, 0, 0, 0, 4],
-        None,
-    )?;
+    let links = device_veths(&mut v, &tag)?;
 
     let proto = if a.tcp { PROTO_TCP } else { PROTO_UDP };
     let specs: Vec<SessionSpec> = (0..a.sessions).map(|i| session(i, proto)).collect();
@@ -988,50 +959,18 @@ pub fn run(a: &Args) -> Result<bool, String> {
     )?;
     log_device(a, &d, &log);
 
-    let router = build_router(&mut v, &tag)?;
-    let routed: Arc<Vec<Vec<u8>>> = Arc::new(
-        frames
-            .iter()
-            .map(|f| {
-                let mut f = f.clone();
-                f[..6].copy_from_slice(&ROUTER_MAC);
-                f
-            })
-            .collect(),
-    );
-    let mut kernel = router_runs("routing", &router, &routed, a.seconds)?;
-    let ct = conntrack_forwarding(&router, &specs, &routed, a.seconds)?;
-    kernel.extend(ct.runs);
-    let (tracked, not_established) = (ct.tracked, ct.not_established);
-    for k in &kernel {
-        log(format!(
-            "kernel {}, {} sender, router on {} core: sender {} frames ({:.2} Mpps); \
-             router forwarded {}: {:.2} Mpps",
-            k.test,
-            k.sender,
-            if k.own_core {
-                "its own"
-            } else {
-                "the sender's"
-            },
-            k.sent,
-            k.sent_mpps(),
-            k.forwarded,
-            k.mpps()
-        ));
-    }
-    log(format!(
-        "kernel conntrack: {tracked} connections tracked, dropped as not established: \
-         {not_established}"
-    ));
+    let kernel = measure_kernel(&mut v, &tag, &specs, &frames, a.seconds, &log)?;
+    let (tracked, not_established) = (kernel.tracked, kernel.not_established);
     let best = |test: &str| {
         kernel
+            .runs
             .iter()
             .filter(|k| k.test == test)
             .map(KernelRun::mpps)
             .fold(0.0, f64::max)
     };
     let (baseline_mpps, conntrack_mpps) = (best("routing"), best("conntrack"));
+    let kernel = kernel.runs;
     drop(v);
 
     let ok = verify(a, &d, tracked, not_established, &log);
@@ -1086,6 +1025,108 @@ pub fn run(a: &Args) -> Result<bool, String> {
         println!("{json}");
     }
     Ok(ok)
+}
+
+/// Root, and the tools the set-up and the kernel baselines run.
+fn check_prerequisites() -> Result<(), String> {
+    // SAFETY: plain libc call.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("--port needs root (veth pairs, AF_PACKET, BPF)".into());
+    }
+    for (tool, what) in [("nft", "nftables"), ("ethtool", "ethtool")] {
+        if std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            return Err(format!("--port needs {tool} (Debian: {what})"));
+        }
+    }
+    Ok(())
+}
+
+/// The device's two veth pairs: `dpa0`-`dpa1` (the sender's end and the device's
+/// outside port) and `dpb0`-`dpb1` (the device's inside port and the far end), each
+/// name suffixed with `tag`.
+fn device_veths(v: &mut Veths, tag: &str) -> Result<[String; 4], String> {
+    let links = ["dpa0", "dpa1", "dpb0", "dpb1"].map(|l| format!("{l}{tag}"));
+    let [dpa0, dpa1, dpb0, dpb1] = &links;
+    v.pair(
+        dpa0,
+        [2, 0xbe, 0, 0, 0, 1],
+        None,
+        dpa1,
+        [2, 0xbe, 0, 0, 0, 2],
+        None,
+    )?;
+    v.pair(
+        dpb0,
+        [2, 0xbe, 0, 0, 0, 3],
+        None,
+        dpb1,
+        [2, 0xbe, 0, 0, 0, 4],
+        None,
+    )?;
+    Ok(links)
+}
+
+/// The kernel baselines' results: every run, and conntrack's view of the sessions.
+struct KernelBaselines {
+    runs: Vec<KernelRun>,
+    tracked: u64,
+    not_established: u64,
+}
+
+/// (b) and (c): a router namespace forwarding the sessions' frames (addressed to it)
+/// plainly, then only as conntrack's established connections; each run logged.
+fn measure_kernel(
+    v: &mut Veths,
+    tag: &str,
+    specs: &[SessionSpec],
+    frames: &[Vec<u8>],
+    seconds: u64,
+    log: &impl Fn(String),
+) -> Result<KernelBaselines, String> {
+    let router = build_router(v, tag)?;
+    let routed: Arc<Vec<Vec<u8>>> = Arc::new(
+        frames
+            .iter()
+            .map(|f| {
+                let mut f = f.clone();
+                f[..6].copy_from_slice(&ROUTER_MAC);
+                f
+            })
+            .collect(),
+    );
+    let mut runs = router_runs("routing", &router, &routed, seconds)?;
+    let ct = conntrack_forwarding(&router, specs, &routed, seconds)?;
+    runs.extend(ct.runs);
+    for k in &runs {
+        log(format!(
+            "kernel {}, {} sender, router on {} core: sender {} frames ({:.2} Mpps); \
+             router forwarded {}: {:.2} Mpps",
+            k.test,
+            k.sender,
+            if k.own_core {
+                "its own"
+            } else {
+                "the sender's"
+            },
+            k.sent,
+            k.sent_mpps(),
+            k.forwarded,
+            k.mpps()
+        ));
+    }
+    log(format!(
+        "kernel conntrack: {} connections tracked, dropped as not established: {}",
+        ct.tracked, ct.not_established
+    ));
+    Ok(KernelBaselines {
+        runs,
+        tracked: ct.tracked,
+        not_established: ct.not_established,
+    })
 }
 
 /// The device's lines: what it was offered, what it forwarded and dropped, whether
