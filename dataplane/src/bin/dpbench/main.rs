@@ -35,7 +35,10 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+mod kernel_baseline;
 mod port_bench;
+mod sender;
+mod veths;
 mod xdp_sender;
 
 const RING: usize = 4096;
@@ -399,18 +402,25 @@ fn run(a: &Args) -> Result<bool, String> {
     Ok(ok)
 }
 
-/// The workers' cores: the last ones, and the driver (this thread) on core 0 when
+/// The workers' cores (`worker_core`), and the driver (this thread) on core 0 when
 /// there is one to spare.
 fn place_threads(workers: usize) -> Vec<usize> {
-    let ncores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    if workers < ncores {
+    if workers < cores() {
         core_affinity::set_for_current(core_affinity::CoreId { id: 0 });
     }
-    (0..workers)
-        .map(|w| (ncores - 1 - w % ncores) % ncores)
-        .collect()
+    (0..workers).map(worker_core).collect()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// The core of worker `w`: the last cores, so that the driver or sender has core 0.
+fn worker_core(w: usize) -> usize {
+    let ncores = cores();
+    (ncores - 1 - w % ncores) % ncores
 }
 
 /// Frames for both directions of every session, shuffled, each waiting on the port
