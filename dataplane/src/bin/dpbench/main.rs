@@ -405,12 +405,15 @@ fn run(a: &Args) -> Result<bool, String> {
 /// The workers' cores (`worker_core`), and the driver (this thread) on core 0 when
 /// there is one to spare.
 fn place_threads(workers: usize) -> Vec<usize> {
+    // Counted before this thread is pinned: the count follows its affinity.
+    let placed = (0..workers).map(worker_core).collect();
     if workers < cores() {
         core_affinity::set_for_current(core_affinity::CoreId { id: 0 });
     }
-    (0..workers).map(worker_core).collect()
+    placed
 }
 
+/// The cores this thread may run on.
 fn cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -590,6 +593,19 @@ mod tests {
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
             })
             .collect()
+    }
+
+    /// With a core to spare, the driver gets core 0 and no worker does (the workers'
+    /// cores must be counted before the driver's thread is pinned).
+    #[test]
+    fn workers_keep_off_the_drivers_core() {
+        let workers = std::thread::spawn(|| (super::cores(), super::place_threads(1)))
+            .join()
+            .expect("placed");
+        match workers {
+            (1, placed) => assert_eq!(placed, vec![0]),
+            (n, placed) => assert_eq!(placed, vec![n - 1]),
+        }
     }
 
     /// Every field of dpbench's `--json` objects (ring and real ports) is named in
