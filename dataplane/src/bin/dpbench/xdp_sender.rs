@@ -6,7 +6,7 @@
 //! interface's `ndo_xdp_xmit`. On a veth that puts each frame straight into the
 //! peer's receive ring as an `xdp_frame`: no socket, no skb, no qdisc on the sending
 //! side, so one core offers several times what an AF_PACKET tx ring offers. The
-//! peer needs its NAPI receive path on (an XDP program, or GRO: `port_bench.rs` turns it on).
+//! peer needs its NAPI receive path on (an XDP program, or GRO: `sender.rs` turns it on).
 //!
 //! The program here (hand-assembled below, no compiler or loader needed) writes frame
 //! `cursor` of a BPF array of frames over the packet, advances the cursor round-robin
