@@ -44,10 +44,9 @@ fn xdp_ports(outside: &str, inside: &str, _workers: usize) -> Result<[Box<dyn Po
         rx_size: rx_frames,
         ..d
     };
-    let o = AfXdpPort::new("outside", outside, [2, 0xbe, 0, 0, 0, 2], opts.clone())
-        .map_err(|e| e.to_string())?;
-    let i =
-        AfXdpPort::new("inside", inside, [2, 0xbe, 0, 0, 0, 3], opts).map_err(|e| e.to_string())?;
+    let o =
+        AfXdpPort::new("outside", outside, OUTSIDE_MAC, opts.clone()).map_err(|e| e.to_string())?;
+    let i = AfXdpPort::new("inside", inside, INSIDE_MAC, opts).map_err(|e| e.to_string())?;
     Ok([Box::new(o), Box::new(i)])
 }
 
@@ -79,10 +78,9 @@ fn dpdk_ports(outside: &str, inside: &str) -> Result<[Box<dyn Port>; 2], String>
     let i_dev = format!("net_af_packet1,iface={inside}");
     let eal = Eal::init(&Eal::arguments(&args, &[&o_dev, &i_dev])).map_err(|e| e.to_string())?;
     let opts = DpdkOptions::default();
-    let o = DpdkPort::new(&eal, "outside", &o_dev, [2, 0xbe, 0, 0, 0, 2], opts.clone())
+    let o = DpdkPort::new(&eal, "outside", &o_dev, OUTSIDE_MAC, opts.clone())
         .map_err(|e| e.to_string())?;
-    let i = DpdkPort::new(&eal, "inside", &i_dev, [2, 0xbe, 0, 0, 0, 3], opts)
-        .map_err(|e| e.to_string())?;
+    let i = DpdkPort::new(&eal, "inside", &i_dev, INSIDE_MAC, opts).map_err(|e| e.to_string())?;
     Ok([Box::new(o), Box::new(i)])
 }
 
@@ -102,10 +100,10 @@ fn device_ports(a: &Args, outside: &str, inside: &str) -> Result<[Box<dyn Port>;
                 block_count: 32,
                 ..AfPacketOptions::default()
             };
-            let o = AfPacketPort::new("outside", outside, [2, 0xbe, 0, 0, 0, 2], opts.clone())
+            let o = AfPacketPort::new("outside", outside, OUTSIDE_MAC, opts.clone())
                 .map_err(|e| e.to_string())?;
-            let i = AfPacketPort::new("inside", inside, [2, 0xbe, 0, 0, 0, 3], opts)
-                .map_err(|e| e.to_string())?;
+            let i =
+                AfPacketPort::new("inside", inside, INSIDE_MAC, opts).map_err(|e| e.to_string())?;
             Ok([Box::new(o), Box::new(i)])
         }
     }
@@ -449,28 +447,21 @@ fn check_prerequisites() -> Result<(), String> {
     Ok(())
 }
 
+/// The device's veths' MACs: the sender's end `dpa0`, the outside port's `dpa1`, the
+/// inside port's `dpb0`, the far end `dpb1`. Each port is opened with its veth's MAC.
+const SENDER_MAC: [u8; 6] = [2, 0xbe, 0, 0, 0, 1];
+const OUTSIDE_MAC: [u8; 6] = [2, 0xbe, 0, 0, 0, 2];
+const INSIDE_MAC: [u8; 6] = [2, 0xbe, 0, 0, 0, 3];
+const FAR_END_MAC: [u8; 6] = [2, 0xbe, 0, 0, 0, 4];
+
 /// The device's two veth pairs: `dpa0`-`dpa1` (the sender's end and the device's
 /// outside port) and `dpb0`-`dpb1` (the device's inside port and the far end), each
 /// name suffixed with `tag`.
 fn device_veths(v: &mut Veths, tag: &str) -> Result<[String; 4], String> {
     let links = ["dpa0", "dpa1", "dpb0", "dpb1"].map(|l| format!("{l}{tag}"));
     let [dpa0, dpa1, dpb0, dpb1] = &links;
-    v.pair(
-        dpa0,
-        [2, 0xbe, 0, 0, 0, 1],
-        None,
-        dpa1,
-        [2, 0xbe, 0, 0, 0, 2],
-        None,
-    )?;
-    v.pair(
-        dpb0,
-        [2, 0xbe, 0, 0, 0, 3],
-        None,
-        dpb1,
-        [2, 0xbe, 0, 0, 0, 4],
-        None,
-    )?;
+    v.pair(dpa0, SENDER_MAC, None, dpa1, OUTSIDE_MAC, None)?;
+    v.pair(dpb0, INSIDE_MAC, None, dpb1, FAR_END_MAC, None)?;
     Ok(links)
 }
 
